@@ -1,0 +1,285 @@
+//! Configuration: defaults, then a TOML file, then environment variables,
+//! then command-line flags, each overriding the one before.
+//!
+//! Every option has a flag and an environment variable (`souk --help` lists
+//! both); the TOML file uses the flag's name with `_` for `-`. The defaults
+//! run a working shop with its data in `./data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::limits;
+
+/// souk: an e-commerce backend, shard per core, FlatBuffers over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "souk", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub options: Options,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the shop (the default when no command is given).
+    Serve,
+}
+
+/// Options of `souk serve`. Every field is optional here so that a value
+/// from the command line or the environment can be told from one that should
+/// come from the file or the default.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// TOML configuration file; its keys are the long flag names with `_`.
+    #[arg(short, long, env = "SOUK_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// UDP address the QUIC endpoint listens on. [default: 0.0.0.0:4433]
+    #[arg(long, env = "SOUK_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Number of shards (pinned threads). [default: the number of cores]
+    #[arg(long, env = "SOUK_SHARDS", value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// Directory for the store and the generated certificate. [default: ./data]
+    #[arg(long, env = "SOUK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// TLS certificate chain (PEM). Without it, souk creates a self-signed
+    /// certificate in the data directory on first start and prints its
+    /// SHA-256 fingerprint for clients to pin.
+    #[arg(long, env = "SOUK_CERT", value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --cert.
+    #[arg(long, env = "SOUK_KEY", value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Interim admin credential: a connection that authenticates with this
+    /// key as its access token may run admin operations. Unset: no admin.
+    #[arg(
+        long,
+        env = "SOUK_ADMIN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub admin_key: Option<String>,
+
+    /// Log line format. [default: human]
+    #[arg(long, env = "SOUK_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, as in RUST_LOG (for example `info,souk_server=debug`). [default: info]
+    #[arg(long, env = "SOUK_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Products in the generated demo catalog served when the store is empty. [default: 500]
+    #[arg(long, env = "SOUK_DEMO_PRODUCTS", value_name = "N")]
+    pub demo_products: Option<usize>,
+
+    /// Seed of the demo catalog generator. [default: 1]
+    #[arg(long, env = "SOUK_DEMO_SEED", value_name = "SEED")]
+    pub demo_seed: Option<u64>,
+
+    /// Pin each shard's thread to its own core. [default: true]
+    #[arg(long, env = "SOUK_PIN_THREADS", value_name = "BOOL")]
+    pub pin_threads: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Where the server's TLS identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// `cert.pem` and `key.pem` in the data directory, created on first start.
+    SelfSigned,
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub data_dir: PathBuf,
+    pub tls: TlsSource,
+    pub admin_key: Option<String>,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub demo_products: usize,
+    pub demo_seed: u64,
+    pub pin_threads: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            shards: available_cores(),
+            data_dir: PathBuf::from("data"),
+            tls: TlsSource::SelfSigned,
+            admin_key: None,
+            log_format: LogFormat::Human,
+            log: "info".into(),
+            demo_products: souk_storage::demo::DEMO_PRODUCTS_DEFAULT,
+            demo_seed: 1,
+            pin_threads: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Resolves command-line and environment options (already merged by
+    /// clap) over the config file they name, over the defaults.
+    pub fn resolve(cli: Options) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        let defaults = Config::default();
+        let tls = match (cli.cert.or(file.cert), cli.key.or(file.key)) {
+            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (None, None) => TlsSource::SelfSigned,
+            _ => return Err(ConfigError::Invalid("cert and key go together".into())),
+        };
+        let config = Config {
+            listen: cli.listen.or(file.listen).unwrap_or(defaults.listen),
+            shards: cli.shards.or(file.shards).unwrap_or(defaults.shards),
+            data_dir: cli.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            tls,
+            admin_key: cli.admin_key.or(file.admin_key),
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            log: cli.log.or(file.log).unwrap_or(defaults.log),
+            demo_products: cli
+                .demo_products
+                .or(file.demo_products)
+                .unwrap_or(defaults.demo_products),
+            demo_seed: cli
+                .demo_seed
+                .or(file.demo_seed)
+                .unwrap_or(defaults.demo_seed),
+            pin_threads: cli
+                .pin_threads
+                .or(file.pin_threads)
+                .unwrap_or(defaults.pin_threads),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.shards == 0 || self.shards > limits::SHARDS_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "shards must be between 1 and {}, got {}",
+                limits::SHARDS_MAX,
+                self.shards
+            )));
+        }
+        if self.admin_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "admin key must be at least 16 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        let mut argv = vec!["souk"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("valid arguments").options
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("souk.toml");
+        std::fs::write(
+            &path,
+            "shards = 3\nlisten = \"127.0.0.1:5000\"\ndemo_products = 10\n",
+        )
+        .unwrap();
+        let config = Config::resolve(parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--shards",
+            "2",
+        ]))
+        .unwrap();
+        assert_eq!(config.shards, 2, "flag wins over file");
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:5000".parse().unwrap(),
+            "file wins over default"
+        );
+        assert_eq!(config.demo_products, 10);
+        assert_eq!(config.data_dir, PathBuf::from("data"), "default");
+        assert_eq!(config.tls, TlsSource::SelfSigned);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("souk.toml");
+        std::fs::write(&path, "shardz = 3\n").unwrap();
+        let error = Config::resolve(parse(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
+        let error = Config::resolve(parse(&["--shards", "0"])).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid(_)), "{error}");
+        assert!(Cli::try_parse_from(["souk", "--cert", "a.pem"]).is_err());
+    }
+}

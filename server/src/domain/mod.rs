@@ -1,0 +1,300 @@
+//! Request handling, sans I/O.
+//!
+//! `handle` takes a decoded request, the shard's state, the connection's
+//! session and the time, and returns a `Step`: either the reply, or the work
+//! that must happen on other shards before there is one. The I/O layer
+//! (`io::shard`) carries steps out; nothing here knows about sockets, tokio
+//! or the clock, so every rule is tested by calling these functions.
+//!
+//! `answer` is the other half: what an owner shard does with a `ShardCall`
+//! that another shard sent it.
+
+pub mod catalog;
+pub mod inventory;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use souk_wire::api::{
+    AdminRestock, ApiError, ErrorStatus, Hello, HelloReply, Identity, PROTOCOL_VERSION, ProductId,
+    Request, RequestBody, Response, ResponseBody, Role, Sku, StockLevel, StockStatus, UnixMillis,
+    UserId,
+};
+
+use crate::limits;
+use crate::shard::{Placement, ShardId};
+use catalog::Catalog;
+use inventory::Inventory;
+
+/// The interim admin credential (until accounts land): only its SHA-256 is
+/// kept, and a presented token is compared by digest, so the comparison
+/// leaks nothing about the key through timing.
+#[derive(Debug, Clone)]
+pub struct AdminKey([u8; 32]);
+
+impl AdminKey {
+    pub fn new(key: &str) -> AdminKey {
+        AdminKey(Sha256::digest(key.as_bytes()).into())
+    }
+
+    fn matches(&self, token: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        presented == self.0
+    }
+}
+
+/// What one shard owns and reads.
+#[derive(Debug)]
+pub struct ShardState {
+    pub shard: ShardId,
+    pub placement: Placement,
+    /// Shared read-only by every shard.
+    pub catalog: Arc<Catalog>,
+    /// Counters of the SKUs this shard owns, and no others.
+    pub inventory: Inventory,
+    pub admin_key: Option<AdminKey>,
+    pub server_version: &'static str,
+}
+
+/// Per-connection state, owned by the connection's task.
+#[derive(Debug, Default)]
+pub struct Session {
+    pub identity: Option<Identity>,
+}
+
+/// A message from one shard to the owner of some state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardCall {
+    /// Current levels of SKUs the receiver owns.
+    StockLevels(Vec<Sku>),
+    Restock(AdminRestock),
+}
+
+/// The owner's answer to a `ShardCall`, variant for variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardAnswer {
+    StockLevels(Vec<StockLevel>),
+    Restocked(Result<StockLevel, ApiError>),
+}
+
+/// What handling a request needs next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Reply(Response),
+    /// The product exists; its variants' stock must be read from their owner
+    /// shards (grouped, one call per shard), then `product_detail` replies.
+    ProductStock {
+        product_id: ProductId,
+        asks: Vec<(ShardId, Vec<Sku>)>,
+    },
+    /// The call must run on `owner`; its answer becomes the reply through
+    /// `owner_reply`.
+    Owner {
+        owner: ShardId,
+        call: ShardCall,
+    },
+}
+
+fn reply(response: Response) -> Step {
+    Step::Reply(response)
+}
+
+pub fn handle(
+    state: &ShardState,
+    session: &mut Session,
+    request: &Request,
+    now: UnixMillis,
+) -> Step {
+    use RequestBody as R;
+    match &request.body {
+        R::Hello(hello) => reply(hello_reply(state, hello, now)),
+        R::Authenticate { access_token } => reply(authenticate(state, session, access_token)),
+        R::Logout { .. } => {
+            session.identity = None;
+            reply(Ok(ResponseBody::Empty))
+        }
+        R::ListCategories => reply(Ok(ResponseBody::CategoryList(
+            state.catalog.categories().to_vec(),
+        ))),
+        R::BrowseCategory(query) => {
+            reply(state.catalog.browse(query).map(ResponseBody::ProductPage))
+        }
+        R::GetProduct { product_id } => product_stock(state, product_id),
+        R::AdminRestock(restock) => admin_restock(state, session, restock, now),
+        other => reply(Err(ApiError::new(
+            ErrorStatus::Unavailable,
+            format!(
+                "{} is not offered by this server version",
+                other.operation()
+            ),
+        ))),
+    }
+}
+
+fn hello_reply(state: &ShardState, hello: &Hello, now: UnixMillis) -> Response {
+    if hello.protocol_version == 0 || hello.protocol_version > PROTOCOL_VERSION {
+        return Err(ApiError::bad_request(format!(
+            "protocol version {} is not supported; this server speaks 1..={PROTOCOL_VERSION}",
+            hello.protocol_version
+        )));
+    }
+    Ok(ResponseBody::HelloReply(HelloReply {
+        protocol_version: PROTOCOL_VERSION,
+        server_version: state.server_version.to_owned(),
+        shard: state.shard.0,
+        shard_count: state.placement.shard_count() as u16,
+        server_time: now,
+    }))
+}
+
+/// Binds an identity to the connection. Until accounts and JWTs land, the
+/// only token accepted is the configured admin key.
+fn authenticate(state: &ShardState, session: &mut Session, token: &str) -> Response {
+    let Some(admin_key) = &state.admin_key else {
+        return Err(ApiError::new(
+            ErrorStatus::Unauthenticated,
+            "invalid access token",
+        ));
+    };
+    if !admin_key.matches(token) {
+        session.identity = None;
+        return Err(ApiError::new(
+            ErrorStatus::Unauthenticated,
+            "invalid access token",
+        ));
+    }
+    let identity = Identity {
+        user_id: UserId(0),
+        role: Role::Admin,
+        access_expires_at: UnixMillis(u64::MAX),
+    };
+    session.identity = Some(identity.clone());
+    Ok(ResponseBody::Identity(identity))
+}
+
+fn require_admin(session: &Session, now: UnixMillis) -> Result<(), ApiError> {
+    match &session.identity {
+        None => Err(ApiError::new(
+            ErrorStatus::Unauthenticated,
+            "authenticate first",
+        )),
+        Some(identity) if identity.access_expires_at <= now => Err(ApiError::new(
+            ErrorStatus::Unauthenticated,
+            "access token expired: refresh",
+        )),
+        Some(identity) if identity.role != Role::Admin => {
+            Err(ApiError::new(ErrorStatus::Forbidden, "admin role required"))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn product_stock(state: &ShardState, product_id: &ProductId) -> Step {
+    let Some(product) = state.catalog.product(product_id) else {
+        return reply(Err(ApiError::new(
+            ErrorStatus::NotFound,
+            format!("no product {product_id}"),
+        )));
+    };
+    let mut asks: Vec<(ShardId, Vec<Sku>)> = Vec::new();
+    for variant in &product.variants {
+        let owner = state.placement.sku_owner(&variant.sku);
+        match asks.iter_mut().find(|(shard, _)| *shard == owner) {
+            Some((_, skus)) => skus.push(variant.sku.clone()),
+            None => asks.push((owner, vec![variant.sku.clone()])),
+        }
+    }
+    Step::ProductStock {
+        product_id: product_id.clone(),
+        asks,
+    }
+}
+
+fn admin_restock(
+    state: &ShardState,
+    session: &Session,
+    restock: &AdminRestock,
+    now: UnixMillis,
+) -> Step {
+    if let Err(error) = require_admin(session, now) {
+        return reply(Err(error));
+    }
+    if state.catalog.sku(&restock.sku).is_none() {
+        return reply(Err(ApiError::new(
+            ErrorStatus::NotFound,
+            format!("no SKU {}", restock.sku),
+        )));
+    }
+    Step::Owner {
+        owner: state.placement.sku_owner(&restock.sku),
+        call: ShardCall::Restock(restock.clone()),
+    }
+}
+
+/// Runs a call on the shard that owns its state.
+pub fn answer(state: &mut ShardState, call: ShardCall) -> ShardAnswer {
+    match call {
+        ShardCall::StockLevels(skus) => ShardAnswer::StockLevels(
+            skus.iter()
+                .map(|sku| {
+                    assert_owned(state, sku);
+                    state.inventory.level(sku)
+                })
+                .collect(),
+        ),
+        ShardCall::Restock(restock) => {
+            assert_owned(state, &restock.sku);
+            ShardAnswer::Restocked(state.inventory.restock(&restock))
+        }
+    }
+}
+
+fn assert_owned(state: &ShardState, sku: &Sku) {
+    assert_eq!(
+        state.placement.sku_owner(sku),
+        state.shard,
+        "{sku} reached a shard that does not own it"
+    );
+}
+
+/// The reply for an `Owner` step, from the owner's answer.
+pub fn owner_reply(answer: ShardAnswer) -> Response {
+    match answer {
+        ShardAnswer::Restocked(result) => result.map(ResponseBody::StockLevel),
+        ShardAnswer::StockLevels(_) => unreachable!("stock levels answer a ProductStock step"),
+    }
+}
+
+/// The product detail reply, once the owners reported the variants' stock.
+pub fn product_detail(
+    state: &ShardState,
+    product_id: &ProductId,
+    levels: &[StockLevel],
+) -> Response {
+    let Some(product) = state.catalog.product(product_id) else {
+        return Err(ApiError::new(
+            ErrorStatus::NotFound,
+            format!("no product {product_id}"),
+        ));
+    };
+    let available: HashMap<&Sku, i64> = levels.iter().map(|l| (&l.sku, l.available)).collect();
+    let mut product = product.clone();
+    for variant in &mut product.variants {
+        let units = available.get(&variant.sku).copied().unwrap_or(0);
+        variant.available = units;
+        variant.stock_status = stock_status(units);
+    }
+    Ok(ResponseBody::ProductDetail(Box::new(product)))
+}
+
+pub fn stock_status(available: i64) -> StockStatus {
+    match available {
+        n if n <= 0 => StockStatus::OutOfStock,
+        n if n <= limits::LOW_STOCK_UNITS => StockStatus::LowStock,
+        _ => StockStatus::InStock,
+    }
+}
+
+#[cfg(test)]
+mod tests;

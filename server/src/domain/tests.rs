@@ -1,0 +1,223 @@
+//! Handlers driven without sockets: a request in, a step out.
+
+use souk_storage::demo;
+use souk_wire::api::{BrowseCategory, CategoryId, IdempotencyKey, RestockMode};
+
+use super::*;
+
+const ADMIN_KEY: &str = "admin-key-for-tests-only";
+const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+
+/// Every shard of a `shard_count` server over the same demo catalog, each
+/// holding only the counters it owns.
+fn shards(shard_count: usize) -> Vec<ShardState> {
+    let data = demo::generate(5, 60);
+    let catalog = Arc::new(Catalog::build(&data));
+    let placement = Placement::new(shard_count);
+    placement
+        .shards()
+        .map(|shard| ShardState {
+            shard,
+            placement,
+            catalog: catalog.clone(),
+            inventory: Inventory::load(
+                data.stock
+                    .iter()
+                    .filter(|(sku, _)| placement.sku_owner(sku) == shard)
+                    .cloned(),
+            ),
+            admin_key: Some(AdminKey::new(ADMIN_KEY)),
+            server_version: "test",
+        })
+        .collect()
+}
+
+fn request(body: RequestBody) -> Request {
+    let idempotency_key = body.operation().is_mutating().then_some(IdempotencyKey(1));
+    Request {
+        idempotency_key,
+        body,
+    }
+}
+
+fn run(state: &ShardState, session: &mut Session, body: RequestBody) -> Step {
+    handle(state, session, &request(body), NOW)
+}
+
+fn expect_reply(step: Step) -> Response {
+    match step {
+        Step::Reply(response) => response,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+/// Carries out a step the way the I/O layer does, with direct calls in
+/// place of the mesh.
+fn complete(shards: &mut [ShardState], on: usize, step: Step) -> Response {
+    match step {
+        Step::Reply(response) => response,
+        Step::Owner { owner, call } => owner_reply(answer(&mut shards[owner.index()], call)),
+        Step::ProductStock { product_id, asks } => {
+            let mut levels = Vec::new();
+            for (owner, skus) in asks {
+                match answer(&mut shards[owner.index()], ShardCall::StockLevels(skus)) {
+                    ShardAnswer::StockLevels(l) => levels.extend(l),
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+            product_detail(&shards[on], &product_id, &levels)
+        }
+    }
+}
+
+#[test]
+fn hello_reports_the_shard_and_refuses_unknown_versions() {
+    let shards = shards(2);
+    let mut session = Session::default();
+    let hello = |version| {
+        RequestBody::Hello(Hello {
+            protocol_version: version,
+            client_name: None,
+            client_version: None,
+        })
+    };
+    let response = expect_reply(run(&shards[1], &mut session, hello(PROTOCOL_VERSION)));
+    let Ok(ResponseBody::HelloReply(reply)) = response else {
+        panic!("hello replies: {response:?}");
+    };
+    assert_eq!(
+        (reply.shard, reply.shard_count, reply.server_time),
+        (1, 2, NOW)
+    );
+    let response = expect_reply(run(&shards[0], &mut session, hello(PROTOCOL_VERSION + 1)));
+    assert_eq!(response.unwrap_err().status, ErrorStatus::BadRequest);
+}
+
+#[test]
+fn product_detail_gathers_stock_from_each_owner_once() {
+    let mut shards = shards(3);
+    let mut session = Session::default();
+    let product_id = demo::product_id(1);
+    let step = run(
+        &shards[0],
+        &mut session,
+        RequestBody::GetProduct {
+            product_id: product_id.clone(),
+        },
+    );
+    let Step::ProductStock { asks, .. } = &step else {
+        panic!("product detail needs the owners: {step:?}");
+    };
+    let owners: Vec<_> = asks.iter().map(|(shard, _)| *shard).collect();
+    let mut unique = owners.clone();
+    unique.dedup();
+    assert_eq!(owners.len(), unique.len(), "one call per owner shard");
+    let placement = shards[0].placement;
+    for (owner, skus) in asks {
+        assert!(skus.iter().all(|sku| placement.sku_owner(sku) == *owner));
+    }
+    let response = complete(&mut shards, 0, step);
+    let Ok(ResponseBody::ProductDetail(product)) = response else {
+        panic!("product detail replies: {response:?}");
+    };
+    for variant in &product.variants {
+        let owner = placement.sku_owner(&variant.sku);
+        let level = shards[owner.index()].inventory.level(&variant.sku);
+        assert_eq!(variant.available, level.available);
+        assert_eq!(variant.stock_status, stock_status(level.available));
+    }
+}
+
+#[test]
+fn unknown_product_and_category_are_not_found() {
+    let shards = shards(2);
+    let mut session = Session::default();
+    let response = expect_reply(run(
+        &shards[0],
+        &mut session,
+        RequestBody::GetProduct {
+            product_id: ProductId::new("NOPE").unwrap(),
+        },
+    ));
+    assert_eq!(response.unwrap_err().status, ErrorStatus::NotFound);
+    let response = expect_reply(run(
+        &shards[0],
+        &mut session,
+        RequestBody::BrowseCategory(BrowseCategory {
+            category_id: Some(CategoryId::new("nope").unwrap()),
+            limit: 10,
+            ..BrowseCategory::default()
+        }),
+    ));
+    assert_eq!(response.unwrap_err().status, ErrorStatus::NotFound);
+}
+
+#[test]
+fn restock_needs_an_admin_and_runs_on_the_owner() {
+    let mut shards = shards(2);
+    let sku = shards[0]
+        .catalog
+        .product(&demo::product_id(3))
+        .unwrap()
+        .variants[0]
+        .sku
+        .clone();
+    let restock = RequestBody::AdminRestock(AdminRestock {
+        sku: sku.clone(),
+        quantity: 500,
+        mode: RestockMode::Set,
+    });
+    let mut anonymous = Session::default();
+    let response = expect_reply(run(&shards[0], &mut anonymous, restock.clone()));
+    assert_eq!(response.unwrap_err().status, ErrorStatus::Unauthenticated);
+
+    let mut admin = Session::default();
+    let wrong = RequestBody::Authenticate {
+        access_token: "not-the-key-at-all".into(),
+    };
+    let response = expect_reply(run(&shards[0], &mut admin, wrong));
+    assert_eq!(response.unwrap_err().status, ErrorStatus::Unauthenticated);
+    let right = RequestBody::Authenticate {
+        access_token: ADMIN_KEY.into(),
+    };
+    assert!(expect_reply(run(&shards[0], &mut admin, right)).is_ok());
+
+    let step = run(&shards[0], &mut admin, restock);
+    let owner = shards[0].placement.sku_owner(&sku);
+    assert!(matches!(&step, Step::Owner { owner: o, .. } if *o == owner));
+    let response = complete(&mut shards, 0, step);
+    let Ok(ResponseBody::StockLevel(level)) = response else {
+        panic!("restock replies with the level: {response:?}");
+    };
+    assert_eq!(level.on_hand, 500);
+    assert_eq!(shards[owner.index()].inventory.level(&sku).on_hand, 500);
+}
+
+#[test]
+#[should_panic(expected = "does not own it")]
+fn a_call_for_state_a_shard_does_not_own_is_a_bug() {
+    let mut shards = shards(2);
+    let sku = (0..60)
+        .flat_map(|n| {
+            shards[0]
+                .catalog
+                .product(&demo::product_id(n))
+                .unwrap()
+                .variants
+                .clone()
+        })
+        .map(|v| v.sku)
+        .find(|sku| shards[0].placement.sku_owner(sku) == ShardId(1))
+        .expect("some SKU is owned by shard 1");
+    answer(&mut shards[0], ShardCall::StockLevels(vec![sku]));
+}
+
+#[test]
+fn operations_of_later_versions_are_unavailable_not_dropped() {
+    let shards = shards(1);
+    let mut session = Session::default();
+    let response = expect_reply(run(&shards[0], &mut session, RequestBody::GetProfile));
+    let error = response.unwrap_err();
+    assert_eq!(error.status, ErrorStatus::Unavailable);
+    assert!(error.message.contains("get_profile"));
+}

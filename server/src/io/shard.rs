@@ -1,0 +1,432 @@
+//! One shard at run time: its thread, runtime, QUIC endpoint, connections,
+//! request streams and inbox.
+//!
+//! The request path: `accept_connections` → `serve_connection` (one task per
+//! connection) → `serve_stream` (one task per request stream: read a frame,
+//! decode, `execute`, encode, write) → `domain::handle`. Steps that need
+//! other shards go through the mesh; calls from other shards arrive in
+//! `serve_inbox` and are answered by `domain::answer`.
+//!
+//! Shard state lives in `Rc<RefCell<_>>`: it is `!Send`, so the compiler
+//! refuses any attempt to share it with another thread. A borrow is never
+//! held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::net::UdpSocket;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, SendStream};
+use souk_wire::api::{ApiError, ErrorStatus, Request, Response, StockLevel, UnixMillis};
+use souk_wire::codec::{self, Encoder};
+use souk_wire::{frame, limits as wire_limits};
+use tokio::sync::{Barrier, watch};
+use tokio::task::LocalSet;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::domain::{self, Session, ShardAnswer, ShardCall, ShardState, Step};
+use crate::limits;
+use crate::shard::ShardId;
+use crate::shard::mesh::{CallError, Inbox, Mesh};
+use crate::stats::{ShardStats, Stats};
+
+pub type ShardMesh = Mesh<ShardCall, ShardAnswer>;
+pub type ShardInbox = Inbox<ShardCall, ShardAnswer>;
+
+/// QUIC application error codes souk closes streams and connections with.
+pub mod error_code {
+    use quinn::VarInt;
+    /// The server is shutting down; reconnect and retry.
+    pub const SHUTDOWN: VarInt = VarInt::from_u32(1);
+    /// The request frame was refused; the reply says why.
+    pub const BAD_FRAME: VarInt = VarInt::from_u32(2);
+}
+
+/// Everything a shard thread starts with.
+pub struct ShardSetup {
+    pub state: ShardState,
+    pub socket: UdpSocket,
+    pub endpoint_config: EndpointConfig,
+    pub server_config: quinn::ServerConfig,
+    pub mesh: ShardMesh,
+    pub inbox: ShardInbox,
+    pub stats: Arc<Stats>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Every shard waits here after draining, so that none stops answering
+    /// its inbox while another still has requests that need it.
+    pub drained: Arc<Barrier>,
+    pub core: Option<core_affinity::CoreId>,
+    /// Told once the endpoint is listening, or why it could not be.
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+/// What one shard's tasks share. Lives on the shard's thread only.
+struct Shard {
+    id: ShardId,
+    state: RefCell<ShardState>,
+    mesh: ShardMesh,
+    stats: Arc<Stats>,
+    encoder: RefCell<Encoder>,
+    /// Request streams in flight: shutdown waits for them.
+    requests: TaskTracker,
+    connections: Cell<usize>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shard {
+    fn stats(&self) -> &ShardStats {
+        self.stats.shard(self.id)
+    }
+}
+
+/// Starts the shard's thread.
+pub fn spawn(setup: ShardSetup) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let id = setup.state.shard;
+    std::thread::Builder::new()
+        .name(format!("souk-shard-{}", id.0))
+        .spawn(move || {
+            if let Some(core) = setup.core
+                && !core_affinity::set_for_current(core)
+            {
+                warn!(shard = id.0, "could not pin to core {}", core.id);
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = setup.ready.send(Err(format!("runtime: {error}")));
+                    return;
+                }
+            };
+            LocalSet::new().block_on(&runtime, run(setup));
+        })
+}
+
+async fn run(setup: ShardSetup) {
+    let ShardSetup {
+        state,
+        socket,
+        endpoint_config,
+        server_config,
+        mesh,
+        inbox,
+        stats,
+        shutdown,
+        drained,
+        ready,
+        ..
+    } = setup;
+    let id = state.shard;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let endpoint = match Endpoint::new(endpoint_config, Some(server_config), socket, runtime) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            let _ = ready.send(Err(format!("{id}: endpoint: {error}")));
+            // The other shards wait for every shard at the barrier.
+            drained.wait().await;
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        state: RefCell::new(state),
+        mesh,
+        stats,
+        encoder: RefCell::new(Encoder::new()),
+        requests: TaskTracker::new(),
+        connections: Cell::new(0),
+        shutdown,
+    });
+    let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
+    let _ = ready.send(Ok(()));
+    debug!(shard = id.0, "listening");
+
+    accept_connections(&shard, &endpoint).await;
+    drain(&shard, &endpoint).await;
+    drained.wait().await;
+    inbox_task.abort();
+    debug!(shard = id.0, "stopped");
+}
+
+/// Stops taking connections, lets in-flight requests finish within the
+/// grace period, then closes every connection with a reason.
+async fn drain(shard: &Shard, endpoint: &Endpoint) {
+    endpoint.set_server_config(None);
+    shard.requests.close();
+    let in_flight = shard.requests.len();
+    if tokio::time::timeout(limits::SHUTDOWN_GRACE, shard.requests.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            shard = shard.id.0,
+            in_flight = shard.requests.len(),
+            "requests still running after the grace period"
+        );
+    }
+    endpoint.close(error_code::SHUTDOWN, b"server shutting down");
+    let _ = tokio::time::timeout(limits::SHUTDOWN_DRAIN, endpoint.wait_idle()).await;
+    info!(
+        shard = shard.id.0,
+        drained_requests = in_flight,
+        "shard drained"
+    );
+}
+
+async fn accept_connections(shard: &Rc<Shard>, endpoint: &Endpoint) {
+    let mut shutdown = shard.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => return,
+            },
+        };
+        if shard.connections.get() >= limits::CONNECTIONS_PER_SHARD_MAX {
+            shard.stats().connections_refused.increment();
+            incoming.refuse();
+            continue;
+        }
+        tokio::task::spawn_local(serve_connection(shard.clone(), incoming));
+    }
+}
+
+/// Counts a connection for as long as it lives.
+struct ConnectionSlot(Rc<Shard>);
+
+impl ConnectionSlot {
+    fn take(shard: &Rc<Shard>) -> ConnectionSlot {
+        shard.connections.set(shard.connections.get() + 1);
+        shard.stats().connections_accepted.increment();
+        ConnectionSlot(shard.clone())
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.set(self.0.connections.get() - 1);
+        self.0.stats().connections_closed.increment();
+    }
+}
+
+/// The state one connection's request streams share.
+struct ConnectionState {
+    session: RefCell<Session>,
+    /// Becomes true when the TLS handshake completes. Until then streams may
+    /// carry 0-RTT data, which an attacker can replay: only safe reads run.
+    handshake_done: watch::Receiver<bool>,
+}
+
+async fn serve_connection(shard: Rc<Shard>, incoming: Incoming) {
+    let remote = incoming.remote_address();
+    let _slot = ConnectionSlot::take(&shard);
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(error) => {
+            debug!(%remote, %error, "handshake refused");
+            return;
+        }
+    };
+    let (done_tx, handshake_done) = watch::channel(false);
+    let connection = match connecting.into_0rtt() {
+        Ok((connection, accepted)) => {
+            tokio::task::spawn_local(async move {
+                accepted.await;
+                let _ = done_tx.send(true);
+            });
+            connection
+        }
+        Err(connecting) => match connecting.await {
+            Ok(connection) => {
+                let _ = done_tx.send(true);
+                connection
+            }
+            Err(error) => {
+                debug!(%remote, %error, "handshake failed");
+                return;
+            }
+        },
+    };
+    let state = Rc::new(ConnectionState {
+        session: RefCell::new(Session::default()),
+        handshake_done,
+    });
+    debug!(%remote, shard = shard.id.0, "connection open");
+    accept_streams(&shard, &connection, &state).await;
+    debug!(%remote, "connection closed");
+}
+
+async fn accept_streams(shard: &Rc<Shard>, connection: &Connection, state: &Rc<ConnectionState>) {
+    let mut shutdown = shard.shutdown.clone();
+    loop {
+        let (send, recv) = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            stream = connection.accept_bi() => match stream {
+                Ok(stream) => stream,
+                Err(_) => return,
+            },
+        };
+        shard
+            .requests
+            .spawn_local(serve_stream(shard.clone(), state.clone(), send, recv));
+    }
+}
+
+/// Why a request could not be read off its stream.
+enum ReadFailure {
+    /// The client sent something we refuse; it gets a `BadRequest` reply.
+    Refused(String),
+    /// The stream or connection went away; nobody is left to reply to.
+    Gone,
+}
+
+async fn read_request(recv: &mut RecvStream) -> Result<Request, ReadFailure> {
+    let read = async {
+        let mut header = [0u8; wire_limits::FRAME_HEADER_BYTES];
+        recv.read_exact(&mut header)
+            .await
+            .map_err(|_| ReadFailure::Gone)?;
+        let len = frame::payload_len(header, wire_limits::REQUEST_BYTES_MAX)
+            .map_err(|e| ReadFailure::Refused(e.to_string()))?;
+        // Allocated only after the length passed its bound.
+        let mut buffer = vec![0u8; wire_limits::FRAME_HEADER_BYTES + len];
+        buffer[..wire_limits::FRAME_HEADER_BYTES].copy_from_slice(&header);
+        recv.read_exact(&mut buffer[wire_limits::FRAME_HEADER_BYTES..])
+            .await
+            .map_err(|_| ReadFailure::Gone)?;
+        codec::decode_request(&buffer).map_err(|e| ReadFailure::Refused(e.to_string()))
+    };
+    match tokio::time::timeout(limits::REQUEST_READ_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => Err(ReadFailure::Refused(format!(
+            "request not received within {} s",
+            limits::REQUEST_READ_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn serve_stream(
+    shard: Rc<Shard>,
+    connection: Rc<ConnectionState>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    shard.stats().requests.increment();
+    let response = match read_request(&mut recv).await {
+        Ok(request) => {
+            let mut handshake = connection.handshake_done.clone();
+            if !request.body.operation().is_safe_read()
+                && handshake.wait_for(|done| *done).await.is_err()
+            {
+                return;
+            }
+            execute(&shard, &connection.session, request).await
+        }
+        Err(ReadFailure::Gone) => return,
+        Err(ReadFailure::Refused(reason)) => {
+            shard.stats().bad_frames.increment();
+            // Tell the peer to stop sending the rest of a refused frame.
+            let _ = recv.stop(error_code::BAD_FRAME);
+            Err(ApiError::bad_request(reason))
+        }
+    };
+    if response.is_err() {
+        shard.stats().request_errors.increment();
+    }
+    let bytes = encode(&shard, &response);
+    if send.write_chunk(bytes).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+fn encode(shard: &Shard, response: &Response) -> Bytes {
+    let mut encoder = shard.encoder.borrow_mut();
+    match encoder.response(response) {
+        Ok(frame) => Bytes::copy_from_slice(frame),
+        Err(error) => {
+            warn!(%error, "response over its bound");
+            let internal = Err(ApiError::new(ErrorStatus::Internal, "response too large"));
+            let frame = encoder
+                .response(&internal)
+                .expect("a short error response fits");
+            Bytes::copy_from_slice(frame)
+        }
+    }
+}
+
+fn now() -> UnixMillis {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(since_epoch.as_millis() as u64)
+}
+
+/// Carries out the step `domain::handle` returns.
+async fn execute(shard: &Shard, session: &RefCell<Session>, request: Request) -> Response {
+    let step = domain::handle(
+        &shard.state.borrow(),
+        &mut session.borrow_mut(),
+        &request,
+        now(),
+    );
+    match step {
+        Step::Reply(response) => response,
+        Step::Owner { owner, call } => call_owner(shard, owner, call)
+            .await
+            .and_then(domain::owner_reply),
+        Step::ProductStock { product_id, asks } => {
+            let calls = asks
+                .into_iter()
+                .map(|(owner, skus)| call_owner(shard, owner, ShardCall::StockLevels(skus)));
+            let mut levels: Vec<StockLevel> = Vec::new();
+            for answer in join_all(calls).await {
+                match answer? {
+                    ShardAnswer::StockLevels(found) => levels.extend(found),
+                    other => unreachable!("stock levels answered with {other:?}"),
+                }
+            }
+            domain::product_detail(&shard.state.borrow(), &product_id, &levels)
+        }
+    }
+}
+
+/// Runs `call` on `owner`: directly when that is this shard, else through
+/// the mesh.
+async fn call_owner(
+    shard: &Shard,
+    owner: ShardId,
+    call: ShardCall,
+) -> Result<ShardAnswer, ApiError> {
+    if owner == shard.id {
+        return Ok(domain::answer(&mut shard.state.borrow_mut(), call));
+    }
+    shard
+        .mesh
+        .call(owner, call)
+        .await
+        .map_err(|error| match error {
+            CallError::Busy(_) => ApiError::busy(limits::BUSY_RETRY_AFTER_MS, error.to_string()),
+            CallError::Stopped(_) | CallError::Timeout(_) => {
+                ApiError::new(ErrorStatus::Unavailable, error.to_string())
+            }
+        })
+}
+
+/// Answers other shards' calls for the state this shard owns.
+async fn serve_inbox(shard: Rc<Shard>, mut inbox: ShardInbox) {
+    while let Some(envelope) = inbox.recv().await {
+        let answer = domain::answer(&mut shard.state.borrow_mut(), envelope.call);
+        shard.stats().cross_shard_served.increment();
+        // The caller may have timed out and gone; nothing to do then.
+        let _ = envelope.reply.send(answer);
+    }
+}

@@ -1,0 +1,58 @@
+//! The server's bounds, each with the reason for its value. Exceeding one
+//! gives the client a typed error or `Busy`, never a crash or unbounded
+//! memory. Message sizes live in `souk_wire::limits`.
+
+use std::time::Duration;
+
+/// Concurrent request streams one connection may have open. QUIC flow control
+/// enforces it: the client's next `open_bi` waits until a stream finishes, so
+/// a connection can never hold more than this × `REQUEST_BYTES_MAX` of
+/// request buffers. 256 lets one app pipeline a whole screen of requests.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
+
+/// Open connections per shard. Beyond it new connections are refused at the
+/// QUIC level (CONNECTION_REFUSED), before any handshake work; the client SDK
+/// reports that as `Busy`. At ~1 KiB of connection state plus stream buffers
+/// this bounds a shard's memory while serving far more phones than one core
+/// can keep busy.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 20_000;
+
+/// A connection with no traffic for this long is closed. Phones that keep a
+/// connection for push events send keep-alives (the SDK does every 10 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request frame must arrive whole within this time of its stream opening:
+/// a slow or stalled sender must not hold a stream slot forever.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages waiting in one shard's inbox. A full inbox answers the caller
+/// `Busy` instead of blocking its event loop: back-pressure, not queueing.
+/// 4096 is a few milliseconds of work at full rate, so a burst fits but a
+/// sustained overload is refused quickly.
+pub const SHARD_INBOX_MAX: usize = 4096;
+
+/// How long a cross-shard call may wait for its reply. An owner shard that is
+/// alive answers in microseconds; this only matters if one is wedged.
+pub const CROSS_SHARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The retry hint sent with `Busy`.
+pub const BUSY_RETRY_AFTER_MS: u32 = 50;
+
+/// On SIGTERM, in-flight requests get this long to finish before
+/// connections are closed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// After connections are closed, how long to wait for the peers'
+/// acknowledgements so that they learn the reason instead of timing out.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+/// A variant with this many units or fewer is shown as low stock.
+pub const LOW_STOCK_UNITS: i64 = 5;
+
+/// Kernel UDP buffer per shard socket: room for bursts of a few thousand
+/// packets while the shard is busy.
+pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Shards one server may run: shard ids travel in one byte of the QUIC
+/// connection id.
+pub const SHARDS_MAX: usize = 256;

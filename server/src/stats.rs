@@ -1,0 +1,63 @@
+//! Counters per shard. Each shard writes only its own `ShardStats` (one
+//! writer per cache line, so no contention); anyone may read them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::shard::ShardId;
+
+/// One shard's counters, padded to its own cache lines so that shards never
+/// write the same line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct ShardStats {
+    pub requests: Counter,
+    pub request_errors: Counter,
+    pub bad_frames: Counter,
+    pub cross_shard_calls: Counter,
+    pub cross_shard_busy: Counter,
+    pub cross_shard_served: Counter,
+    pub connections_accepted: Counter,
+    pub connections_refused: Counter,
+    pub connections_closed: Counter,
+}
+
+/// A monotonically increasing count with a single writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn increment(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every shard's counters.
+#[derive(Debug)]
+pub struct Stats {
+    shards: Box<[ShardStats]>,
+}
+
+impl Stats {
+    pub fn new(shard_count: usize) -> Stats {
+        Stats {
+            shards: (0..shard_count).map(|_| ShardStats::default()).collect(),
+        }
+    }
+
+    pub fn shard(&self, shard: ShardId) -> &ShardStats {
+        &self.shards[shard.index()]
+    }
+
+    pub fn shards(&self) -> &[ShardStats] {
+        &self.shards
+    }
+
+    /// The sum of one counter over all shards.
+    pub fn total(&self, counter: impl Fn(&ShardStats) -> &Counter) -> u64 {
+        self.shards.iter().map(|s| counter(s).get()).sum()
+    }
+}
