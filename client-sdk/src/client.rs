@@ -1,0 +1,360 @@
+//! The connection, the retry loop and the typed calls.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex as SyncMutex};
+
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{Connection, Endpoint, TransportConfig, WriteError};
+use rand::RngExt;
+use souk_wire::api::{
+    AdminRestock, BrowseCategory, Category, Hello, HelloReply, IdempotencyKey, Identity,
+    PROTOCOL_VERSION, Product, ProductId, ProductPage, Request, RequestBody, Response,
+    ResponseBody, RestockMode, Sku, StockLevel,
+};
+use souk_wire::codec::{self, Encoder};
+use souk_wire::{frame, limits};
+use tokio::sync::Mutex;
+use tracing::debug;
+
+use crate::{ClientConfig, ClientError, tls};
+
+thread_local! {
+    /// One encoder per thread: encoding reuses its buffer instead of
+    /// allocating a builder per request.
+    static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
+}
+
+/// A souk client over one QUIC connection. Cheap to clone; all clones share
+/// the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.config.server)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    endpoint: Endpoint,
+    quic: quinn::ClientConfig,
+    /// The live connection. A `tokio` mutex: while one task reconnects, the
+    /// others wait for that connection instead of each opening their own.
+    connection: Mutex<Option<Connection>>,
+    /// The access token bound with `authenticate`, re-bound on reconnect.
+    access_token: SyncMutex<Option<String>>,
+}
+
+/// Why one try of a request failed.
+enum Failure {
+    Transport(String),
+    Timeout,
+    Malformed(String),
+    Config(String),
+}
+
+impl Failure {
+    fn transport(error: impl std::fmt::Display) -> Failure {
+        Failure::Transport(error.to_string())
+    }
+}
+
+impl From<Failure> for ClientError {
+    fn from(failure: Failure) -> ClientError {
+        match failure {
+            Failure::Transport(reason) => ClientError::Transport(reason),
+            Failure::Timeout => ClientError::Timeout,
+            Failure::Malformed(reason) => ClientError::UnexpectedReply(reason),
+            Failure::Config(reason) => ClientError::Config(reason),
+        }
+    }
+}
+
+/// The quinn client configuration a `Client` uses: its trust, ALPN and
+/// keep-alive. Public for tools that speak to souk below the typed API
+/// (benchmarks, protocol tests).
+pub fn quic_config(config: &ClientConfig) -> Result<quinn::ClientConfig, ClientError> {
+    let crypto = QuicClientConfig::try_from(tls::rustls_config(&config.trust)?)
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = TransportConfig::default();
+    transport.keep_alive_interval(Some(config.keep_alive));
+    quic.transport_config(Arc::new(transport));
+    Ok(quic)
+}
+
+/// A fresh random idempotency key.
+pub fn new_idempotency_key() -> IdempotencyKey {
+    IdempotencyKey(rand::rng().random())
+}
+
+fn encode(request: &Request) -> Result<Vec<u8>, ClientError> {
+    ENCODER.with(|encoder| {
+        let mut encoder = encoder.borrow_mut();
+        encoder
+            .request(request)
+            .map(<[u8]>::to_vec)
+            .map_err(ClientError::Encode)
+    })
+}
+
+impl Client {
+    /// Connects and says hello; fails if the server cannot be reached,
+    /// its certificate is not trusted, or it speaks another protocol.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let local: SocketAddr = if config.server.is_ipv6() {
+            "[::]:0".parse().expect("valid address")
+        } else {
+            "0.0.0.0:0".parse().expect("valid address")
+        };
+        let endpoint =
+            Endpoint::client(local).map_err(|e| ClientError::Transport(e.to_string()))?;
+        let quic = quic_config(&config)?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                endpoint,
+                quic,
+                connection: Mutex::new(None),
+                access_token: SyncMutex::new(None),
+            }),
+        };
+        client.hello().await?;
+        Ok(client)
+    }
+
+    /// The live connection, reconnecting (and re-authenticating) if needed.
+    async fn connection(&self) -> Result<Connection, Failure> {
+        let mut slot = self.inner.connection.lock().await;
+        if let Some(connection) = slot.as_ref()
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection.clone());
+        }
+        let config = &self.inner.config;
+        let connecting = self
+            .inner
+            .endpoint
+            .connect_with(self.inner.quic.clone(), config.server, &config.server_name)
+            .map_err(|e| Failure::Config(e.to_string()))?;
+        let connection = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(error)) => return Err(Failure::transport(error)),
+            Ok(Ok(connection)) => connection,
+        };
+        debug!(server = %config.server, "connected");
+        let token = self
+            .inner
+            .access_token
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        if let Some(access_token) = token {
+            let request = Request {
+                idempotency_key: None,
+                body: RequestBody::Authenticate { access_token },
+            };
+            let frame = encode(&request).map_err(|e| Failure::Config(e.to_string()))?;
+            let reply = self.exchange(&connection, &frame).await?;
+            if let Ok(Err(error)) = codec::decode_response(&reply) {
+                debug!(%error, "identity could not be re-bound after reconnecting");
+            }
+        }
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// One request on its own stream: write the frame, read the reply frame.
+    async fn exchange(&self, connection: &Connection, request: &[u8]) -> Result<Vec<u8>, Failure> {
+        let exchange = async {
+            let (mut send, mut recv) = connection.open_bi().await.map_err(Failure::transport)?;
+            match send.write_all(request).await {
+                Ok(()) => {
+                    let _ = send.finish();
+                }
+                // The server refused the frame and stopped reading; its
+                // reply says why.
+                Err(WriteError::Stopped(_)) => {}
+                Err(error) => return Err(Failure::transport(error)),
+            }
+            let mut header = [0u8; limits::FRAME_HEADER_BYTES];
+            recv.read_exact(&mut header)
+                .await
+                .map_err(Failure::transport)?;
+            let len = frame::payload_len(header, limits::RESPONSE_BYTES_MAX)
+                .map_err(|e| Failure::Malformed(e.to_string()))?;
+            let mut reply = vec![0u8; limits::FRAME_HEADER_BYTES + len];
+            reply[..limits::FRAME_HEADER_BYTES].copy_from_slice(&header);
+            recv.read_exact(&mut reply[limits::FRAME_HEADER_BYTES..])
+                .await
+                .map_err(Failure::transport)?;
+            Ok(reply)
+        };
+        match tokio::time::timeout(self.inner.config.request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    /// Sends a framed request, retrying per the policy, and returns the
+    /// final reply both decoded and as the bytes the server sent.
+    async fn send(&self, request: &[u8]) -> Result<(Response, Vec<u8>), ClientError> {
+        let policy = self.inner.config.retry;
+        let mut retry_hint_ms = 0;
+        let mut last_error = ClientError::Timeout;
+        for attempt in 1..=policy.attempts.max(1) {
+            if attempt > 1 {
+                tokio::time::sleep(policy.backoff(attempt - 1, retry_hint_ms)).await;
+            }
+            let reply = match self.connection().await {
+                Ok(connection) => self.exchange(&connection, request).await,
+                Err(failure) => Err(failure),
+            };
+            let bytes = match reply {
+                Ok(bytes) => bytes,
+                Err(Failure::Config(reason)) => return Err(ClientError::Config(reason)),
+                Err(failure) => {
+                    retry_hint_ms = 0;
+                    last_error = failure.into();
+                    continue;
+                }
+            };
+            match codec::decode_response(&bytes) {
+                Ok(Err(error)) if error.status.is_retryable() && attempt < policy.attempts => {
+                    retry_hint_ms = error.retry_after_ms;
+                    last_error = ClientError::Api(error);
+                }
+                Ok(response) => return Ok((response, bytes)),
+                Err(error) => return Err(ClientError::Decode(error)),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Calls any operation. Mutating operations get a fresh idempotency key,
+    /// which every retry of this call reuses.
+    pub async fn call(&self, body: RequestBody) -> Result<ResponseBody, ClientError> {
+        let key = body.operation().is_mutating().then(new_idempotency_key);
+        self.call_with_key(body, key).await
+    }
+
+    /// Calls with a key the caller chose, for retries that span calls (for
+    /// example after an app restart).
+    pub async fn call_with_key(
+        &self,
+        body: RequestBody,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<ResponseBody, ClientError> {
+        let request = Request {
+            idempotency_key,
+            body,
+        };
+        let frame = encode(&request)?;
+        let (response, _) = self.send(&frame).await?;
+        response.map_err(ClientError::Api)
+    }
+
+    /// Sends a request that is already a frame (length header and FlatBuffers
+    /// `Request`) and returns the reply frame: for bindings in other
+    /// languages. The request is verified first, so a bad buffer is a typed
+    /// error here rather than at the server.
+    pub async fn call_frame(&self, request: &[u8]) -> Result<Vec<u8>, ClientError> {
+        codec::decode_request(request).map_err(ClientError::Decode)?;
+        let (_, bytes) = self.send(request).await?;
+        Ok(bytes)
+    }
+
+    // -- Typed calls --------------------------------------------------------
+
+    pub async fn hello(&self) -> Result<HelloReply, ClientError> {
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: Some(self.inner.config.client_name.clone()),
+            client_version: Some(env!("CARGO_PKG_VERSION").into()),
+        };
+        match self.call(RequestBody::Hello(hello)).await? {
+            ResponseBody::HelloReply(reply) => Ok(reply),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Binds an identity to the connection; later calls carry none. The
+    /// client re-binds it by itself after a reconnect.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Identity, ClientError> {
+        let body = RequestBody::Authenticate {
+            access_token: access_token.to_owned(),
+        };
+        match self.call(body).await? {
+            ResponseBody::Identity(identity) => {
+                *self.inner.access_token.lock().expect("not poisoned") = Some(access_token.into());
+                Ok(identity)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.call(RequestBody::Logout { all_devices: false })
+            .await?;
+        *self.inner.access_token.lock().expect("not poisoned") = None;
+        Ok(())
+    }
+
+    pub async fn list_categories(&self) -> Result<Vec<Category>, ClientError> {
+        match self.call(RequestBody::ListCategories).await? {
+            ResponseBody::CategoryList(categories) => Ok(categories),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn browse(&self, query: BrowseCategory) -> Result<ProductPage, ClientError> {
+        match self.call(RequestBody::BrowseCategory(query)).await? {
+            ResponseBody::ProductPage(page) => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn get_product(&self, product_id: &ProductId) -> Result<Product, ClientError> {
+        let body = RequestBody::GetProduct {
+            product_id: product_id.clone(),
+        };
+        match self.call(body).await? {
+            ResponseBody::ProductDetail(product) => Ok(*product),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Admin: adds to (`RestockMode::Add`) or sets the stock of a SKU.
+    pub async fn admin_restock(
+        &self,
+        sku: &Sku,
+        quantity: i64,
+        mode: RestockMode,
+    ) -> Result<StockLevel, ClientError> {
+        let body = RequestBody::AdminRestock(AdminRestock {
+            sku: sku.clone(),
+            quantity,
+            mode,
+        });
+        match self.call(body).await? {
+            ResponseBody::StockLevel(level) => Ok(level),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Closes the connection; in-flight calls fail.
+    pub fn close(&self) {
+        self.inner.endpoint.close(0u32.into(), b"client closed");
+    }
+}
+
+fn unexpected(body: ResponseBody) -> ClientError {
+    let name = format!("{body:?}");
+    ClientError::UnexpectedReply(name.chars().take(80).collect())
+}

@@ -1,0 +1,317 @@
+//! A real server (two shards, ephemeral port, its own data directory) called
+//! through the real client SDK over QUIC on loopback.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use souk_client::api::{
+    BrowseCategory, BrowseSort, CategoryId, ErrorStatus, ProductId, RestockMode, StockStatus,
+};
+use souk_client::{Client, ClientConfig, ClientError, RetryPolicy, Trust};
+use souk_server::{Config, Server};
+use souk_storage::demo;
+use souk_wire::limits;
+
+const ADMIN_KEY: &str = "end-to-end-admin-key";
+
+struct Running {
+    server: Server,
+    _data: tempfile::TempDir,
+}
+
+fn config(data_dir: &std::path::Path, listen: SocketAddr) -> Config {
+    Config {
+        listen,
+        shards: 2,
+        data_dir: data_dir.to_path_buf(),
+        admin_key: Some(ADMIN_KEY.into()),
+        demo_products: 120,
+        pin_threads: false,
+        ..Config::default()
+    }
+}
+
+fn start() -> Running {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(data.path(), "127.0.0.1:0".parse().unwrap())).unwrap();
+    Running {
+        server,
+        _data: data,
+    }
+}
+
+fn client_config(server: &Server) -> ClientConfig {
+    let mut config = ClientConfig::new(
+        server.local_addr(),
+        Trust::Fingerprint(server.fingerprint()),
+    );
+    config.request_timeout = Duration::from_secs(10);
+    config
+}
+
+async fn connect(server: &Server) -> Client {
+    Client::connect(client_config(server)).await.unwrap()
+}
+
+#[tokio::test]
+async fn hello_browse_and_product_detail() {
+    let running = start();
+    let client = connect(&running.server).await;
+
+    let hello = client.hello().await.unwrap();
+    assert_eq!(hello.shard_count, 2);
+    assert!(hello.shard < 2);
+
+    let categories = client.list_categories().await.unwrap();
+    assert_eq!(categories.len(), 10);
+    let shoes = categories
+        .iter()
+        .find(|c| c.id.as_str() == "shoes")
+        .unwrap();
+
+    let page = client
+        .browse(BrowseCategory {
+            category_id: Some(shoes.id.clone()),
+            sort: BrowseSort::PriceAsc,
+            limit: 5,
+            ..BrowseCategory::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, shoes.product_count);
+    assert_eq!(page.products.len(), 5);
+    assert!(page.next_cursor.is_some());
+    assert!(
+        page.products
+            .windows(2)
+            .all(|w| w[0].price_from.minor_units <= w[1].price_from.minor_units)
+    );
+
+    let product = client.get_product(&page.products[0].id).await.unwrap();
+    assert_eq!(product.id, page.products[0].id);
+    assert!(product.variants.len() >= 2, "shoes come in sizes");
+    for variant in &product.variants {
+        assert_ne!(
+            variant.stock_status,
+            StockStatus::Unknown,
+            "detail reads the owners' counters"
+        );
+    }
+
+    let missing = client
+        .get_product(&ProductId::new("NO-SUCH").unwrap())
+        .await;
+    assert_eq!(missing.unwrap_err().status(), Some(ErrorStatus::NotFound));
+    let missing = client
+        .browse(BrowseCategory {
+            category_id: Some(CategoryId::new("nope").unwrap()),
+            limit: 5,
+            ..BrowseCategory::default()
+        })
+        .await;
+    assert_eq!(missing.unwrap_err().status(), Some(ErrorStatus::NotFound));
+
+    client.close();
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn restock_lands_on_the_owner_and_every_shard_sees_it() {
+    let running = start();
+    let admin = connect(&running.server).await;
+    let product_id = demo::product_id(7);
+    let product = admin.get_product(&product_id).await.unwrap();
+    let sku = product.variants[0].sku.clone();
+
+    let refused = admin.admin_restock(&sku, 3, RestockMode::Set).await;
+    assert_eq!(
+        refused.unwrap_err().status(),
+        Some(ErrorStatus::Unauthenticated)
+    );
+    admin.authenticate(ADMIN_KEY).await.unwrap();
+    let level = admin
+        .admin_restock(&sku, 3, RestockMode::Set)
+        .await
+        .unwrap();
+    assert_eq!((level.on_hand, level.available), (3, 3));
+
+    // Connections land on both shards; whichever shard serves the read asks
+    // the owner, so every one of them sees the new level.
+    let mut shards_seen = HashSet::new();
+    for _ in 0..12 {
+        let client = connect(&running.server).await;
+        shards_seen.insert(client.hello().await.unwrap().shard);
+        let product = client.get_product(&product_id).await.unwrap();
+        let variant = product.variants.iter().find(|v| v.sku == sku).unwrap();
+        assert_eq!(variant.available, 3);
+        assert_eq!(variant.stock_status, StockStatus::LowStock);
+        client.close();
+    }
+    assert_eq!(
+        shards_seen.len(),
+        2,
+        "the kernel spread connections over both shards"
+    );
+    let served: u64 = running.server.stats().total(|s| &s.cross_shard_served);
+    assert!(served > 0, "some reads crossed shards");
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_share_one_connection() {
+    let running = start();
+    let client = connect(&running.server).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..300 {
+        let client = client.clone();
+        tasks.spawn(async move { client.get_product(&demo::product_id(n % 120)).await });
+    }
+    let mut ok = 0;
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+        ok += 1;
+    }
+    assert_eq!(ok, 300);
+    running.server.shutdown().unwrap();
+}
+
+/// Opens a bare QUIC connection to send bytes the SDK would never send.
+async fn raw_connection(server: &Server) -> quinn::Connection {
+    let config = souk_client::quic_config(&client_config(server)).unwrap();
+    let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+        .connect(server.local_addr(), "localhost")
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+/// Sends `bytes` on a new stream and returns the decoded reply.
+async fn raw_exchange(connection: &quinn::Connection, bytes: &[u8]) -> souk_wire::api::Response {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    // The server may stop reading a refused frame; that is expected.
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    let reply = recv
+        .read_to_end(limits::RESPONSE_BYTES_MAX + 4)
+        .await
+        .unwrap();
+    souk_wire::codec::decode_response(&reply).unwrap()
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_get_typed_errors_and_the_connection_lives_on() {
+    let running = start();
+    let connection = raw_connection(&running.server).await;
+
+    // A header announcing more than the limit: refused before any allocation.
+    let mut oversized = ((limits::REQUEST_BYTES_MAX + 1) as u32)
+        .to_le_bytes()
+        .to_vec();
+    oversized.extend(std::iter::repeat_n(0xAB, 2048));
+    let error = raw_exchange(&connection, &oversized).await.unwrap_err();
+    assert_eq!(error.status, ErrorStatus::BadRequest);
+    assert!(error.message.contains("exceeds"), "{}", error.message);
+
+    // A correct header over garbage: the verifier refuses it.
+    let garbage = [0x11u8; 64];
+    let mut framed = (garbage.len() as u32).to_le_bytes().to_vec();
+    framed.extend_from_slice(&garbage);
+    let error = raw_exchange(&connection, &framed).await.unwrap_err();
+    assert_eq!(error.status, ErrorStatus::BadRequest);
+
+    // A zero-length frame.
+    let error = raw_exchange(&connection, &0u32.to_le_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(error.status, ErrorStatus::BadRequest);
+
+    // The same connection still serves a valid request.
+    let request = souk_wire::api::Request {
+        idempotency_key: None,
+        body: souk_wire::api::RequestBody::ListCategories,
+    };
+    let frame = souk_wire::codec::Encoder::new()
+        .request(&request)
+        .unwrap()
+        .to_vec();
+    let reply = raw_exchange(&connection, &frame).await.unwrap();
+    assert!(matches!(
+        reply,
+        souk_wire::api::ResponseBody::CategoryList(_)
+    ));
+    assert!(connection.close_reason().is_none());
+    assert_eq!(running.server.stats().total(|s| &s.bad_frames), 3);
+
+    // And so does the server, for everyone else.
+    connect(&running.server).await.hello().await.unwrap();
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn a_pinned_client_refuses_a_server_with_another_certificate() {
+    let running = start();
+    let mut config = client_config(&running.server);
+    config.trust = Trust::Fingerprint([7u8; 32]);
+    config.retry = RetryPolicy::none();
+    let error = Client::connect(config).await.unwrap_err();
+    assert!(matches!(error, ClientError::Transport(_)), "{error:?}");
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn the_client_reconnects_and_rebinds_its_identity_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(data.path(), "127.0.0.1:0".parse().unwrap())).unwrap();
+    let addr = server.local_addr();
+    let client = connect(&server).await;
+    client.authenticate(ADMIN_KEY).await.unwrap();
+    server.shutdown().unwrap();
+
+    // Same address and data directory: same certificate, so the pin holds.
+    let server = Server::start(&config(data.path(), addr)).unwrap();
+    let sku = client
+        .get_product(&demo::product_id(1))
+        .await
+        .expect("reconnects by itself")
+        .variants[0]
+        .sku
+        .clone();
+    let level = client.admin_restock(&sku, 9, RestockMode::Set).await;
+    assert_eq!(level.unwrap().on_hand, 9, "the admin identity was re-bound");
+    server.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_then_refuses() {
+    let running = start();
+    let mut config = client_config(&running.server);
+    config.retry = RetryPolicy::none();
+    config.connect_timeout = Duration::from_secs(1);
+    let client = Client::connect(config).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..50 {
+        let client = client.clone();
+        tasks.spawn(async move { client.get_product(&demo::product_id(n)).await });
+    }
+    // Let the requests get going, then stop the server while they run.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let stopping = tokio::task::spawn_blocking(move || running.server.shutdown());
+    let mut outcomes = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        outcomes.push(result.unwrap());
+    }
+    stopping.await.unwrap().unwrap();
+    for outcome in &outcomes {
+        match outcome {
+            Ok(_) => {}
+            // A request that had not reached the server before it stopped
+            // accepting fails cleanly, never with a wrong answer.
+            Err(ClientError::Transport(_) | ClientError::Timeout) => {}
+            Err(other) => panic!("unexpected failure {other:?}"),
+        }
+    }
+    assert!(outcomes.iter().any(Result::is_ok));
+}
