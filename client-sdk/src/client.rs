@@ -265,7 +265,7 @@ impl Client {
     /// languages. The request is verified first, so a bad buffer is a typed
     /// error here rather than at the server.
     pub async fn call_frame(&self, request: &[u8]) -> Result<Vec<u8>, ClientError> {
-        codec::decode_request(request).map_err(ClientError::Decode)?;
+        codec::decode_request(request).map_err(ClientError::InvalidRequest)?;
         let (_, bytes) = self.send(request).await?;
         Ok(bytes)
     }

@@ -16,6 +16,9 @@ pub enum ClientError {
     /// The request could not be encoded (it is over a protocol limit).
     #[error("request refused before sending: {0}")]
     Encode(EncodeError),
+    /// A request given as bytes (`Client::call_frame`) is not a valid request.
+    #[error("invalid request: {0}")]
+    InvalidRequest(DecodeError),
     /// The server's reply could not be decoded.
     #[error("malformed reply: {0}")]
     Decode(DecodeError),
