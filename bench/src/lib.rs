@@ -1,1 +1,104 @@
+//! souk's benchmarks: criterion microbenchmarks (`benches/`) and
+//! side-by-side comparisons with anchors measured in the same run
+//! (`src/bin/`).
+//!
+//! This library holds what the comparisons share: a closed-loop driver that
+//! records every latency in an HDR histogram, and a bare quinn echo server
+//! (the transport's own limit on this machine) configured exactly as a souk
+//! shard's endpoint.
 
+pub mod echo;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// The outcome of one measured run.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Latency in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Measurement {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn p50_us(&self) -> u64 {
+        self.latency_us.value_at_quantile(0.50)
+    }
+
+    pub fn p99_us(&self) -> u64 {
+        self.latency_us.value_at_quantile(0.99)
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Runs `concurrency` loops of `operation` on the current (single-threaded)
+/// runtime for `warmup` then `duration`, recording each completion's latency
+/// during `duration` only. Must be called inside a `LocalSet`.
+pub async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    operation: F,
+) -> Measurement
+where
+    F: Fn() -> Fut + Clone + 'static,
+    Fut: Future<Output = bool> + 'static,
+{
+    let histogram = Rc::new(RefCell::new(histogram()));
+    let errors = Rc::new(RefCell::new(0u64));
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let stop_at = measure_from + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (operation, histogram, errors) = (operation.clone(), histogram.clone(), errors.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            loop {
+                let sent = Instant::now();
+                if sent >= stop_at {
+                    break;
+                }
+                let ok = operation().await;
+                if sent >= measure_from {
+                    if ok {
+                        let micros = sent.elapsed().as_micros() as u64;
+                        histogram.borrow_mut().saturating_record(micros.max(1));
+                    } else {
+                        *errors.borrow_mut() += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("benchmark loops do not panic");
+    }
+    let latency_us = histogram.borrow().clone();
+    let errors = *errors.borrow();
+    Measurement {
+        requests: latency_us.len(),
+        errors,
+        elapsed: duration,
+        latency_us,
+    }
+}
+
+/// The median of some numbers (the middle one, or the lower middle).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[(values.len() - 1) / 2]
+}
