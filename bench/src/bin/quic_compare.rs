@@ -43,6 +43,9 @@ struct Args {
     /// Pin souk's shard threads to cores.
     #[arg(long)]
     pin: bool,
+    /// Measure only souk over the raw client (for profiling the server).
+    #[arg(long)]
+    souk_only: bool,
 }
 
 fn quic_endpoint(server: std::net::SocketAddr, fingerprint: [u8; 32]) -> quinn::Endpoint {
@@ -173,6 +176,11 @@ fn main() -> anyhow::Result<()> {
         args.shards
     );
 
+    if args.souk_only {
+        let measurement = measure_raw(&args, server.local_addr(), server.fingerprint(), &request);
+        println!("souk (raw): {:.0} req/s", measurement.per_second());
+        return server.shutdown();
+    }
     let mut rounds: [Vec<Measurement>; 3] = Default::default();
     for round in 0..args.rounds {
         rounds[0].push(measure_raw(
