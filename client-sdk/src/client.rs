@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as SyncMutex};
 
 use quinn::crypto::rustls::QuicClientConfig;
-use quinn::{Connection, Endpoint, TransportConfig, WriteError};
+use quinn::{
+    Connection, ConnectionError, Endpoint, TransportConfig, TransportErrorCode, WriteError,
+};
 use rand::RngExt;
 use souk_wire::api::{
-    AdminRestock, BrowseCategory, Category, Hello, HelloReply, IdempotencyKey, Identity,
+    AdminRestock, ApiError, BrowseCategory, Category, Hello, HelloReply, IdempotencyKey, Identity,
     PROTOCOL_VERSION, Product, ProductId, ProductPage, Request, RequestBody, Response,
     ResponseBody, RestockMode, Sku, StockLevel,
 };
@@ -18,6 +20,10 @@ use tokio::sync::Mutex;
 use tracing::debug;
 
 use crate::{ClientConfig, ClientError, tls};
+
+/// How long to wait before reconnecting to a server that refused a
+/// connection for being full.
+const REFUSED_RETRY_AFTER_MS: u32 = 200;
 
 thread_local! {
     /// One encoder per thread: encoding reuses its buffer instead of
@@ -53,6 +59,8 @@ struct Inner {
 
 /// Why one try of a request failed.
 enum Failure {
+    /// The server refused the connection: it is at its connection limit.
+    Refused,
     Transport(String),
     Timeout,
     Malformed(String),
@@ -68,6 +76,10 @@ impl Failure {
 impl From<Failure> for ClientError {
     fn from(failure: Failure) -> ClientError {
         match failure {
+            Failure::Refused => ClientError::Api(ApiError::busy(
+                REFUSED_RETRY_AFTER_MS,
+                "the server refused the connection: it is at its connection limit",
+            )),
             Failure::Transport(reason) => ClientError::Transport(reason),
             Failure::Timeout => ClientError::Timeout,
             Failure::Malformed(reason) => ClientError::UnexpectedReply(reason),
@@ -145,6 +157,11 @@ impl Client {
             .map_err(|e| Failure::Config(e.to_string()))?;
         let connection = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Err(_) => return Err(Failure::Timeout),
+            Ok(Err(ConnectionError::ConnectionClosed(close)))
+                if close.error_code == TransportErrorCode::CONNECTION_REFUSED =>
+            {
+                return Err(Failure::Refused);
+            }
             Ok(Err(error)) => return Err(Failure::transport(error)),
             Ok(Ok(connection)) => connection,
         };
@@ -220,7 +237,10 @@ impl Client {
                 Ok(bytes) => bytes,
                 Err(Failure::Config(reason)) => return Err(ClientError::Config(reason)),
                 Err(failure) => {
-                    retry_hint_ms = 0;
+                    retry_hint_ms = match failure {
+                        Failure::Refused => REFUSED_RETRY_AFTER_MS,
+                        _ => 0,
+                    };
                     last_error = failure.into();
                     continue;
                 }

@@ -89,6 +89,11 @@ pub struct Options {
     #[arg(long, env = "SOUK_DEMO_SEED", value_name = "SEED")]
     pub demo_seed: Option<u64>,
 
+    /// Open connections one shard accepts; more are refused before any
+    /// handshake work. [default: 10000]
+    #[arg(long, env = "SOUK_MAX_CONNECTIONS_PER_SHARD", value_name = "N")]
+    pub max_connections_per_shard: Option<usize>,
+
     /// Pin each shard's thread to its own core. [default: true]
     #[arg(long, env = "SOUK_PIN_THREADS", value_name = "BOOL")]
     pub pin_threads: Option<bool>,
@@ -127,6 +132,7 @@ pub struct Config {
     pub log: String,
     pub demo_products: usize,
     pub demo_seed: u64,
+    pub max_connections_per_shard: usize,
     pub pin_threads: bool,
 }
 
@@ -142,6 +148,7 @@ impl Default for Config {
             log: "info".into(),
             demo_products: souk_storage::demo::DEMO_PRODUCTS_DEFAULT,
             demo_seed: 1,
+            max_connections_per_shard: limits::CONNECTIONS_PER_SHARD_MAX,
             pin_threads: true,
         }
     }
@@ -197,6 +204,10 @@ impl Config {
                 .demo_seed
                 .or(file.demo_seed)
                 .unwrap_or(defaults.demo_seed),
+            max_connections_per_shard: cli
+                .max_connections_per_shard
+                .or(file.max_connections_per_shard)
+                .unwrap_or(defaults.max_connections_per_shard),
             pin_threads: cli
                 .pin_threads
                 .or(file.pin_threads)
@@ -213,6 +224,11 @@ impl Config {
                 limits::SHARDS_MAX,
                 self.shards
             )));
+        }
+        if self.max_connections_per_shard == 0 {
+            return Err(ConfigError::Invalid(
+                "max connections per shard must be at least 1".into(),
+            ));
         }
         if self.admin_key.as_ref().is_some_and(|k| k.len() < 16) {
             return Err(ConfigError::Invalid(

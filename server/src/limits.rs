@@ -10,12 +10,13 @@ use std::time::Duration;
 /// request buffers. 256 lets one app pipeline a whole screen of requests.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
-/// Open connections per shard. Beyond it new connections are refused at the
-/// QUIC level (CONNECTION_REFUSED), before any handshake work; the client SDK
-/// reports that as `Busy`. At ~1 KiB of connection state plus stream buffers
-/// this bounds a shard's memory while serving far more phones than one core
-/// can keep busy.
-pub const CONNECTIONS_PER_SHARD_MAX: usize = 20_000;
+/// Open connections per shard (the default of `--max-connections-per-shard`).
+/// Beyond it new connections are refused at the QUIC level
+/// (CONNECTION_REFUSED), before any handshake work. With the connection
+/// receive window (`io::quic`) it bounds the receive buffers a shard can be
+/// made to hold (10,000 × 256 KiB), while serving more phones than one core
+/// keeps busy: most app connections are idle most of the time.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
 
 /// A connection with no traffic for this long is closed. Phones that keep a
 /// connection for push events send keep-alives (the SDK does every 10 s).

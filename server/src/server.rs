@@ -102,6 +102,7 @@ impl Server {
                 shutdown: shutdown_rx.clone(),
                 drained: drained.clone(),
                 core: cores.as_ref().map(|c| c[shard.index() % c.len()]),
+                connections_max: config.max_connections_per_shard,
                 ready: ready_tx.clone(),
             };
             threads.push(shard::spawn(setup)?);

@@ -315,3 +315,60 @@ async fn shutdown_finishes_in_flight_requests_then_refuses() {
     }
     assert!(outcomes.iter().any(Result::is_ok));
 }
+
+#[tokio::test]
+async fn connections_over_the_shard_limit_are_refused_as_busy() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path(), "127.0.0.1:0".parse().unwrap());
+    config.shards = 1;
+    config.max_connections_per_shard = 2;
+    let server = Server::start(&config).unwrap();
+    let first = connect(&server).await;
+    let second = connect(&server).await;
+    let mut third = client_config(&server);
+    third.retry = RetryPolicy::none();
+    let refused = Client::connect(third).await.unwrap_err();
+    assert_eq!(refused.status(), Some(ErrorStatus::Busy), "{refused:?}");
+    // The admitted connections are unaffected.
+    first.hello().await.unwrap();
+    second.hello().await.unwrap();
+    assert_eq!(server.stats().total(|s| &s.connections_refused), 1);
+    server.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn a_ca_signed_certificate_from_files_is_trusted_through_the_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let data = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["shop.example".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let cert = data.path().join("server.pem");
+    let key = data.path().join("server.key");
+    std::fs::write(&cert, server_cert.pem()).unwrap();
+    std::fs::write(&key, server_key.serialize_pem()).unwrap();
+
+    let mut config = config(&data.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    config.tls = souk_server::config::TlsSource::Files { cert, key };
+    let server = Server::start(&config).unwrap();
+    let mut client = ClientConfig::new(server.local_addr(), Trust::CaPem(ca.pem().into_bytes()));
+    client.server_name = "shop.example".into();
+    let hello = Client::connect(client.clone())
+        .await
+        .unwrap()
+        .hello()
+        .await
+        .unwrap();
+    assert_eq!(hello.shard_count, 2);
+
+    // The same CA does not vouch for another name.
+    client.server_name = "other.example".into();
+    client.retry = RetryPolicy::none();
+    assert!(Client::connect(client).await.is_err());
+    server.shutdown().unwrap();
+}

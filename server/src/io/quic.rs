@@ -12,8 +12,8 @@ use crate::shard::ShardId;
 
 /// Bytes a client may have in flight on one connection before the server
 /// reads them: a few maximum-size requests, or thousands of typical
-/// (~100-byte) ones. With `CONNECTIONS_PER_SHARD_MAX` it bounds the receive
-/// buffers one shard can be made to hold.
+/// (~100-byte) ones. With the connection limit per shard it bounds the
+/// receive buffers one shard can be made to hold.
 pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 256 * 1024;
 
 /// Transport parameters: the limits of `limits.rs`, enforced by QUIC flow

@@ -60,6 +60,7 @@ pub struct ShardSetup {
     /// its inbox while another still has requests that need it.
     pub drained: Arc<Barrier>,
     pub core: Option<core_affinity::CoreId>,
+    pub connections_max: usize,
     /// Told once the endpoint is listening, or why it could not be.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
@@ -74,6 +75,7 @@ struct Shard {
     /// Request streams in flight: shutdown waits for them.
     requests: TaskTracker,
     connections: Cell<usize>,
+    connections_max: usize,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -120,6 +122,7 @@ async fn run(setup: ShardSetup) {
         shutdown,
         drained,
         ready,
+        connections_max,
         ..
     } = setup;
     let id = state.shard;
@@ -141,6 +144,7 @@ async fn run(setup: ShardSetup) {
         encoder: RefCell::new(Encoder::new()),
         requests: TaskTracker::new(),
         connections: Cell::new(0),
+        connections_max,
         shutdown,
     });
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
@@ -190,7 +194,7 @@ async fn accept_connections(shard: &Rc<Shard>, endpoint: &Endpoint) {
                 None => return,
             },
         };
-        if shard.connections.get() >= limits::CONNECTIONS_PER_SHARD_MAX {
+        if shard.connections.get() >= shard.connections_max {
             shard.stats().connections_refused.increment();
             incoming.refuse();
             continue;

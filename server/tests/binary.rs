@@ -1,0 +1,104 @@
+//! The `souk` binary as an operator runs it: help, start, SIGTERM, exit 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use souk_client::{Client, ClientConfig, Trust};
+
+#[test]
+fn help_documents_every_option_with_its_environment_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_souk"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (flag, env) in [
+        ("--config", "SOUK_CONFIG"),
+        ("--listen", "SOUK_LISTEN"),
+        ("--shards", "SOUK_SHARDS"),
+        ("--data-dir", "SOUK_DATA_DIR"),
+        ("--cert", "SOUK_CERT"),
+        ("--key", "SOUK_KEY"),
+        ("--admin-key", "SOUK_ADMIN_KEY"),
+        ("--log-format", "SOUK_LOG_FORMAT"),
+        ("--log", "SOUK_LOG"),
+        ("--demo-products", "SOUK_DEMO_PRODUCTS"),
+        ("--demo-seed", "SOUK_DEMO_SEED"),
+        (
+            "--max-connections-per-shard",
+            "SOUK_MAX_CONNECTIONS_PER_SHARD",
+        ),
+        ("--pin-threads", "SOUK_PIN_THREADS"),
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+        assert!(help.contains(env), "--help lacks {env}:\n{help}");
+    }
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_with_exit_status_zero() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = stdout.next().unwrap().unwrap();
+    let addr = listening
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fingerprint = stdout.next().unwrap().unwrap();
+    let fingerprint: [u8; 32] = hex::decode(fingerprint.rsplit(' ').next().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let hello = runtime.block_on(async {
+        let client =
+            Client::connect(ClientConfig::new(addr, Trust::Fingerprint(fingerprint))).await?;
+        client.hello().await
+    });
+    assert_eq!(hello.unwrap().shard_count, 2);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "souk did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(status.success(), "exit {status:?}\n{logs}");
+    assert!(
+        logs.lines().all(|l| l.starts_with('{')),
+        "JSON log lines only:\n{logs}"
+    );
+    assert!(logs.contains("SIGTERM"), "{logs}");
+}
