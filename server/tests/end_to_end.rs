@@ -372,3 +372,47 @@ async fn a_ca_signed_certificate_from_files_is_trusted_through_the_ca() {
     assert!(Client::connect(client).await.is_err());
     server.shutdown().unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_survives_address_changes_that_land_on_other_shards() {
+    let running = start();
+    let config = souk_client::quic_config(&client_config(&running.server)).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let connection = endpoint
+        .connect(running.server.local_addr(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let request = souk_wire::api::Request {
+        idempotency_key: None,
+        body: souk_wire::api::RequestBody::GetProduct {
+            product_id: demo::product_id(5),
+        },
+    };
+    let frame = souk_wire::codec::Encoder::new()
+        .request(&request)
+        .unwrap()
+        .to_vec();
+    // Each rebind is a new source port: a new 4-tuple, which the kernel
+    // hashes to either shard's socket. Half the time that is not the shard
+    // that owns the connection, and only forwarding keeps it alive.
+    for move_number in 0..16 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        endpoint.rebind(socket).unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), raw_exchange(&connection, &frame))
+            .await
+            .unwrap_or_else(|_| panic!("no reply after move {move_number}"));
+        assert!(
+            matches!(reply, Ok(souk_wire::api::ResponseBody::ProductDetail(_))),
+            "move {move_number}: {reply:?}"
+        );
+    }
+    assert!(connection.close_reason().is_none());
+    let forwarded = running.server.stats().total(|s| &s.datagrams_forwarded);
+    assert!(
+        forwarded > 0,
+        "16 moves never reached the other shard (p = 2^-16)"
+    );
+    running.server.shutdown().unwrap();
+}

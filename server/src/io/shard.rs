@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, SendStream};
+use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, Runtime, SendStream};
 use souk_wire::api::{ApiError, ErrorStatus, Request, Response, StockLevel, UnixMillis};
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits as wire_limits};
@@ -28,6 +28,8 @@ use tokio::task::LocalSet;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::cid::CidKey;
+use super::forward::{Datagram, ForwardQueue, ShardSocket};
 use crate::domain::{self, Session, ShardAnswer, ShardCall, ShardState, Step};
 use crate::limits;
 use crate::shard::ShardId;
@@ -50,6 +52,11 @@ pub mod error_code {
 pub struct ShardSetup {
     pub state: ShardState,
     pub socket: UdpSocket,
+    /// Names this shard in connection ids; shared by all shards.
+    pub cid_key: CidKey,
+    /// Every shard's queue of packets forwarded to it, and this shard's own.
+    pub forward_peers: Arc<[tokio::sync::mpsc::Sender<Datagram>]>,
+    pub forwarded: ForwardQueue,
     pub endpoint_config: EndpointConfig,
     pub server_config: quinn::ServerConfig,
     pub mesh: ShardMesh,
@@ -123,11 +130,19 @@ async fn run(setup: ShardSetup) {
         drained,
         ready,
         connections_max,
+        cid_key,
+        forward_peers,
+        forwarded,
         ..
     } = setup;
     let id = state.shard;
     let runtime = Arc::new(quinn::TokioRuntime);
-    let endpoint = match Endpoint::new(endpoint_config, Some(server_config), socket, runtime) {
+    let endpoint = runtime.wrap_udp_socket(socket).and_then(|inner| {
+        let socket = ShardSocket::new(inner, id, cid_key, forward_peers, forwarded, stats.clone());
+        let socket = Arc::new(socket);
+        Endpoint::new_with_abstract_socket(endpoint_config, Some(server_config), socket, runtime)
+    });
+    let endpoint = match endpoint {
         Ok(endpoint) => endpoint,
         Err(error) => {
             let _ = ready.send(Err(format!("{id}: endpoint: {error}")));
