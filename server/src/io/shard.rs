@@ -191,9 +191,17 @@ async fn drain(shard: &Shard, endpoint: &Endpoint) {
     }
     endpoint.close(error_code::SHUTDOWN, b"server shutting down");
     let _ = tokio::time::timeout(limits::SHUTDOWN_DRAIN, endpoint.wait_idle()).await;
+    let stats = shard.stats();
     info!(
         shard = shard.id.0,
         drained_requests = in_flight,
+        requests = stats.requests.get(),
+        request_errors = stats.request_errors.get(),
+        cross_shard_calls = stats.cross_shard_calls.get(),
+        cross_shard_busy = stats.cross_shard_busy.get(),
+        connections = stats.connections_accepted.get(),
+        connections_refused = stats.connections_refused.get(),
+        datagrams_forwarded = stats.datagrams_forwarded.get(),
         "shard drained"
     );
 }
