@@ -12,8 +12,17 @@
 //! `souk_wire::api` value types.
 
 pub mod catalog;
+pub mod codec;
 pub mod data_dir;
 pub mod demo;
+pub mod embedded;
+pub mod error;
+pub mod limits;
+pub mod model;
+pub mod scylla;
+pub mod store;
 
 pub use catalog::CatalogData;
 pub use data_dir::{DataDir, DataDirError};
+pub use error::{Result, StorageError};
+pub use store::Store;

@@ -1,0 +1,144 @@
+//! The narrow interface the embedded store needs from a key-value engine:
+//! ordered tables of byte keys and values, snapshot reads, and a write
+//! transaction that sees its own writes and commits atomically and durably.
+//! Two engines implement it (`fjall_engine`, `redb_engine`); `DESIGN.md`
+//! records how they were measured against each other.
+
+use crate::error::Result;
+
+/// The logical tables. Each engine maps them to its own namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Meta,
+    Categories,
+    Products,
+    Stock,
+    Users,
+    UsersByEmail,
+    Addresses,
+    RefreshTokens,
+    TokenFamilies,
+    Orders,
+    OrdersByUser,
+    OrdersByShard,
+    Payments,
+    Idempotency,
+    Events,
+    EventOffsets,
+}
+
+impl Table {
+    pub const ALL: [Table; 16] = [
+        Table::Meta,
+        Table::Categories,
+        Table::Products,
+        Table::Stock,
+        Table::Users,
+        Table::UsersByEmail,
+        Table::Addresses,
+        Table::RefreshTokens,
+        Table::TokenFamilies,
+        Table::Orders,
+        Table::OrdersByUser,
+        Table::OrdersByShard,
+        Table::Payments,
+        Table::Idempotency,
+        Table::Events,
+        Table::EventOffsets,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Categories => "categories",
+            Table::Products => "products",
+            Table::Stock => "stock",
+            Table::Users => "users",
+            Table::UsersByEmail => "users_by_email",
+            Table::Addresses => "addresses",
+            Table::RefreshTokens => "refresh_tokens",
+            Table::TokenFamilies => "token_families",
+            Table::Orders => "orders",
+            Table::OrdersByUser => "orders_by_user",
+            Table::OrdersByShard => "orders_by_shard",
+            Table::Payments => "payments",
+            Table::Idempotency => "idempotency",
+            Table::Events => "events",
+            Table::EventOffsets => "event_offsets",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// Keys that start with `prefix`, walked up from `from` (ascending) or down
+/// from it (descending); `from` is inclusive and defaults to the end of the
+/// prefix in the walk's direction.
+#[derive(Debug, Clone, Copy)]
+pub struct Scan<'a> {
+    pub prefix: &'a [u8],
+    pub from: Option<&'a [u8]>,
+    pub descending: bool,
+    pub limit: usize,
+}
+
+impl<'a> Scan<'a> {
+    pub fn prefix(prefix: &'a [u8], limit: usize) -> Scan<'a> {
+        Scan {
+            prefix,
+            from: None,
+            descending: false,
+            limit,
+        }
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`, or
+/// `None` when no such key exists (an empty or all-0xFF prefix).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+pub trait Engine: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn scan(&self, table: Table, scan: Scan<'_>) -> Result<Vec<Pair>>;
+    /// A write transaction. Only the group-commit thread opens them.
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>>;
+}
+
+/// A write transaction: reads see its own writes; nothing is visible to
+/// readers or durable until `commit` returns, and dropping it uncommitted
+/// discards every write.
+pub trait WriteTxn {
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn scan_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<Vec<Pair>>;
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<()>;
+    /// Commits atomically and durably (fsync) before returning.
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

@@ -1,0 +1,646 @@
+//! The embedded store, souk's default backend: one database in the data
+//! directory, written by one group-commit thread (`commit`), read directly
+//! by every shard. Reads are MVCC snapshots (redb) or LSM reads (fjall) and
+//! never wait for the writer.
+
+pub mod commit;
+pub mod engine;
+pub mod fault;
+pub mod fjall_engine;
+mod keys;
+pub mod redb_engine;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use souk_wire::api::{
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, UserId,
+};
+
+use crate::CatalogData;
+use crate::codec::{decode, encode};
+use crate::error::{Result, StorageError};
+use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX};
+use crate::model::{
+    EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord, RefreshTokenRecord,
+    StockRecord, UserRecord,
+};
+use crate::store::{
+    CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore, Store,
+    TokenStore, UserStore,
+};
+use commit::Committer;
+use engine::{Engine, Scan, Table, WriteTxn};
+
+/// Which engine backs the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// The default, chosen by measurement (see `storage/DESIGN.md`).
+    #[default]
+    Redb,
+    Fjall,
+}
+
+impl EngineKind {
+    /// Opens the engine's files under `dir`.
+    pub fn open(self, dir: &Path) -> Result<Arc<dyn Engine>> {
+        std::fs::create_dir_all(dir)?;
+        Ok(match self {
+            EngineKind::Redb => Arc::new(redb_engine::RedbEngine::open(&dir.join("souk.redb"))?),
+            EngineKind::Fjall => Arc::new(fjall_engine::FjallEngine::open(&dir.join("fjall"))?),
+        })
+    }
+}
+
+pub struct EmbeddedStore {
+    engine: Arc<dyn Engine>,
+    committer: Committer,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("engine", &self.engine.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    pub fn open(dir: &Path, kind: EngineKind) -> Result<EmbeddedStore> {
+        EmbeddedStore::with_engine(kind.open(dir)?)
+    }
+
+    pub fn with_engine(engine: Arc<dyn Engine>) -> Result<EmbeddedStore> {
+        let committer = Committer::start(engine.clone())?;
+        Ok(EmbeddedStore { engine, committer })
+    }
+
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
+    async fn write<R, F>(&self, operation: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn WriteTxn) -> Result<R> + Send + 'static,
+    {
+        self.committer.write(operation).await
+    }
+
+    fn get_record<T: serde::de::DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        self.engine
+            .get(table, key)?
+            .map(|bytes| decode(table.name(), &bytes))
+            .transpose()
+    }
+
+    fn scan_records<T: serde::de::DeserializeOwned>(
+        &self,
+        table: Table,
+        scan: Scan<'_>,
+    ) -> Result<Vec<T>> {
+        self.engine
+            .scan(table, scan)?
+            .iter()
+            .map(|(_, value)| decode(table.name(), value))
+            .collect()
+    }
+
+    /// Orders named by the trailing ids of index keys, in index order.
+    fn orders_by_index(&self, index: Table, scan: Scan<'_>) -> Result<Page<OrderRecord, OrderId>> {
+        let limit = scan.limit;
+        let mut items = Vec::new();
+        for (key, _) in self.engine.scan(index, scan)? {
+            let id = keys::trailing_order(&key)?;
+            let order = self
+                .get_record(Table::Orders, &keys::order(id))?
+                .ok_or_else(|| StorageError::Corrupt {
+                    table: index.name(),
+                    reason: format!("index names missing order {}", id.0),
+                })?;
+            items.push(order);
+        }
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|o: &OrderRecord| o.id))
+            .flatten();
+        Ok(Page { items, next })
+    }
+}
+
+fn page_limit(limit: usize) -> usize {
+    limit.clamp(1, PAGE_MAX)
+}
+
+#[async_trait]
+impl CatalogStore for EmbeddedStore {
+    async fn catalog_imported(&self) -> Result<bool> {
+        Ok(self
+            .engine
+            .get(Table::Meta, keys::CATALOG_IMPORTED)?
+            .is_some())
+    }
+
+    async fn import_catalog(&self, catalog: &CatalogData) -> Result<()> {
+        let mut writes: Vec<(Table, Vec<u8>, Vec<u8>)> = Vec::new();
+        for category in &catalog.categories {
+            let key = keys::text(category.id.as_str(), "category id")?;
+            writes.push((
+                Table::Categories,
+                key,
+                encode("category", category, RECORD_BYTES_MAX)?,
+            ));
+        }
+        for product in &catalog.products {
+            let key = keys::text(product.id.as_str(), "product id")?;
+            writes.push((
+                Table::Products,
+                key,
+                encode("product", product, RECORD_BYTES_MAX)?,
+            ));
+        }
+        for (sku, on_hand) in &catalog.stock {
+            let record = StockRecord {
+                sku: sku.clone(),
+                on_hand: *on_hand,
+                updated_at: Default::default(),
+            };
+            let key = keys::text(sku.as_str(), "sku")?;
+            writes.push((
+                Table::Stock,
+                key,
+                encode("stock", &record, RECORD_BYTES_MAX)?,
+            ));
+        }
+        writes.push((Table::Meta, keys::CATALOG_IMPORTED.to_vec(), vec![1]));
+        self.write(move |txn| {
+            for (table, key, value) in &writes {
+                txn.put(*table, key, value)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_catalog(&self) -> Result<CatalogData> {
+        let everything = |limit| Scan::prefix(b"", limit);
+        let categories = self.scan_records(Table::Categories, everything(usize::MAX))?;
+        let products = self.scan_records(Table::Products, everything(usize::MAX))?;
+        let stock: Vec<StockRecord> = self.scan_records(Table::Stock, everything(usize::MAX))?;
+        Ok(CatalogData {
+            categories,
+            products,
+            stock: stock.into_iter().map(|s| (s.sku, s.on_hand)).collect(),
+        })
+    }
+
+    async fn upsert_product(&self, product: &Product) -> Result<()> {
+        let key = keys::text(product.id.as_str(), "product id")?;
+        let value = encode("product", product, RECORD_BYTES_MAX)?;
+        self.write(move |txn| txn.put(Table::Products, &key, &value))
+            .await
+    }
+
+    async fn product(&self, id: &ProductId) -> Result<Option<Product>> {
+        self.get_record(Table::Products, &keys::text(id.as_str(), "product id")?)
+    }
+
+    async fn put_categories(&self, categories: &[Category]) -> Result<()> {
+        let writes = categories
+            .iter()
+            .map(|c| {
+                Ok((
+                    keys::text(c.id.as_str(), "category id")?,
+                    encode("category", c, RECORD_BYTES_MAX)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.write(move |txn| {
+            for (key, value) in &writes {
+                txn.put(Table::Categories, key, value)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl StockStore for EmbeddedStore {
+    async fn put_stock(&self, levels: &[StockRecord]) -> Result<()> {
+        let writes = levels
+            .iter()
+            .map(|s| {
+                Ok((
+                    keys::text(s.sku.as_str(), "sku")?,
+                    encode("stock", s, RECORD_BYTES_MAX)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.write(move |txn| {
+            for (key, value) in &writes {
+                txn.put(Table::Stock, key, value)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stock_levels(&self) -> Result<Vec<StockRecord>> {
+        self.scan_records(Table::Stock, Scan::prefix(b"", usize::MAX))
+    }
+}
+
+#[async_trait]
+impl UserStore for EmbeddedStore {
+    async fn create_user(&self, user: &UserRecord) -> Result<()> {
+        let id = keys::user(user.id);
+        let email = keys::email(&user.email)?;
+        let value = encode("user", user, RECORD_BYTES_MAX)?;
+        let user_id = user.id;
+        self.write(move |txn| {
+            if txn.get(Table::Users, &id)?.is_some() {
+                return Err(StorageError::Conflict(format!("user {} exists", user_id.0)));
+            }
+            if txn.get(Table::UsersByEmail, &email)?.is_some() {
+                return Err(StorageError::Conflict("e-mail already registered".into()));
+            }
+            txn.put(Table::Users, &id, &value)?;
+            txn.put(Table::UsersByEmail, &email, &id)
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<UserRecord>> {
+        self.get_record(Table::Users, &keys::user(id))
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let Some(id) = self.engine.get(Table::UsersByEmail, &keys::email(email)?)? else {
+            return Ok(None);
+        };
+        self.get_record(Table::Users, &id)
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<()> {
+        let id = keys::user(user.id);
+        let value = encode("user", user, RECORD_BYTES_MAX)?;
+        let (user_id, email) = (user.id, user.email.to_lowercase());
+        self.write(move |txn| {
+            let Some(stored) = txn.get(Table::Users, &id)? else {
+                return Err(StorageError::NotFound(format!("user {}", user_id.0)));
+            };
+            let stored: UserRecord = decode("user", &stored)?;
+            if stored.email.to_lowercase() != email {
+                return Err(StorageError::Conflict(
+                    "the e-mail cannot change here".into(),
+                ));
+            }
+            txn.put(Table::Users, &id, &value)
+        })
+        .await
+    }
+
+    async fn put_address(&self, user: UserId, address: &Address) -> Result<()> {
+        let key = keys::address(user, address.id);
+        let value = encode("address", address, RECORD_BYTES_MAX)?;
+        self.write(move |txn| txn.put(Table::Addresses, &key, &value))
+            .await
+    }
+
+    async fn delete_address(&self, user: UserId, id: AddressId) -> Result<bool> {
+        let key = keys::address(user, id);
+        self.write(move |txn| {
+            if txn.get(Table::Addresses, &key)?.is_none() {
+                return Ok(false);
+            }
+            txn.delete(Table::Addresses, &key)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn addresses(&self, user: UserId) -> Result<Vec<Address>> {
+        self.scan_records(Table::Addresses, Scan::prefix(&keys::user(user), PAGE_MAX))
+    }
+}
+
+#[async_trait]
+impl TokenStore for EmbeddedStore {
+    async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()> {
+        let family = keys::token_family(&token.family, &token.token_hash);
+        let (hash, value) = (
+            token.token_hash,
+            encode("refresh token", token, RECORD_BYTES_MAX)?,
+        );
+        self.write(move |txn| {
+            txn.put(Table::RefreshTokens, &hash, &value)?;
+            txn.put(Table::TokenFamilies, &family, &[])
+        })
+        .await
+    }
+
+    async fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshTokenRecord>> {
+        self.get_record(Table::RefreshTokens, token_hash)
+    }
+
+    async fn rotate_refresh_token(&self, old: &[u8; 32], new: &RefreshTokenRecord) -> Result<()> {
+        let old_hash = *old;
+        let new = new.clone();
+        let new_value = encode("refresh token", &new, RECORD_BYTES_MAX)?;
+        self.write(move |txn| {
+            let Some(stored) = txn.get(Table::RefreshTokens, &old_hash)? else {
+                return Err(StorageError::Conflict("unknown refresh token".into()));
+            };
+            let mut stored: RefreshTokenRecord = decode("refresh token", &stored)?;
+            if stored.rotated_at.is_some() || stored.revoked {
+                return Err(StorageError::Conflict(
+                    "refresh token already used or revoked".into(),
+                ));
+            }
+            stored.rotated_at = Some(new.issued_at);
+            let stored_value = encode("refresh token", &stored, RECORD_BYTES_MAX)?;
+            txn.put(Table::RefreshTokens, &old_hash, &stored_value)?;
+            txn.put(Table::RefreshTokens, &new.token_hash, &new_value)?;
+            txn.put(
+                Table::TokenFamilies,
+                &keys::token_family(&new.family, &new.token_hash),
+                &[],
+            )
+        })
+        .await
+    }
+
+    async fn revoke_token_family(&self, family: &[u8; 16]) -> Result<usize> {
+        let family = *family;
+        self.write(move |txn| {
+            let members = txn.scan_prefix(Table::TokenFamilies, &family)?;
+            let mut updates = Vec::with_capacity(members.len());
+            for (key, _) in &members {
+                let hash = &key[16..];
+                if let Some(stored) = txn.get(Table::RefreshTokens, hash)? {
+                    let mut token: RefreshTokenRecord = decode("refresh token", &stored)?;
+                    token.revoked = true;
+                    updates.push((
+                        hash.to_vec(),
+                        encode("refresh token", &token, RECORD_BYTES_MAX)?,
+                    ));
+                }
+            }
+            for (hash, value) in &updates {
+                txn.put(Table::RefreshTokens, hash, value)?;
+            }
+            Ok(updates.len())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl OrderStore for EmbeddedStore {
+    async fn insert_order(&self, order: &OrderRecord) -> Result<()> {
+        let id = order.id;
+        let value = encode("order", order, RECORD_BYTES_MAX)?;
+        let by_user = keys::order_by_user(order.user_id, id);
+        let by_shard = keys::order_by_shard(order.shard, id);
+        self.write(move |txn| {
+            let key = keys::order(id);
+            if let Some(stored) = txn.get(Table::Orders, &key)? {
+                // The same order again is a retry; another with its id is a bug upstream.
+                if stored == value {
+                    return Ok(());
+                }
+                return Err(StorageError::Conflict(format!("order {} exists", id.0)));
+            }
+            txn.put(Table::Orders, &key, &value)?;
+            txn.put(Table::OrdersByUser, &by_user, &[])?;
+            txn.put(Table::OrdersByShard, &by_shard, &[])
+        })
+        .await
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>> {
+        self.get_record(Table::Orders, &keys::order(id))
+    }
+
+    async fn update_order(&self, order: &OrderRecord, expected: OrderStatus) -> Result<()> {
+        let (id, user, shard) = (order.id, order.user_id, order.shard);
+        let value = encode("order", order, RECORD_BYTES_MAX)?;
+        self.write(move |txn| {
+            let key = keys::order(id);
+            let Some(stored) = txn.get(Table::Orders, &key)? else {
+                return Err(StorageError::NotFound(format!("order {}", id.0)));
+            };
+            let stored: OrderRecord = decode("order", &stored)?;
+            if stored.user_id != user || stored.shard != shard {
+                return Err(StorageError::Conflict(
+                    "an order's owner cannot change".into(),
+                ));
+            }
+            if stored.status != expected {
+                return Err(StorageError::Conflict(format!(
+                    "order {} is {:?}, not {expected:?}",
+                    id.0, stored.status
+                )));
+            }
+            txn.put(Table::Orders, &key, &value)
+        })
+        .await
+    }
+
+    async fn orders_of_user(
+        &self,
+        user: UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<OrderRecord, OrderId>> {
+        let prefix = keys::user(user);
+        let from = match before {
+            Some(OrderId(0)) => {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next: None,
+                });
+            }
+            Some(before) => Some(keys::order_by_user(user, OrderId(before.0 - 1))),
+            None => None,
+        };
+        let scan = Scan {
+            prefix: &prefix,
+            from: from.as_ref().map(|k| k.as_slice()),
+            descending: true,
+            limit: page_limit(limit),
+        };
+        self.orders_by_index(Table::OrdersByUser, scan)
+    }
+
+    async fn orders_of_shard(
+        &self,
+        shard: u16,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<OrderRecord, OrderId>> {
+        let prefix = shard.to_be_bytes();
+        let from = match after {
+            Some(OrderId(u64::MAX)) => {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next: None,
+                });
+            }
+            Some(after) => Some(keys::order_by_shard(shard, OrderId(after.0 + 1))),
+            None => None,
+        };
+        let scan = Scan {
+            prefix: &prefix,
+            from: from.as_ref().map(|k| k.as_slice()),
+            descending: false,
+            limit: page_limit(limit),
+        };
+        self.orders_by_index(Table::OrdersByShard, scan)
+    }
+}
+
+#[async_trait]
+impl PaymentStore for EmbeddedStore {
+    async fn put_payment(&self, payment: &PaymentRecord) -> Result<()> {
+        let key = keys::order(payment.order_id);
+        let value = encode("payment", payment, RECORD_BYTES_MAX)?;
+        self.write(move |txn| txn.put(Table::Payments, &key, &value))
+            .await
+    }
+
+    async fn payment(&self, order: OrderId) -> Result<Option<PaymentRecord>> {
+        self.get_record(Table::Payments, &keys::order(order))
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for EmbeddedStore {
+    async fn put_idempotency(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Inserted<IdempotencyRecord>> {
+        if record.outcome.len() > OUTCOME_BYTES_MAX {
+            return Err(StorageError::TooLarge {
+                what: "idempotency outcome",
+                len: record.outcome.len(),
+                max: OUTCOME_BYTES_MAX,
+            });
+        }
+        let key = keys::idempotency(&record.scope, record.key)?;
+        let value = encode("idempotency", record, RECORD_BYTES_MAX)?;
+        self.write(move |txn| {
+            if let Some(stored) = txn.get(Table::Idempotency, &key)? {
+                return Ok(Inserted::Existing(decode("idempotency", &stored)?));
+            }
+            txn.put(Table::Idempotency, &key, &value)?;
+            Ok(Inserted::New)
+        })
+        .await
+    }
+
+    async fn idempotency(
+        &self,
+        scope: &str,
+        key: IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>> {
+        self.get_record(Table::Idempotency, &keys::idempotency(scope, key)?)
+    }
+}
+
+#[async_trait]
+impl EventLog for EmbeddedStore {
+    async fn append_events(&self, shard: u16, events: &[EventRecord]) -> Result<()> {
+        let mut writes = Vec::with_capacity(events.len());
+        for event in events {
+            if event.payload.len() > EVENT_BYTES_MAX {
+                return Err(StorageError::TooLarge {
+                    what: "event payload",
+                    len: event.payload.len(),
+                    max: EVENT_BYTES_MAX,
+                });
+            }
+            let value = encode("event", event, RECORD_BYTES_MAX)?;
+            writes.push((keys::event(shard, event.offset), event.offset, value));
+        }
+        self.write(move |txn| {
+            for (key, offset, _) in &writes {
+                if txn.get(Table::Events, key)?.is_some() {
+                    return Err(StorageError::Conflict(format!(
+                        "event offset {offset} of shard {shard} is taken"
+                    )));
+                }
+            }
+            for (key, _, value) in &writes {
+                txn.put(Table::Events, key, value)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_event_offset(&self, shard: u16) -> Result<Option<u64>> {
+        let prefix = shard.to_be_bytes();
+        let scan = Scan {
+            prefix: &prefix,
+            from: None,
+            descending: true,
+            limit: 1,
+        };
+        let last: Vec<EventRecord> = self.scan_records(Table::Events, scan)?;
+        Ok(last.first().map(|e| e.offset))
+    }
+
+    async fn read_events(&self, shard: u16, from: u64, limit: usize) -> Result<Vec<EventRecord>> {
+        let prefix = shard.to_be_bytes();
+        let start = keys::event(shard, from);
+        let scan = Scan {
+            prefix: &prefix,
+            from: Some(&start),
+            descending: false,
+            limit: page_limit(limit),
+        };
+        self.scan_records(Table::Events, scan)
+    }
+
+    async fn commit_offset(&self, consumer: &str, shard: u16, offset: u64) -> Result<()> {
+        let key = keys::event_offset(consumer, shard)?;
+        self.write(move |txn| txn.put(Table::EventOffsets, &key, &offset.to_be_bytes()))
+            .await
+    }
+
+    async fn committed_offset(&self, consumer: &str, shard: u16) -> Result<Option<u64>> {
+        let key = keys::event_offset(consumer, shard)?;
+        let Some(bytes) = self.engine.get(Table::EventOffsets, &key)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| StorageError::Corrupt {
+                table: "event_offsets",
+                reason: format!("offset of {} bytes", bytes.len()),
+            })?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        match self.engine.name() {
+            "fjall" => "embedded (fjall)",
+            _ => "embedded (redb)",
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.committer.close();
+        Ok(())
+    }
+}

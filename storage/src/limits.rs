@@ -1,0 +1,29 @@
+//! Storage bounds, each with its reason.
+
+/// A stored record. The largest legitimate ones are a product at every
+/// `souk_wire` list bound (well under 64 KiB) and an order of
+/// `CART_LINES_MAX` lines; 256 KiB leaves room and still bounds what one
+/// write can make the committer hold.
+pub const RECORD_BYTES_MAX: usize = 256 * 1024;
+
+/// A storage key: identifiers are at most 64 bytes, e-mails 254.
+pub const KEY_BYTES_MAX: usize = 512;
+
+/// An idempotency outcome (the encoded first response): responses are at
+/// most 1 MiB on the wire, but outcomes are small order or cart replies.
+pub const OUTCOME_BYTES_MAX: usize = 64 * 1024;
+
+/// An event payload.
+pub const EVENT_BYTES_MAX: usize = 16 * 1024;
+
+/// Writes waiting for the group-commit thread. A full queue answers `Busy`
+/// at once instead of blocking a shard's event loop. At thousands of writes
+/// per fsync this is several commit rounds of backlog.
+pub const COMMIT_QUEUE_MAX: usize = 16 * 1024;
+
+/// Writes in one group commit: one fsync acknowledges all of them. Bounded
+/// so that one commit's latency, and the memory of its batch, stay bounded.
+pub const COMMIT_BATCH_MAX: usize = 4096;
+
+/// Items in one page of a list query.
+pub const PAGE_MAX: usize = 1000;

@@ -1,0 +1,120 @@
+//! The records souk keeps. Catalog records reuse the API's value types
+//! (`Product`, `Category`, `Address`); the rest are storage's own, because
+//! they hold what clients never see (password hashes, token hashes,
+//! payment-method tokens, idempotency outcomes).
+//!
+//! Every record is encoded by `codec` with a format version in front, and is
+//! checked against `limits` before it is written.
+
+use serde::{Deserialize, Serialize};
+use souk_wire::api::{
+    Address, IdempotencyKey, Money, OrderId, OrderLine, OrderStatus, PaymentStatus, Role, Sku,
+    UnixMillis, UserId,
+};
+
+/// An order with its lines: the durable fact of a checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub id: OrderId,
+    pub user_id: UserId,
+    /// The shard that owns the order (the user's shard when it was placed);
+    /// stock rebuild reads a shard's orders by this.
+    pub shard: u16,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    /// While pending payment: when the reservation lapses.
+    pub expires_at: UnixMillis,
+    pub shipping_address: Option<Address>,
+    pub payment_status: PaymentStatus,
+    /// The payment provider's token; never a card number.
+    pub payment_method_token: String,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub order_id: OrderId,
+    pub status: PaymentStatus,
+    pub amount: Money,
+    pub refunded: Money,
+    pub attempts: u16,
+    pub last_error: Option<String>,
+    /// The gateway's reference for the authorization or capture.
+    pub gateway_reference: Option<String>,
+    pub updated_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: UserId,
+    /// Lower-cased: e-mail uniqueness is case-insensitive.
+    pub email: String,
+    /// An Argon2id PHC string; never the password.
+    pub password_hash: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub created_at: UnixMillis,
+}
+
+/// A refresh token, kept only as the SHA-256 of the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshTokenRecord {
+    pub token_hash: [u8; 32],
+    pub user_id: UserId,
+    /// Tokens rotated from one login share a family; reuse of a rotated
+    /// token revokes the whole family.
+    pub family: [u8; 16],
+    pub issued_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    /// Set when the token was used and replaced by a new one.
+    pub rotated_at: Option<UnixMillis>,
+    pub revoked: bool,
+}
+
+/// The first outcome of a mutating request, returned again on a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// Who the key belongs to (a user or a device): keys are chosen by
+    /// clients, so they are only unique within one scope.
+    pub scope: String,
+    pub key: IdempotencyKey,
+    /// A digest of the request, so that reusing a key for a different
+    /// request is a conflict instead of a wrong answer.
+    pub request_digest: [u8; 32],
+    /// The encoded outcome, opaque to storage.
+    pub outcome: Vec<u8>,
+    pub created_at: UnixMillis,
+}
+
+/// An entry of a shard's event log. The payload is opaque to storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub offset: u64,
+    pub at: UnixMillis,
+    pub payload: Vec<u8>,
+}
+
+/// Units on hand of one SKU, as last persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRecord {
+    pub sku: Sku,
+    pub on_hand: i64,
+    pub updated_at: UnixMillis,
+}
+
+/// One page of a list and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+/// Whether a conditional insert wrote or found an existing record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted<T> {
+    New,
+    Existing(T),
+}

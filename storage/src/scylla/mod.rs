@@ -1,0 +1,857 @@
+//! The ScyllaDB backend: how souk grows past one machine.
+//!
+//! The schema (`storage/scylla/schema.cql`) is applied at connect. Every
+//! statement is prepared once, so the driver routes each to a replica that
+//! owns its partition and to the right shard of that replica (token- and
+//! shard-aware). Writes and reads run at LOCAL_QUORUM under a request
+//! timeout. Lightweight transactions are used only where a condition must
+//! hold across writers: idempotency records, unique e-mails and user ids,
+//! order state transitions and refresh-token rotation. Plain writes are
+//! marked idempotent (re-running them writes the same values), so the
+//! driver may retry them after a timeout without ever duplicating an order;
+//! conditional writes are not retried blindly.
+
+mod statements;
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::frame::types::{Consistency, SerialConsistency};
+use scylla::response::PagingState;
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+use souk_wire::api::{
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, UserId,
+};
+
+use crate::CatalogData;
+use crate::codec::{decode, encode};
+use crate::error::{Result, StorageError};
+use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX};
+use crate::model::{
+    EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord, RefreshTokenRecord,
+    StockRecord, UserRecord,
+};
+use crate::store::{
+    CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore, Store,
+    TokenStore, UserStore,
+};
+use statements::Statements;
+
+/// The schema, with `{keyspace}` and `{replication}` to fill in.
+pub const SCHEMA: &str = include_str!("../../scylla/schema.cql");
+
+/// Offsets per event partition; see the schema.
+const EVENT_BUCKET_OFFSETS: u64 = 1 << 16;
+
+/// How long one request may take before the driver gives up on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ScyllaConfig {
+    /// `host:port` of some nodes; the driver discovers the rest.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// Replicas per datacenter (NetworkTopologyStrategy).
+    pub replication_factor: u32,
+    /// This souk node's name: shard numbers repeat on every node, so logs
+    /// and replay indexes are kept per node.
+    pub node: String,
+}
+
+impl ScyllaConfig {
+    pub fn new(nodes: Vec<String>, keyspace: String) -> ScyllaConfig {
+        ScyllaConfig {
+            nodes,
+            keyspace,
+            replication_factor: 3,
+            node: "souk-1".into(),
+        }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StorageError {
+    StorageError::Unavailable(format!("scylla: {error}"))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 48
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The schema's statements, filled in for `config`.
+pub fn schema_statements(config: &ScyllaConfig) -> Vec<String> {
+    let replication = format!(
+        "{{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}",
+        config.replication_factor
+    );
+    let without_comments: String = SCHEMA
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|statement| !statement.is_empty())
+        .map(|statement| {
+            statement
+                .replace("{keyspace}", &config.keyspace)
+                .replace("{replication}", &replication)
+        })
+        .collect()
+}
+
+pub struct ScyllaStore {
+    session: Session,
+    statements: Statements,
+    node: String,
+}
+
+impl std::fmt::Debug for ScyllaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaStore")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).expect("ids stay below 2^63")
+}
+
+fn status_code(status: OrderStatus) -> i8 {
+    match status {
+        OrderStatus::PendingPayment => 0,
+        OrderStatus::Paid => 1,
+        OrderStatus::Fulfilled => 2,
+        OrderStatus::Cancelled => 3,
+        OrderStatus::Expired => 4,
+        OrderStatus::Refunded => 5,
+    }
+}
+
+/// Whether a conditional statement applied (its first column, `[applied]`).
+fn applied(result: QueryResult) -> Result<bool> {
+    let rows = result.into_rows_result().map_err(unavailable)?;
+    let row: Row = rows.first_row().map_err(unavailable)?;
+    Ok(matches!(
+        row.columns.first(),
+        Some(Some(CqlValue::Boolean(true)))
+    ))
+}
+
+impl ScyllaStore {
+    /// Connects, applies the schema and prepares every statement.
+    pub async fn connect(config: &ScyllaConfig) -> Result<ScyllaStore> {
+        if !valid_name(&config.keyspace) {
+            return Err(StorageError::InvalidKey(format!(
+                "keyspace name {:?}",
+                config.keyspace
+            )));
+        }
+        let profile = ExecutionProfile::builder()
+            .consistency(Consistency::LocalQuorum)
+            .serial_consistency(Some(SerialConsistency::LocalSerial))
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .build();
+        let session = SessionBuilder::new()
+            .known_nodes(&config.nodes)
+            .default_execution_profile_handle(profile.into_handle())
+            .build()
+            .await
+            .map_err(unavailable)?;
+        for statement in schema_statements(config) {
+            session
+                .query_unpaged(statement, &[])
+                .await
+                .map_err(unavailable)?;
+        }
+        session
+            .await_schema_agreement()
+            .await
+            .map_err(unavailable)?;
+        let statements = Statements::prepare(&session, &config.keyspace).await?;
+        Ok(ScyllaStore {
+            session,
+            statements,
+            node: config.node.clone(),
+        })
+    }
+
+    async fn run(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult> {
+        self.session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The first row's `record` blob, decoded.
+    async fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Option<T>> {
+        let rows = self
+            .run(statement, values)
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(Vec<u8>,)> = rows.maybe_first_row().map_err(unavailable)?;
+        row.map(|(bytes,)| decode(what, &bytes)).transpose()
+    }
+
+    /// Every row's `record` blob of a statement, page by page.
+    async fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow + Clone,
+    ) -> Result<Vec<T>> {
+        let mut records = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) = self
+                .session
+                .execute_single_page(statement, values.clone(), paging)
+                .await
+                .map_err(unavailable)?;
+            let rows = result.into_rows_result().map_err(unavailable)?;
+            for row in rows.rows::<(Vec<u8>,)>().map_err(unavailable)? {
+                let (bytes,) = row.map_err(unavailable)?;
+                records.push(decode(what, &bytes)?);
+            }
+            match next.into_paging_control_flow() {
+                ControlFlow::Break(()) => return Ok(records),
+                ControlFlow::Continue(state) => paging = state,
+            }
+        }
+    }
+
+    async fn order_owner(&self, id: OrderId) -> Result<Option<i64>> {
+        let rows = self
+            .run(&self.statements.order_owner, (to_i64(id.0),))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
+        Ok(row.map(|(user,)| user))
+    }
+}
+
+#[async_trait]
+impl CatalogStore for ScyllaStore {
+    async fn catalog_imported(&self) -> Result<bool> {
+        let rows = self
+            .run(&self.statements.get_meta, ("catalog_imported",))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(Vec<u8>,)> = rows.maybe_first_row().map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    /// Writes everything, then the marker: a catalog counts as imported
+    /// only once all of it is stored, and an interrupted import is simply
+    /// run again (every write is an idempotent upsert).
+    async fn import_catalog(&self, catalog: &CatalogData) -> Result<()> {
+        self.put_categories(&catalog.categories).await?;
+        for product in &catalog.products {
+            self.upsert_product(product).await?;
+        }
+        let stock: Vec<StockRecord> = catalog
+            .stock
+            .iter()
+            .map(|(sku, on_hand)| StockRecord {
+                sku: sku.clone(),
+                on_hand: *on_hand,
+                updated_at: Default::default(),
+            })
+            .collect();
+        self.put_stock(&stock).await?;
+        self.run(&self.statements.put_meta, ("catalog_imported", vec![1u8]))
+            .await?;
+        Ok(())
+    }
+
+    async fn load_catalog(&self) -> Result<CatalogData> {
+        let categories = self
+            .records("category", &self.statements.all_categories, ())
+            .await?;
+        let products = self
+            .records("product", &self.statements.all_products, ())
+            .await?;
+        let stock: Vec<StockRecord> = self
+            .records("stock", &self.statements.all_stock, ())
+            .await?;
+        Ok(CatalogData {
+            categories,
+            products,
+            stock: stock.into_iter().map(|s| (s.sku, s.on_hand)).collect(),
+        })
+    }
+
+    async fn upsert_product(&self, product: &Product) -> Result<()> {
+        let record = encode("product", product, RECORD_BYTES_MAX)?;
+        self.run(&self.statements.put_product, (product.id.as_str(), record))
+            .await?;
+        Ok(())
+    }
+
+    async fn product(&self, id: &ProductId) -> Result<Option<Product>> {
+        self.record("product", &self.statements.get_product, (id.as_str(),))
+            .await
+    }
+
+    async fn put_categories(&self, categories: &[Category]) -> Result<()> {
+        for category in categories {
+            let record = encode("category", category, RECORD_BYTES_MAX)?;
+            self.run(
+                &self.statements.put_category,
+                (category.id.as_str(), record),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StockStore for ScyllaStore {
+    async fn put_stock(&self, levels: &[StockRecord]) -> Result<()> {
+        for level in levels {
+            let record = encode("stock", level, RECORD_BYTES_MAX)?;
+            self.run(&self.statements.put_stock, (level.sku.as_str(), record))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn stock_levels(&self) -> Result<Vec<StockRecord>> {
+        self.records("stock", &self.statements.all_stock, ()).await
+    }
+}
+
+#[async_trait]
+impl UserStore for ScyllaStore {
+    /// Claims the e-mail, then the id; releases the e-mail if the id is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<()> {
+        let email = user.email.to_lowercase();
+        if email.is_empty() {
+            return Err(StorageError::InvalidKey("empty e-mail".into()));
+        }
+        let record = encode("user", user, RECORD_BYTES_MAX)?;
+        let id = to_i64(user.id.0);
+        let claimed = self
+            .run(&self.statements.claim_email, (email.as_str(), id))
+            .await?;
+        if !applied(claimed)? {
+            return Err(StorageError::Conflict("e-mail already registered".into()));
+        }
+        let inserted = self
+            .run(&self.statements.insert_user, (id, email.as_str(), record))
+            .await?;
+        if !applied(inserted)? {
+            self.run(&self.statements.release_email, (email.as_str(), id))
+                .await?;
+            return Err(StorageError::Conflict(format!("user {} exists", user.id.0)));
+        }
+        Ok(())
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<UserRecord>> {
+        self.record("user", &self.statements.get_user, (to_i64(id.0),))
+            .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let email = email.to_lowercase();
+        if email.is_empty() {
+            return Err(StorageError::InvalidKey("empty e-mail".into()));
+        }
+        let rows = self
+            .run(&self.statements.user_by_email, (email.as_str(),))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
+        match row {
+            Some((id,)) => self.record("user", &self.statements.get_user, (id,)).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<()> {
+        let record = encode("user", user, RECORD_BYTES_MAX)?;
+        let id = to_i64(user.id.0);
+        let email = user.email.to_lowercase();
+        let result = self
+            .run(&self.statements.update_user, (record, id, email.as_str()))
+            .await?;
+        if applied(result)? {
+            return Ok(());
+        }
+        match self.user(user.id).await? {
+            None => Err(StorageError::NotFound(format!("user {}", user.id.0))),
+            Some(_) => Err(StorageError::Conflict(
+                "the e-mail cannot change here".into(),
+            )),
+        }
+    }
+
+    async fn put_address(&self, user: UserId, address: &Address) -> Result<()> {
+        let record = encode("address", address, RECORD_BYTES_MAX)?;
+        let values = (to_i64(user.0), to_i64(address.id.0), record);
+        self.run(&self.statements.put_address, values).await?;
+        Ok(())
+    }
+
+    async fn delete_address(&self, user: UserId, id: AddressId) -> Result<bool> {
+        let result = self
+            .run(
+                &self.statements.delete_address,
+                (to_i64(user.0), to_i64(id.0)),
+            )
+            .await?;
+        applied(result)
+    }
+
+    async fn addresses(&self, user: UserId) -> Result<Vec<Address>> {
+        self.records("address", &self.statements.addresses, (to_i64(user.0),))
+            .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for ScyllaStore {
+    async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()> {
+        let record = encode("refresh token", token, RECORD_BYTES_MAX)?;
+        let rotated = token.rotated_at.is_some();
+        let values = (token.token_hash.to_vec(), rotated, token.revoked, record);
+        self.run(&self.statements.put_token, values).await?;
+        let family = (token.family.to_vec(), token.token_hash.to_vec());
+        self.run(&self.statements.put_token_family, family).await?;
+        Ok(())
+    }
+
+    async fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshTokenRecord>> {
+        self.record(
+            "refresh token",
+            &self.statements.get_token,
+            (token_hash.to_vec(),),
+        )
+        .await
+    }
+
+    /// Claims the old token with a conditional update, then stores the new
+    /// one. A crash between the two leaves the user to log in again: the
+    /// safe direction.
+    async fn rotate_refresh_token(&self, old: &[u8; 32], new: &RefreshTokenRecord) -> Result<()> {
+        let Some(mut stored) = self.refresh_token(old).await? else {
+            return Err(StorageError::Conflict("unknown refresh token".into()));
+        };
+        stored.rotated_at = Some(new.issued_at);
+        let record = encode("refresh token", &stored, RECORD_BYTES_MAX)?;
+        let result = self
+            .run(&self.statements.rotate_token, (record, old.to_vec()))
+            .await?;
+        if !applied(result)? {
+            return Err(StorageError::Conflict(
+                "refresh token already used or revoked".into(),
+            ));
+        }
+        self.put_refresh_token(new).await
+    }
+
+    async fn revoke_token_family(&self, family: &[u8; 16]) -> Result<usize> {
+        let rows = self
+            .run(&self.statements.token_family, (family.to_vec(),))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let hashes: Vec<Vec<u8>> = rows
+            .rows::<(Vec<u8>,)>()
+            .map_err(unavailable)?
+            .map(|row| row.map(|(hash,)| hash).map_err(unavailable))
+            .collect::<Result<_>>()?;
+        let mut revoked = 0;
+        for hash in hashes {
+            let hash: [u8; 32] = hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| StorageError::Corrupt {
+                    table: "token_families",
+                    reason: "hash of the wrong length".into(),
+                })?;
+            if let Some(mut token) = self.refresh_token(&hash).await? {
+                token.revoked = true;
+                let record = encode("refresh token", &token, RECORD_BYTES_MAX)?;
+                self.run(&self.statements.revoke_token, (record, hash.to_vec()))
+                    .await?;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+}
+
+#[async_trait]
+impl OrderStore for ScyllaStore {
+    /// One logged batch: the order in its user's partition, the id index and
+    /// the shard's replay index. Re-running it writes the same rows, so a
+    /// retry after a timeout cannot duplicate the order.
+    async fn insert_order(&self, order: &OrderRecord) -> Result<()> {
+        let record = encode("order", order, RECORD_BYTES_MAX)?;
+        let (id, user) = (to_i64(order.id.0), to_i64(order.user_id.0));
+        let values = (
+            (user, id, status_code(order.status), record),
+            (id, user),
+            (self.node.as_str(), i32::from(order.shard), id, user),
+        );
+        self.session
+            .batch(&self.statements.insert_order, values)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>> {
+        let Some(user) = self.order_owner(id).await? else {
+            return Ok(None);
+        };
+        self.record("order", &self.statements.get_order, (user, to_i64(id.0)))
+            .await
+    }
+
+    async fn update_order(&self, order: &OrderRecord, expected: OrderStatus) -> Result<()> {
+        let record = encode("order", order, RECORD_BYTES_MAX)?;
+        let (id, user) = (to_i64(order.id.0), to_i64(order.user_id.0));
+        let values = (
+            status_code(order.status),
+            record,
+            user,
+            id,
+            status_code(expected),
+        );
+        let result = self.run(&self.statements.update_order, values).await?;
+        if applied(result)? {
+            return Ok(());
+        }
+        match self.order(order.id).await? {
+            None => Err(StorageError::NotFound(format!("order {}", order.id.0))),
+            Some(stored) => Err(StorageError::Conflict(format!(
+                "order {} is {:?}, not {expected:?}",
+                order.id.0, stored.status
+            ))),
+        }
+    }
+
+    async fn orders_of_user(
+        &self,
+        user: UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<OrderRecord, OrderId>> {
+        let limit = limit.clamp(1, PAGE_MAX);
+        let user = to_i64(user.0);
+        let items: Vec<OrderRecord> = match before {
+            Some(before) => {
+                let values = (user, to_i64(before.0), limit as i32);
+                self.records("order", &self.statements.orders_of_user_before, values)
+                    .await?
+            }
+            None => {
+                let values = (user, limit as i32);
+                self.records("order", &self.statements.orders_of_user, values)
+                    .await?
+            }
+        };
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|o| o.id))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    async fn orders_of_shard(
+        &self,
+        shard: u16,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<OrderRecord, OrderId>> {
+        let limit = limit.clamp(1, PAGE_MAX);
+        let after = after.map_or(-1, |id| to_i64(id.0));
+        let values = (self.node.as_str(), i32::from(shard), after, limit as i32);
+        let rows = self
+            .run(&self.statements.orders_of_shard, values)
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let mut items = Vec::new();
+        for row in rows.rows::<(i64, i64)>().map_err(unavailable)? {
+            let (id, user) = row.map_err(unavailable)?;
+            let order: OrderRecord = self
+                .record("order", &self.statements.get_order, (user, id))
+                .await?
+                .ok_or_else(|| StorageError::Corrupt {
+                    table: "orders_by_shard",
+                    reason: format!("index names missing order {id}"),
+                })?;
+            items.push(order);
+        }
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|o| o.id))
+            .flatten();
+        Ok(Page { items, next })
+    }
+}
+
+#[async_trait]
+impl PaymentStore for ScyllaStore {
+    async fn put_payment(&self, payment: &PaymentRecord) -> Result<()> {
+        let record = encode("payment", payment, RECORD_BYTES_MAX)?;
+        self.run(
+            &self.statements.put_payment,
+            (to_i64(payment.order_id.0), record),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn payment(&self, order: OrderId) -> Result<Option<PaymentRecord>> {
+        self.record("payment", &self.statements.get_payment, (to_i64(order.0),))
+            .await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for ScyllaStore {
+    async fn put_idempotency(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Inserted<IdempotencyRecord>> {
+        if record.outcome.len() > OUTCOME_BYTES_MAX {
+            return Err(StorageError::TooLarge {
+                what: "idempotency outcome",
+                len: record.outcome.len(),
+                max: OUTCOME_BYTES_MAX,
+            });
+        }
+        if record.scope.is_empty() || record.scope.contains('\0') {
+            return Err(StorageError::InvalidKey("idempotency scope".into()));
+        }
+        let bytes = encode("idempotency", record, RECORD_BYTES_MAX)?;
+        let key = record.key.0.to_be_bytes().to_vec();
+        let values = (record.scope.as_str(), key.clone(), bytes);
+        if applied(self.run(&self.statements.claim_idempotency, values).await?)? {
+            return Ok(Inserted::New);
+        }
+        let existing = self
+            .record(
+                "idempotency",
+                &self.statements.get_idempotency_serial,
+                (record.scope.as_str(), key),
+            )
+            .await?
+            .ok_or_else(|| unavailable("idempotency record vanished after a failed claim"))?;
+        Ok(Inserted::Existing(existing))
+    }
+
+    async fn idempotency(
+        &self,
+        scope: &str,
+        key: IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>> {
+        if scope.is_empty() || scope.contains('\0') {
+            return Err(StorageError::InvalidKey("idempotency scope".into()));
+        }
+        let values = (scope, key.0.to_be_bytes().to_vec());
+        self.record("idempotency", &self.statements.get_idempotency, values)
+            .await
+    }
+}
+
+#[async_trait]
+impl EventLog for ScyllaStore {
+    /// The events and the new head in one logged batch. A shard is its
+    /// log's only writer, so offsets are not claimed with transactions.
+    async fn append_events(&self, shard: u16, events: &[EventRecord]) -> Result<()> {
+        let Some(last) = events.iter().map(|e| e.offset).max() else {
+            return Ok(());
+        };
+        let mut batch =
+            scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Logged);
+        let mut values = Vec::with_capacity(events.len() + 1);
+        for event in events {
+            if event.payload.len() > EVENT_BYTES_MAX {
+                return Err(StorageError::TooLarge {
+                    what: "event payload",
+                    len: event.payload.len(),
+                    max: EVENT_BYTES_MAX,
+                });
+            }
+            let record = encode("event", event, RECORD_BYTES_MAX)?;
+            let bucket = to_i64(event.offset / EVENT_BUCKET_OFFSETS);
+            batch.append_statement(self.statements.append_event.clone());
+            values.push(EventWrite::Event(
+                self.node.clone(),
+                i32::from(shard),
+                bucket,
+                to_i64(event.offset),
+                record,
+            ));
+        }
+        batch.append_statement(self.statements.set_event_head.clone());
+        values.push(EventWrite::Head(
+            self.node.clone(),
+            i32::from(shard),
+            to_i64(last),
+        ));
+        self.session
+            .batch(&batch, values)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn last_event_offset(&self, shard: u16) -> Result<Option<u64>> {
+        let rows = self
+            .run(
+                &self.statements.event_head,
+                (self.node.as_str(), i32::from(shard)),
+            )
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
+        Ok(row.map(|(offset,)| offset as u64))
+    }
+
+    async fn read_events(&self, shard: u16, from: u64, limit: usize) -> Result<Vec<EventRecord>> {
+        let limit = limit.clamp(1, PAGE_MAX);
+        let Some(last) = self.last_event_offset(shard).await? else {
+            return Ok(Vec::new());
+        };
+        let mut events = Vec::new();
+        let mut bucket = from / EVENT_BUCKET_OFFSETS;
+        while events.len() < limit && bucket <= last / EVENT_BUCKET_OFFSETS {
+            let values = (
+                self.node.as_str(),
+                i32::from(shard),
+                to_i64(bucket),
+                to_i64(from),
+                (limit - events.len()) as i32,
+            );
+            let found: Vec<EventRecord> = self
+                .records("event", &self.statements.read_events, values)
+                .await?;
+            events.extend(found);
+            bucket += 1;
+        }
+        Ok(events)
+    }
+
+    async fn commit_offset(&self, consumer: &str, shard: u16, offset: u64) -> Result<()> {
+        let values = (
+            consumer,
+            self.node.as_str(),
+            i32::from(shard),
+            to_i64(offset),
+        );
+        self.run(&self.statements.commit_offset, values).await?;
+        Ok(())
+    }
+
+    async fn committed_offset(&self, consumer: &str, shard: u16) -> Result<Option<u64>> {
+        let rows = self
+            .run(
+                &self.statements.committed_offset,
+                (consumer, self.node.as_str(), i32::from(shard)),
+            )
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
+        Ok(row.map(|(offset,)| offset as u64))
+    }
+}
+
+/// The values of one statement of an event batch.
+#[derive(Clone)]
+enum EventWrite {
+    Event(String, i32, i64, i64, Vec<u8>),
+    Head(String, i32, i64),
+}
+
+impl SerializeRow for EventWrite {
+    fn serialize(
+        &self,
+        ctx: &scylla::serialize::row::RowSerializationContext<'_>,
+        writer: &mut scylla::serialize::writers::RowWriter,
+    ) -> std::result::Result<(), scylla::serialize::SerializationError> {
+        match self {
+            EventWrite::Event(node, shard, bucket, offset, record) => {
+                (node, shard, bucket, offset, record).serialize(ctx, writer)
+            }
+            EventWrite::Head(node, shard, offset) => (node, shard, offset).serialize(ctx, writer),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    fn backend(&self) -> &'static str {
+        "scylla"
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Every write was acknowledged at LOCAL_QUORUM; nothing is buffered.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_fills_in_keyspace_and_replication() {
+        let mut config = ScyllaConfig::new(vec!["127.0.0.1:9042".into()], "souk_test".into());
+        config.replication_factor = 1;
+        let statements = schema_statements(&config);
+        assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS souk_test"));
+        assert!(statements[0].contains("'replication_factor': 1"));
+        assert!(
+            statements
+                .iter()
+                .all(|s| !s.contains('{') || s.contains("'class'"))
+        );
+        assert!(statements.iter().skip(1).all(|s| s.contains("souk_test.")));
+        let tables = SCHEMA.matches("CREATE TABLE").count();
+        assert_eq!(statements.len(), 1 + tables);
+    }
+
+    #[test]
+    fn keyspace_names_are_checked() {
+        assert!(valid_name("souk_prod_1"));
+        assert!(!valid_name("souk; DROP"));
+        assert!(!valid_name(""));
+    }
+}

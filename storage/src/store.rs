@@ -1,0 +1,149 @@
+//! The storage traits: what souk keeps, as typed async operations. Every
+//! backend (embedded, ScyllaDB) implements all of them, and one conformance
+//! suite (`tests/conformance.rs`) holds each backend to the same behaviour.
+//!
+//! A write returns only once it is durable. Conditional writes (unique
+//! e-mails, idempotency keys, order state transitions, token rotation)
+//! either happen whole or fail with `Conflict` having written nothing.
+//! No FlatBuffers or CQL type appears here.
+
+use async_trait::async_trait;
+use souk_wire::api::{
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, UserId,
+};
+
+use crate::CatalogData;
+use crate::error::Result;
+use crate::model::{
+    EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord, RefreshTokenRecord,
+    StockRecord, UserRecord,
+};
+
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// Whether a catalog was ever imported (the demo catalog or a real one).
+    async fn catalog_imported(&self) -> Result<bool>;
+    /// Writes categories, products and stock levels, and marks the catalog
+    /// imported, in one atomic write.
+    async fn import_catalog(&self, catalog: &CatalogData) -> Result<()>;
+    /// The whole catalog with the persisted stock levels: what a server
+    /// loads into its read cache at start.
+    async fn load_catalog(&self) -> Result<CatalogData>;
+    async fn upsert_product(&self, product: &Product) -> Result<()>;
+    async fn product(&self, id: &ProductId) -> Result<Option<Product>>;
+    async fn put_categories(&self, categories: &[Category]) -> Result<()>;
+}
+
+#[async_trait]
+pub trait StockStore: Send + Sync {
+    /// Persists stock levels (a snapshot of counters).
+    async fn put_stock(&self, levels: &[StockRecord]) -> Result<()>;
+    async fn stock_levels(&self) -> Result<Vec<StockRecord>>;
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates a user; `Conflict` if the id or the e-mail (case-insensitive)
+    /// is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<()>;
+    async fn user(&self, id: UserId) -> Result<Option<UserRecord>>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
+    /// Replaces a user's profile; the e-mail cannot change here.
+    async fn update_user(&self, user: &UserRecord) -> Result<()>;
+    async fn put_address(&self, user: UserId, address: &Address) -> Result<()>;
+    /// Whether the address existed.
+    async fn delete_address(&self, user: UserId, id: AddressId) -> Result<bool>;
+    async fn addresses(&self, user: UserId) -> Result<Vec<Address>>;
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()>;
+    async fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshTokenRecord>>;
+    /// Marks `old` rotated and stores `new`, atomically; `Conflict` (and no
+    /// write) if `old` is missing, already rotated or revoked.
+    async fn rotate_refresh_token(&self, old: &[u8; 32], new: &RefreshTokenRecord) -> Result<()>;
+    /// Revokes every token of a family; returns how many.
+    async fn revoke_token_family(&self, family: &[u8; 16]) -> Result<usize>;
+}
+
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    /// Stores a new order. Order ids are unique by construction (the owner
+    /// shard makes them), so storing the same order again, as a retry after
+    /// a timeout does, is harmless: it leaves one copy.
+    async fn insert_order(&self, order: &OrderRecord) -> Result<()>;
+    async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>>;
+    /// Replaces an order if its stored status is `expected`; `Conflict`
+    /// otherwise, `NotFound` if it does not exist.
+    async fn update_order(&self, order: &OrderRecord, expected: OrderStatus) -> Result<()>;
+    /// A user's orders, newest first, starting below `before`.
+    async fn orders_of_user(
+        &self,
+        user: UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<OrderRecord, OrderId>>;
+    /// A shard's orders in id order, starting above `after`: what a shard
+    /// replays to rebuild its stock counters.
+    async fn orders_of_shard(
+        &self,
+        shard: u16,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<OrderRecord, OrderId>>;
+}
+
+#[async_trait]
+pub trait PaymentStore: Send + Sync {
+    async fn put_payment(&self, payment: &PaymentRecord) -> Result<()>;
+    async fn payment(&self, order: OrderId) -> Result<Option<PaymentRecord>>;
+}
+
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Stores the record unless one exists for its scope and key; returns
+    /// the existing one then.
+    async fn put_idempotency(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Inserted<IdempotencyRecord>>;
+    async fn idempotency(
+        &self,
+        scope: &str,
+        key: IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>>;
+}
+
+/// Each shard's append-only log of events (the outbox). A shard is its
+/// log's only writer and numbers its events; consumers keep offsets.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Appends events with offsets after the last. The shard numbers its
+    /// events and is its log's only writer; backends that can check cheaply
+    /// (embedded) refuse a taken offset with `Conflict`.
+    async fn append_events(&self, shard: u16, events: &[EventRecord]) -> Result<()>;
+    async fn last_event_offset(&self, shard: u16) -> Result<Option<u64>>;
+    /// Events from `from` (inclusive), in offset order.
+    async fn read_events(&self, shard: u16, from: u64, limit: usize) -> Result<Vec<EventRecord>>;
+    async fn commit_offset(&self, consumer: &str, shard: u16, offset: u64) -> Result<()>;
+    async fn committed_offset(&self, consumer: &str, shard: u16) -> Result<Option<u64>>;
+}
+
+/// Everything souk keeps.
+#[async_trait]
+pub trait Store:
+    CatalogStore
+    + StockStore
+    + UserStore
+    + TokenStore
+    + OrderStore
+    + PaymentStore
+    + IdempotencyStore
+    + EventLog
+{
+    /// The backend's name, for logs.
+    fn backend(&self) -> &'static str;
+    /// Makes every acknowledged write durable and stops accepting writes.
+    async fn close(&self) -> Result<()>;
+}

@@ -1,0 +1,524 @@
+//! One conformance suite for every storage backend: the embedded store on
+//! both engines always, and ScyllaDB when `SOUK_SCYLLA_NODES` names a live
+//! cluster (`host:port,...`; skipped with a printed reason otherwise).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use souk_storage::embedded::{EmbeddedStore, EngineKind};
+use souk_storage::model::{
+    EventRecord, IdempotencyRecord, Inserted, OrderRecord, PaymentRecord, RefreshTokenRecord,
+    StockRecord, UserRecord,
+};
+use souk_storage::{StorageError, Store, demo};
+use souk_wire::api::{
+    Address, AddressId, Currency, IdempotencyKey, Money, OrderId, OrderLine, OrderStatus,
+    PaymentStatus, ProductId, Role, Sku, UnixMillis, UserId,
+};
+
+/// A store under test, with whatever keeps it alive.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    /// Distinguishes this run's ids on a shared cluster.
+    salt: u64,
+}
+
+async fn embedded(kind: EngineKind) -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), kind).unwrap();
+    Some(Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+        salt: 0,
+    })
+}
+
+async fn scylla() -> Option<Fixture> {
+    let Ok(nodes) = std::env::var("SOUK_SCYLLA_NODES") else {
+        eprintln!("skipped: SOUK_SCYLLA_NODES is not set (no ScyllaDB cluster to test against)");
+        return None;
+    };
+    let salt: u64 = rand_salt();
+    let keyspace = format!("souk_conformance_{salt}");
+    let config = souk_storage::scylla::ScyllaConfig::new(
+        nodes.split(',').map(str::to_owned).collect(),
+        keyspace,
+    );
+    let store = souk_storage::scylla::ScyllaStore::connect(&config)
+        .await
+        .unwrap();
+    Some(Fixture {
+        store: Arc::new(store),
+        _dir: None,
+        salt: salt % 1_000_000,
+    })
+}
+
+fn rand_salt() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn usd(minor_units: i64) -> Money {
+    Money::new(minor_units, Currency::USD)
+}
+
+fn order(id: u64, user: u64, shard: u16) -> OrderRecord {
+    OrderRecord {
+        id: OrderId(id),
+        user_id: UserId(user),
+        shard,
+        status: OrderStatus::PendingPayment,
+        lines: vec![OrderLine {
+            sku: Sku::new("P00001-M").unwrap(),
+            product_id: ProductId::new("P00001").unwrap(),
+            name: "Classic Cotton T-Shirt (M)".into(),
+            quantity: 2,
+            unit_price: usd(1999),
+            line_total: usd(3998),
+        }],
+        total: usd(3998),
+        created_at: UnixMillis(1_800_000_000_000 + id),
+        updated_at: UnixMillis(1_800_000_000_000 + id),
+        expires_at: UnixMillis(1_800_000_900_000),
+        shipping_address: None,
+        payment_status: PaymentStatus::Pending,
+        payment_method_token: "pm_tok_visa".into(),
+        idempotency_key: Some(IdempotencyKey(u128::from(id))),
+    }
+}
+
+fn user(id: u64, email: &str) -> UserRecord {
+    UserRecord {
+        id: UserId(id),
+        email: email.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        name: Some("Ada".into()),
+        role: Role::Customer,
+        created_at: UnixMillis(1),
+    }
+}
+
+fn token(hash: u8, family: u8, user: u64) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        token_hash: [hash; 32],
+        user_id: UserId(user),
+        family: [family; 16],
+        issued_at: UnixMillis(10),
+        expires_at: UnixMillis(1_000_000),
+        rotated_at: None,
+        revoked: false,
+    }
+}
+
+async fn catalog_imports_once_and_loads_whole(f: &Fixture) {
+    let store = &f.store;
+    let data = demo::generate(3, 40);
+    store.import_catalog(&data).await.unwrap();
+    assert!(store.catalog_imported().await.unwrap());
+    let loaded = store.load_catalog().await.unwrap();
+    let ids: HashSet<_> = loaded.products.iter().map(|p| p.id.clone()).collect();
+    for product in &data.products {
+        assert!(ids.contains(&product.id));
+    }
+    let stock: HashSet<_> = loaded.stock.iter().cloned().collect();
+    for level in &data.stock {
+        assert!(stock.contains(level), "stock {level:?} persisted");
+    }
+    let mut product = data.products[3].clone();
+    product.name = "Renamed".into();
+    store.upsert_product(&product).await.unwrap();
+    assert_eq!(
+        store.product(&product.id).await.unwrap().unwrap().name,
+        "Renamed"
+    );
+    assert_eq!(
+        store
+            .product(&ProductId::new("NOPE").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn stock_levels_round_trip(f: &Fixture) {
+    let level = StockRecord {
+        sku: Sku::new(format!("SKU-{}", f.salt)).unwrap(),
+        on_hand: 42,
+        updated_at: UnixMillis(5),
+    };
+    f.store
+        .put_stock(std::slice::from_ref(&level))
+        .await
+        .unwrap();
+    assert!(f.store.stock_levels().await.unwrap().contains(&level));
+}
+
+async fn users_are_unique_by_id_and_case_insensitive_email(f: &Fixture) {
+    let store = &f.store;
+    let (a, b) = (f.salt * 10 + 1, f.salt * 10 + 2);
+    let email = format!("ada{}@example.com", f.salt);
+    store.create_user(&user(a, &email)).await.unwrap();
+    let shouting = email.to_uppercase();
+    let taken = store.create_user(&user(b, &shouting)).await.unwrap_err();
+    assert!(matches!(taken, StorageError::Conflict(_)), "{taken:?}");
+    let same_id = store
+        .create_user(&user(a, "other@example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(same_id, StorageError::Conflict(_)), "{same_id:?}");
+    assert_eq!(
+        store.user_by_email(&shouting).await.unwrap().unwrap().id,
+        UserId(a)
+    );
+    assert!(store.user(UserId(b)).await.unwrap().is_none());
+
+    let mut renamed = user(a, &email);
+    renamed.name = Some("Ada L.".into());
+    store.update_user(&renamed).await.unwrap();
+    assert_eq!(
+        store
+            .user(UserId(a))
+            .await
+            .unwrap()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("Ada L.")
+    );
+    let moved = user(a, "elsewhere@example.com");
+    assert!(matches!(
+        store.update_user(&moved).await,
+        Err(StorageError::Conflict(_))
+    ));
+    let ghost = user(b, "ghost@example.com");
+    assert!(matches!(
+        store.update_user(&ghost).await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+async fn addresses_belong_to_their_user(f: &Fixture) {
+    let store = &f.store;
+    let (a, b) = (UserId(f.salt * 10 + 3), UserId(f.salt * 10 + 4));
+    let address = |id| Address {
+        id: AddressId(id),
+        city: Some("Lisbon".into()),
+        country: Some("PT".into()),
+        ..Address::default()
+    };
+    store.put_address(a, &address(1)).await.unwrap();
+    store.put_address(a, &address(2)).await.unwrap();
+    store.put_address(b, &address(1)).await.unwrap();
+    assert_eq!(store.addresses(a).await.unwrap().len(), 2);
+    assert!(store.delete_address(a, AddressId(1)).await.unwrap());
+    assert!(!store.delete_address(a, AddressId(1)).await.unwrap());
+    assert_eq!(store.addresses(a).await.unwrap(), vec![address(2)]);
+    assert_eq!(store.addresses(b).await.unwrap().len(), 1);
+}
+
+async fn refresh_tokens_rotate_once_and_families_revoke(f: &Fixture) {
+    let store = &f.store;
+    let salt = (f.salt % 200) as u8;
+    let (first, second, third) = (
+        token(salt, salt, 7),
+        token(salt + 1, salt, 7),
+        token(salt + 2, salt, 7),
+    );
+    store.put_refresh_token(&first).await.unwrap();
+    store
+        .rotate_refresh_token(&first.token_hash, &second)
+        .await
+        .unwrap();
+    let used = store
+        .refresh_token(&first.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.rotated_at, Some(second.issued_at));
+    // Using a rotated token again is refused, and writes nothing.
+    let reuse = store
+        .rotate_refresh_token(&first.token_hash, &third)
+        .await
+        .unwrap_err();
+    assert!(matches!(reuse, StorageError::Conflict(_)), "{reuse:?}");
+    assert!(
+        store
+            .refresh_token(&third.token_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.revoke_token_family(&first.family).await.unwrap(), 2);
+    assert!(
+        store
+            .refresh_token(&second.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    let revoked = store
+        .rotate_refresh_token(&second.token_hash, &third)
+        .await
+        .unwrap_err();
+    assert!(matches!(revoked, StorageError::Conflict(_)));
+}
+
+async fn orders_insert_once_transition_checked_and_page(f: &Fixture) {
+    let store = &f.store;
+    let base = f.salt * 1000 + 100;
+    let user = f.salt * 10 + 5;
+    for n in 0..25 {
+        store.insert_order(&order(base + n, user, 3)).await.unwrap();
+    }
+    // A retried insert of the same order leaves one copy.
+    store.insert_order(&order(base, user, 3)).await.unwrap();
+    assert_eq!(
+        store.order(OrderId(base + 4)).await.unwrap(),
+        Some(order(base + 4, user, 3))
+    );
+
+    let mut paid = order(base + 4, user, 3);
+    paid.status = OrderStatus::Paid;
+    store
+        .update_order(&paid, OrderStatus::PendingPayment)
+        .await
+        .unwrap();
+    let stale = store
+        .update_order(&paid, OrderStatus::PendingPayment)
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, StorageError::Conflict(_)), "{stale:?}");
+    assert_eq!(
+        store
+            .order(OrderId(base + 4))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        OrderStatus::Paid
+    );
+    let missing = store
+        .update_order(&order(base + 999, user, 3), OrderStatus::PendingPayment)
+        .await;
+    assert!(matches!(missing, Err(StorageError::NotFound(_))));
+
+    // Newest first, in pages.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .orders_of_user(UserId(user), before, 10)
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|o| o.id.0));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<u64> = (0..25).rev().map(|n| base + n).collect();
+    assert_eq!(seen, expected);
+    assert!(
+        store
+            .orders_of_user(UserId(user + 1), None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // A shard's orders, oldest first, after a point.
+    let page = store
+        .orders_of_shard(3, Some(OrderId(base + 19)), 100)
+        .await
+        .unwrap();
+    let ids: Vec<u64> = page.items.iter().map(|o| o.id.0).collect();
+    assert_eq!(ids, (20..25).map(|n| base + n).collect::<Vec<_>>());
+}
+
+async fn payments_round_trip(f: &Fixture) {
+    let payment = PaymentRecord {
+        order_id: OrderId(f.salt * 1000 + 50),
+        status: PaymentStatus::Captured,
+        amount: usd(3998),
+        refunded: usd(0),
+        attempts: 1,
+        last_error: None,
+        gateway_reference: Some("ch_123".into()),
+        updated_at: UnixMillis(3),
+    };
+    f.store.put_payment(&payment).await.unwrap();
+    assert_eq!(
+        f.store.payment(payment.order_id).await.unwrap(),
+        Some(payment)
+    );
+}
+
+async fn idempotency_keeps_the_first_outcome(f: &Fixture) {
+    let scope = format!("user:{}", f.salt);
+    let record = |outcome: &[u8]| IdempotencyRecord {
+        scope: scope.clone(),
+        key: IdempotencyKey(99),
+        request_digest: [1; 32],
+        outcome: outcome.to_vec(),
+        created_at: UnixMillis(1),
+    };
+    let first = record(b"first outcome");
+    assert_eq!(
+        f.store.put_idempotency(&first).await.unwrap(),
+        Inserted::New
+    );
+    let again = f
+        .store
+        .put_idempotency(&record(b"second outcome"))
+        .await
+        .unwrap();
+    assert_eq!(again, Inserted::Existing(first.clone()));
+    assert_eq!(
+        f.store
+            .idempotency(&scope, IdempotencyKey(99))
+            .await
+            .unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        f.store
+            .idempotency(&scope, IdempotencyKey(98))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn event_logs_append_read_and_keep_offsets(f: &Fixture) {
+    let store = &f.store;
+    let shard = 100 + (f.salt % 100) as u16;
+    let event = |offset| EventRecord {
+        offset,
+        at: UnixMillis(offset),
+        payload: format!("event {offset}").into_bytes(),
+    };
+    assert_eq!(store.last_event_offset(shard).await.unwrap(), None);
+    store
+        .append_events(shard, &[event(1), event(2), event(3)])
+        .await
+        .unwrap();
+    store.append_events(shard, &[event(4)]).await.unwrap();
+    assert_eq!(store.last_event_offset(shard).await.unwrap(), Some(4));
+    assert_eq!(
+        store.read_events(shard, 2, 2).await.unwrap(),
+        vec![event(2), event(3)]
+    );
+    assert!(
+        store
+            .read_events(shard + 1, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.committed_offset("mailer", shard).await.unwrap(), None);
+    store.commit_offset("mailer", shard, 3).await.unwrap();
+    assert_eq!(
+        store.committed_offset("mailer", shard).await.unwrap(),
+        Some(3)
+    );
+}
+
+async fn bad_input_is_refused_typed_and_writes_nothing(f: &Fixture) {
+    let store = &f.store;
+    let mut huge = order(f.salt * 1000 + 900, 1, 0);
+    huge.payment_method_token = "x".repeat(souk_storage::limits::RECORD_BYTES_MAX);
+    let error = store.insert_order(&huge).await.unwrap_err();
+    assert!(matches!(error, StorageError::TooLarge { .. }), "{error:?}");
+    assert_eq!(store.order(huge.id).await.unwrap(), None);
+
+    let mut bad_scope = IdempotencyRecord {
+        scope: "a\0b".into(),
+        key: IdempotencyKey(1),
+        request_digest: [0; 32],
+        outcome: vec![],
+        created_at: UnixMillis(0),
+    };
+    assert!(matches!(
+        store.put_idempotency(&bad_scope).await,
+        Err(StorageError::InvalidKey(_))
+    ));
+    bad_scope.scope = "ok".into();
+    bad_scope.outcome = vec![0; souk_storage::limits::OUTCOME_BYTES_MAX + 1];
+    assert!(matches!(
+        store.put_idempotency(&bad_scope).await,
+        Err(StorageError::TooLarge { .. })
+    ));
+    let event = EventRecord {
+        offset: 1,
+        at: UnixMillis(0),
+        payload: vec![0; souk_storage::limits::EVENT_BYTES_MAX + 1],
+    };
+    assert!(matches!(
+        store.append_events(9, &[event]).await,
+        Err(StorageError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        store.user_by_email("").await,
+        Err(StorageError::InvalidKey(_))
+    ));
+}
+
+async fn concurrent_writers_all_land(f: &Fixture) {
+    let base = f.salt * 1000 + 500;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let store = f.store.clone();
+        tasks.spawn(async move {
+            store
+                .insert_order(&order(base + n, 77_000 + n % 7, (n % 4) as u16))
+                .await
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    for n in 0..200 {
+        assert!(f.store.order(OrderId(base + n)).await.unwrap().is_some());
+    }
+}
+
+macro_rules! conformance {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+
+            macro_rules! check {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        if let Some(fixture) = $open.await {
+                            super::$name(&fixture).await;
+                        }
+                    }
+                };
+            }
+
+            check!(catalog_imports_once_and_loads_whole);
+            check!(stock_levels_round_trip);
+            check!(users_are_unique_by_id_and_case_insensitive_email);
+            check!(addresses_belong_to_their_user);
+            check!(refresh_tokens_rotate_once_and_families_revoke);
+            check!(orders_insert_once_transition_checked_and_page);
+            check!(payments_round_trip);
+            check!(idempotency_keeps_the_first_outcome);
+            check!(event_logs_append_read_and_keep_offsets);
+            check!(bad_input_is_refused_typed_and_writes_nothing);
+            check!(concurrent_writers_all_land);
+        }
+    };
+}
+
+conformance!(embedded_redb, embedded(EngineKind::Redb));
+conformance!(embedded_fjall, embedded(EngineKind::Fjall));
+conformance!(scylla_db, scylla());
