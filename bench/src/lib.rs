@@ -8,6 +8,7 @@
 //! shard's endpoint.
 
 pub mod echo;
+pub mod postgres;
 
 use std::cell::RefCell;
 use std::future::Future;

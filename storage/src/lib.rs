@@ -21,6 +21,7 @@ pub mod limits;
 pub mod model;
 pub mod scylla;
 pub mod store;
+pub mod testing;
 
 pub use catalog::CatalogData;
 pub use data_dir::{DataDir, DataDirError};

@@ -38,8 +38,20 @@ use engine::{Engine, Scan, Table, WriteTxn};
 pub enum EngineKind {
     /// The default, chosen by measurement (see `storage/DESIGN.md`).
     #[default]
-    Redb,
     Fjall,
+    Redb,
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<EngineKind, String> {
+        match name {
+            "fjall" => Ok(EngineKind::Fjall),
+            "redb" => Ok(EngineKind::Redb),
+            other => Err(format!("unknown engine {other:?} (fjall or redb)")),
+        }
+    }
 }
 
 impl EngineKind {

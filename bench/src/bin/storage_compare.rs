@@ -1,0 +1,188 @@
+//! Durable order inserts: souk's embedded store on each engine, with group
+//! commit, next to PostgreSQL `INSERT`s of an equivalent order row with
+//! fsync on, in one run.
+//!
+//!     cargo run --release -p souk-bench --bin storage-compare
+//!
+//! For each writer count, `writers` tasks insert orders in a closed loop for
+//! `--seconds`, each waiting for its insert to be durable before the next.
+//! PostgreSQL gets the same row (same record bytes, primary key and the same
+//! two secondary indexes souk keeps) through pgbench with as many clients;
+//! it is started in a temporary directory (installed with apt if missing)
+//! and the anchor is skipped with the reason if it cannot be.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use souk_bench::postgres::Postgres;
+use souk_bench::{Measurement, closed_loop};
+use souk_storage::embedded::{EmbeddedStore, EngineKind};
+use souk_storage::model::OrderRecord;
+use souk_storage::store::OrderStore;
+use souk_wire::api::{
+    Currency, IdempotencyKey, Money, OrderId, OrderLine, OrderStatus, PaymentStatus, ProductId,
+    Sku, UnixMillis, UserId,
+};
+
+/// The allocator souk's binaries use (see server/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds measured per configuration (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent writers to measure, comma-separated.
+    #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
+    writers: Vec<usize>,
+    /// Skip the PostgreSQL anchor.
+    #[arg(long)]
+    no_postgres: bool,
+    /// Measure only this engine, without anchors (for profiling).
+    #[arg(long, value_parser = ["redb", "fjall"])]
+    only: Option<String>,
+}
+
+fn order(id: u64) -> OrderRecord {
+    let usd = |minor_units| Money::new(minor_units, Currency::USD);
+    let line = |n: u64| OrderLine {
+        sku: Sku::new(format!("P{:05}-M", n % 500)).unwrap(),
+        product_id: ProductId::new(format!("P{:05}", n % 500)).unwrap(),
+        name: "Classic Cotton T-Shirt (M)".into(),
+        quantity: 1,
+        unit_price: usd(1999),
+        line_total: usd(1999),
+    };
+    OrderRecord {
+        id: OrderId(id),
+        user_id: UserId(id % 100_000),
+        shard: (id % 16) as u16,
+        status: OrderStatus::PendingPayment,
+        lines: vec![line(id), line(id + 7)],
+        total: usd(3998),
+        created_at: UnixMillis(1_800_000_000_000 + id),
+        updated_at: UnixMillis(1_800_000_000_000 + id),
+        expires_at: UnixMillis(1_800_000_900_000 + id),
+        shipping_address: None,
+        payment_status: PaymentStatus::Pending,
+        payment_method_token: "pm_tok_visa_4242".into(),
+        idempotency_key: Some(IdempotencyKey(u128::from(id) << 64 | 7)),
+    }
+}
+
+fn measure_souk(kind: EngineKind, writers: usize, seconds: u64) -> anyhow::Result<Measurement> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(EmbeddedStore::open(dir.path(), kind)?);
+    let next = Arc::new(AtomicU64::new(1));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let measurement = local.block_on(&runtime, async {
+        let operation = move || {
+            let (store, id) = (store.clone(), next.fetch_add(1, Ordering::Relaxed));
+            async move { store.insert_order(&order(id)).await.is_ok() }
+        };
+        closed_loop(
+            writers,
+            Duration::from_secs(1),
+            Duration::from_secs(seconds),
+            operation,
+        )
+        .await
+    });
+    Ok(measurement)
+}
+
+fn postgres_script(record_len: usize) -> String {
+    let record = "ab".repeat(record_len);
+    format!(
+        "\\set user random(1, 100000)\n\
+         INSERT INTO orders (user_id, shard, status, record) VALUES (:user, :user % 16, 0, decode('{record}', 'hex'));\n"
+    )
+}
+
+const POSTGRES_SCHEMA: &str = "
+    DROP TABLE IF EXISTS orders;
+    CREATE TABLE orders (
+        id bigserial PRIMARY KEY,
+        user_id bigint NOT NULL,
+        shard int NOT NULL,
+        status smallint NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        record bytea NOT NULL
+    );
+    CREATE INDEX orders_by_user ON orders (user_id, id DESC);
+    CREATE INDEX orders_by_shard ON orders (shard, id);";
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(only) = &args.only {
+        let kind = if only == "redb" {
+            EngineKind::Redb
+        } else {
+            EngineKind::Fjall
+        };
+        for &writers in &args.writers {
+            let m = measure_souk(kind, writers, args.seconds)?;
+            println!(
+                "{only} {writers} writers: {:.0} orders/s, p99 {} µs",
+                m.per_second(),
+                m.p99_us()
+            );
+        }
+        return Ok(());
+    }
+    let record_len = souk_storage::codec::encode("order", &order(1), usize::MAX)?.len();
+    let postgres = if args.no_postgres {
+        Err("--no-postgres".to_owned())
+    } else {
+        Postgres::start()
+    };
+    if let Err(reason) = &postgres {
+        println!("PostgreSQL anchor skipped: {reason}");
+    }
+    println!(
+        "durable order inserts, {record_len}-byte order records, {} s per configuration",
+        args.seconds
+    );
+    println!(
+        "\n| writers | souk redb orders/s | p99 µs | souk fjall orders/s | p99 µs | PostgreSQL INSERT/s | p99 µs | redb / PostgreSQL |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &writers in &args.writers {
+        let redb = measure_souk(EngineKind::Redb, writers, args.seconds)?;
+        let fjall = measure_souk(EngineKind::Fjall, writers, args.seconds)?;
+        let pg = match &postgres {
+            Ok(pg) => {
+                pg.psql(POSTGRES_SCHEMA).map_err(anyhow::Error::msg)?;
+                Some(
+                    pg.pgbench(&postgres_script(record_len), writers, args.seconds)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            }
+            Err(_) => None,
+        };
+        let (pg_rate, pg_p99, ratio) = match pg {
+            Some(pg) => (
+                format!("{:.0}", pg.transactions_per_second),
+                pg.p99_us.to_string(),
+                format!("{:.1}x", redb.per_second() / pg.transactions_per_second),
+            ),
+            None => ("skipped".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {writers} | {:.0} | {} | {:.0} | {} | {pg_rate} | {pg_p99} | {ratio} |",
+            redb.per_second(),
+            redb.p99_us(),
+            fjall.per_second(),
+            fjall.p99_us(),
+        );
+        let errors = redb.errors + fjall.errors;
+        anyhow::ensure!(errors == 0, "{errors} inserts failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! A full disk: writes fail with a typed error, and after a restart every
+//! acknowledged write is there and nothing of a failed one is.
+//!
+//! redb runs on a fault-injecting backend that can fail any write, growth
+//! or sync, including part-way through a commit. fjall (the default engine)
+//! has no pluggable I/O, so it runs on a real, tiny tmpfs that is filled up;
+//! that test needs permission to mount and is skipped with the reason where
+//! it has none.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use souk_storage::StorageError;
+use souk_storage::embedded::fault::{Faults, FaultyBackend};
+use souk_storage::embedded::redb_engine::RedbEngine;
+use souk_storage::embedded::{EmbeddedStore, EngineKind};
+use souk_storage::store::OrderStore;
+use souk_storage::testing;
+use souk_wire::api::OrderId;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn redb_store(path: &Path, faults: &Arc<Faults>) -> EmbeddedStore {
+    let backend = FaultyBackend::open(path, faults.clone()).unwrap();
+    EmbeddedStore::with_engine(Arc::new(RedbEngine::open_with_backend(backend).unwrap())).unwrap()
+}
+
+/// Inserts orders `ids` concurrently (so that they share group commits) and
+/// returns the ids acknowledged and the errors of the others.
+async fn insert_all(
+    store: &Arc<EmbeddedStore>,
+    ids: std::ops::Range<u64>,
+) -> (BTreeSet<u64>, Vec<StorageError>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in ids {
+        let store = store.clone();
+        tasks.spawn(async move { (id, store.insert_order(&testing::order(id)).await) });
+    }
+    let (mut acked, mut errors) = (BTreeSet::new(), Vec::new());
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            (id, Ok(())) => {
+                acked.insert(id);
+            }
+            (_, Err(error)) => errors.push(error),
+        }
+    }
+    (acked, errors)
+}
+
+/// Every acknowledged order is intact; every other one is wholly absent.
+async fn check_after_restart(
+    store: &EmbeddedStore,
+    acked: &BTreeSet<u64>,
+    ids: std::ops::Range<u64>,
+) {
+    for id in ids {
+        let stored = store.order(OrderId(id)).await.unwrap();
+        if acked.contains(&id) {
+            assert_eq!(stored, Some(testing::order(id)), "acknowledged order {id}");
+        } else if let Some(stored) = stored {
+            // Committed, but the writer was told it failed: possible only if
+            // the failure came after the commit; it must still be whole.
+            assert_eq!(stored, testing::order(id));
+        }
+    }
+}
+
+#[test]
+fn redb_full_disk_is_a_typed_error_and_nothing_failed_is_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("souk.redb");
+    let faults = Arc::new(Faults::default());
+    runtime().block_on(async {
+        let store = Arc::new(redb_store(&path, &faults));
+        let (acked, errors) = insert_all(&store, 1..50).await;
+        assert_eq!(acked.len(), 49);
+        assert!(errors.is_empty());
+        faults.fill_disk();
+        let refused = store.insert_order(&testing::order(100)).await.unwrap_err();
+        assert_eq!(refused, StorageError::DiskFull);
+        // Reads still work on a full disk.
+        assert_eq!(
+            store.order(OrderId(7)).await.unwrap(),
+            Some(testing::order(7))
+        );
+        souk_storage::Store::close(&*store).await.unwrap();
+        drop(store);
+
+        faults.free_space();
+        let store = redb_store(&path, &faults);
+        check_after_restart(&store, &acked, 1..101).await;
+        assert_eq!(store.order(OrderId(100)).await.unwrap(), None);
+        store.insert_order(&testing::order(100)).await.unwrap();
+    });
+}
+
+#[test]
+fn redb_disk_filling_part_way_through_a_commit_loses_only_unacknowledged_writes() {
+    for writes_before_full in [0, 1, 2, 3, 5, 8, 13, 21, 34] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("souk.redb");
+        let faults = Arc::new(Faults::default());
+        runtime().block_on(async {
+            let store = Arc::new(redb_store(&path, &faults));
+            let (mut acked, _) = insert_all(&store, 1..20).await;
+            faults.fill_disk_after(writes_before_full);
+            let (later, errors) = insert_all(&store, 20..60).await;
+            acked.extend(later);
+            for error in &errors {
+                assert!(
+                    matches!(
+                        error,
+                        StorageError::DiskFull | StorageError::Unavailable(_) | StorageError::Io(_)
+                    ),
+                    "typed error, got {error:?}"
+                );
+            }
+            souk_storage::Store::close(&*store).await.unwrap();
+            drop(store);
+            faults.free_space();
+            let store = redb_store(&path, &faults);
+            check_after_restart(&store, &acked, 1..60).await;
+        });
+    }
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "cannot mount a tmpfs: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Takes every free byte with a filler file.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path().join("filler")).unwrap();
+        let block = vec![0xAAu8; 64 * 1024];
+        while filler.write_all(&block).is_ok() {}
+        let _ = filler.flush();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn fjall_on_a_full_disk_refuses_writes_typed_and_recovers_after_restart() {
+    let disk = match SmallDisk::mount(64 * 1024 * 1024) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let store_dir = disk.path().join("store");
+    runtime().block_on(async {
+        let store = Arc::new(EmbeddedStore::open(&store_dir, EngineKind::Fjall).unwrap());
+        let (acked, errors) = insert_all(&store, 1..200).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        disk.fill();
+        let (late, errors) = insert_all(&store, 200..400).await;
+        assert!(!errors.is_empty(), "a full disk refuses writes");
+        for error in &errors {
+            assert!(
+                matches!(
+                    error,
+                    StorageError::DiskFull | StorageError::Unavailable(_) | StorageError::Io(_)
+                ),
+                "typed error, got {error:?}"
+            );
+        }
+        assert!(errors.contains(&StorageError::DiskFull), "{errors:?}");
+        souk_storage::Store::close(&*store).await.unwrap();
+        drop(store);
+
+        disk.free();
+        let acked: BTreeSet<u64> = acked.union(&late).copied().collect();
+        let store = EmbeddedStore::open(&store_dir, EngineKind::Fjall).unwrap();
+        check_after_restart(&store, &acked, 1..400).await;
+        store.insert_order(&testing::order(1000)).await.unwrap();
+    });
+}
