@@ -27,10 +27,9 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut tasks = Vec::new();
         for _ in 0..writers {
             let (store, next) = (store.clone(), next.clone());
-            tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 loop {
                     let id = next.fetch_add(1, Ordering::Relaxed);
                     let order: OrderRecord = souk_storage::testing::order(id);
@@ -40,10 +39,9 @@ fn main() {
                     writeln!(stdout, "{id}").expect("stdout");
                     stdout.flush().expect("stdout");
                 }
-            }));
+            });
         }
-        for task in tasks {
-            task.await.expect("writer");
-        }
+        // The writers run until the test kills this process.
+        std::future::pending::<()>().await;
     });
 }
