@@ -94,6 +94,36 @@ pub struct Options {
     #[arg(long, env = "SOUK_MAX_CONNECTIONS_PER_SHARD", value_name = "N")]
     pub max_connections_per_shard: Option<usize>,
 
+    /// Where orders, users and the catalog are kept. [default: embedded]
+    #[arg(long, env = "SOUK_STORAGE", value_enum)]
+    pub storage: Option<StorageKind>,
+
+    /// The embedded store's engine. [default: fjall]
+    #[arg(long, env = "SOUK_EMBEDDED_ENGINE", value_enum)]
+    pub embedded_engine: Option<EmbeddedEngine>,
+
+    /// ScyllaDB nodes (host:port, comma-separated) for --storage scylla.
+    #[arg(
+        long,
+        env = "SOUK_SCYLLA_NODES",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    pub scylla_nodes: Option<Vec<String>>,
+
+    /// ScyllaDB keyspace. [default: souk]
+    #[arg(long, env = "SOUK_SCYLLA_KEYSPACE", value_name = "NAME")]
+    pub scylla_keyspace: Option<String>,
+
+    /// Replicas per datacenter when souk creates the keyspace. [default: 3]
+    #[arg(long, env = "SOUK_SCYLLA_REPLICATION_FACTOR", value_name = "N")]
+    pub scylla_replication_factor: Option<u32>,
+
+    /// This node's name among the souk nodes sharing a ScyllaDB cluster.
+    /// [default: the host name]
+    #[arg(long, env = "SOUK_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
     /// Pin each shard's thread to its own core. [default: true]
     #[arg(long, env = "SOUK_PIN_THREADS", value_name = "BOOL")]
     pub pin_threads: Option<bool>,
@@ -107,6 +137,33 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// An embedded database in the data directory.
+    #[default]
+    Embedded,
+    /// A ScyllaDB cluster (--scylla-nodes), for several souk nodes.
+    Scylla,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddedEngine {
+    /// LSM tree with a journal: the faster one on order inserts here.
+    #[default]
+    Fjall,
+    /// Copy-on-write B-tree in one file.
+    Redb,
+}
+
+/// Where souk keeps its data.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Embedded(souk_storage::embedded::EngineKind),
+    Scylla(souk_storage::scylla::ScyllaConfig),
 }
 
 /// Where the server's TLS identity comes from.
@@ -134,6 +191,7 @@ pub struct Config {
     pub demo_seed: u64,
     pub max_connections_per_shard: usize,
     pub pin_threads: bool,
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -150,6 +208,7 @@ impl Default for Config {
             demo_seed: 1,
             max_connections_per_shard: limits::CONNECTIONS_PER_SHARD_MAX,
             pin_threads: true,
+            storage: StorageConfig::Embedded(Default::default()),
         }
     }
 }
@@ -183,12 +242,14 @@ impl Config {
             None => Options::default(),
         };
         let defaults = Config::default();
+        let storage = storage_config(&cli, &file)?;
         let tls = match (cli.cert.or(file.cert), cli.key.or(file.key)) {
             (Some(cert), Some(key)) => TlsSource::Files { cert, key },
             (None, None) => TlsSource::SelfSigned,
             _ => return Err(ConfigError::Invalid("cert and key go together".into())),
         };
         let config = Config {
+            storage,
             listen: cli.listen.or(file.listen).unwrap_or(defaults.listen),
             shards: cli.shards.or(file.shards).unwrap_or(defaults.shards),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
@@ -239,6 +300,53 @@ impl Config {
     }
 }
 
+fn storage_config(cli: &Options, file: &Options) -> Result<StorageConfig, ConfigError> {
+    let kind = cli.storage.or(file.storage).unwrap_or_default();
+    if kind == StorageKind::Embedded {
+        let engine = match cli
+            .embedded_engine
+            .or(file.embedded_engine)
+            .unwrap_or_default()
+        {
+            EmbeddedEngine::Fjall => souk_storage::embedded::EngineKind::Fjall,
+            EmbeddedEngine::Redb => souk_storage::embedded::EngineKind::Redb,
+        };
+        return Ok(StorageConfig::Embedded(engine));
+    }
+    let nodes = cli
+        .scylla_nodes
+        .clone()
+        .or_else(|| file.scylla_nodes.clone())
+        .filter(|nodes| !nodes.is_empty())
+        .ok_or_else(|| ConfigError::Invalid("--storage scylla needs --scylla-nodes".into()))?;
+    let keyspace = cli
+        .scylla_keyspace
+        .clone()
+        .or_else(|| file.scylla_keyspace.clone())
+        .unwrap_or_else(|| "souk".into());
+    let mut scylla = souk_storage::scylla::ScyllaConfig::new(nodes, keyspace);
+    if let Some(factor) = cli
+        .scylla_replication_factor
+        .or(file.scylla_replication_factor)
+    {
+        scylla.replication_factor = factor;
+    }
+    scylla.node = cli
+        .node_name
+        .clone()
+        .or_else(|| file.node_name.clone())
+        .unwrap_or_else(host_name);
+    Ok(StorageConfig::Scylla(scylla))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "souk".into())
+}
+
 fn read_file(path: &Path) -> Result<Options, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -285,6 +393,28 @@ mod tests {
         assert_eq!(config.demo_products, 10);
         assert_eq!(config.data_dir, PathBuf::from("data"), "default");
         assert_eq!(config.tls, TlsSource::SelfSigned);
+        assert!(matches!(config.storage, StorageConfig::Embedded(_)));
+    }
+
+    #[test]
+    fn scylla_storage_takes_its_nodes_and_names() {
+        let config = Config::resolve(parse(&[
+            "--storage",
+            "scylla",
+            "--scylla-nodes",
+            "10.0.0.1:9042,10.0.0.2:9042",
+            "--node-name",
+            "edge-1",
+        ]))
+        .unwrap();
+        let StorageConfig::Scylla(scylla) = config.storage else {
+            panic!("scylla storage expected");
+        };
+        assert_eq!(scylla.nodes, ["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(
+            (scylla.keyspace.as_str(), scylla.node.as_str()),
+            ("souk", "edge-1")
+        );
     }
 
     #[test]
@@ -295,6 +425,8 @@ mod tests {
         let error = Config::resolve(parse(&["--config", path.to_str().unwrap()])).unwrap_err();
         assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
         let error = Config::resolve(parse(&["--shards", "0"])).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid(_)), "{error}");
+        let error = Config::resolve(parse(&["--storage", "scylla"])).unwrap_err();
         assert!(matches!(error, ConfigError::Invalid(_)), "{error}");
         assert!(Cli::try_parse_from(["souk", "--cert", "a.pem"]).is_err());
     }

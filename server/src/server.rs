@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow};
-use souk_storage::{CatalogData, DataDir, demo};
+use souk_storage::embedded::EmbeddedStore;
+use souk_storage::scylla::ScyllaStore;
+use souk_storage::{CatalogData, DataDir, Store, demo};
 use souk_wire::api::Sku;
 use tokio::sync::{Barrier, watch};
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
 use crate::domain::catalog::Catalog;
 use crate::domain::inventory::Inventory;
 use crate::domain::{AdminKey, ShardState};
@@ -31,6 +33,12 @@ pub struct Server {
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    store: Arc<dyn Store>,
+    /// Drives the storage driver's own tasks (ScyllaDB connections) and the
+    /// start-up and shut-down storage calls; shards await storage from
+    /// their own runtimes. Always present; an `Option` only so that `Drop`
+    /// can take it out and shut it down without blocking.
+    storage_runtime: Option<tokio::runtime::Runtime>,
     _data_dir: DataDir,
 }
 
@@ -57,7 +65,13 @@ impl Server {
         }
         let crypto = Arc::new(tls::quic_server_crypto(&identity)?);
         let placement = Placement::new(config.shards);
-        let data = demo::generate(config.demo_seed, config.demo_products);
+        let storage_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("souk-storage")
+            .enable_all()
+            .build()?;
+        let store = block_on(&storage_runtime, open_store(config, &data_dir))?;
+        let data = block_on(&storage_runtime, load_catalog(store.as_ref(), config))?;
         let catalog = Arc::new(Catalog::build(&data));
         let mut stock = stock_per_shard(&data, placement);
 
@@ -87,6 +101,7 @@ impl Server {
         let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
         for (shard, ((socket, (mesh, inbox)), forwarded)) in placement.shards().zip(per_shard) {
             let setup = ShardSetup {
+                store: store.clone(),
                 state: ShardState {
                     shard,
                     placement,
@@ -118,6 +133,8 @@ impl Server {
             stats,
             shutdown,
             threads,
+            store,
+            storage_runtime: Some(storage_runtime),
             _data_dir: data_dir,
         };
         for _ in 0..config.shards {
@@ -160,12 +177,78 @@ impl Server {
         for thread in std::mem::take(&mut self.threads) {
             panicked += usize::from(thread.join().is_err());
         }
+        // Every shard has drained: make what they wrote durable and stop.
+        let runtime = self.storage_runtime.as_ref().expect("present until drop");
+        let closed = block_on(runtime, self.store.close());
         if panicked > 0 {
             return Err(anyhow!("{panicked} shard thread(s) panicked"));
         }
+        closed.context("closing the store")?;
         info!("souk stopped");
         Ok(())
     }
+}
+
+/// Runs a storage future to completion from synchronous code. It runs on a
+/// thread of its own, so that `Server` can be started and stopped from
+/// inside another runtime (tests, embedding applications) as well.
+fn block_on<F>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| runtime.block_on(future))
+            .join()
+            .expect("storage calls do not panic")
+    })
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime;
+        // its tasks (driver connections) are abandoned instead.
+        if let Some(runtime) = self.storage_runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Opens the configured store.
+async fn open_store(config: &Config, data_dir: &DataDir) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.storage {
+        StorageConfig::Embedded(engine) => {
+            let store = EmbeddedStore::open(&data_dir.file("store"), *engine)
+                .context("cannot open the embedded store")?;
+            info!(backend = store.backend(), "store open");
+            Ok(Arc::new(store))
+        }
+        StorageConfig::Scylla(scylla) => {
+            let store = ScyllaStore::connect(scylla)
+                .await
+                .with_context(|| format!("cannot connect to ScyllaDB at {:?}", scylla.nodes))?;
+            info!(keyspace = %scylla.keyspace, node = %scylla.node, "ScyllaDB connected");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The catalog from the store; on a store's first start, the generated
+/// demo catalog is imported first (once: later starts find it imported).
+async fn load_catalog(store: &dyn Store, config: &Config) -> anyhow::Result<CatalogData> {
+    if !store.catalog_imported().await? {
+        let demo = demo::generate(config.demo_seed, config.demo_products);
+        store
+            .import_catalog(&demo)
+            .await
+            .context("importing the demo catalog")?;
+        info!(
+            products = demo.products.len(),
+            "imported the demo catalog into an empty store"
+        );
+    }
+    store.load_catalog().await.context("loading the catalog")
 }
 
 /// Splits the stock over the shards that own each SKU.

@@ -102,6 +102,22 @@ impl Inventory {
     }
 }
 
+impl Inventory {
+    /// Takes back a restock of `delta` units that could not be persisted.
+    pub fn revert(&mut self, sku: &Sku, delta: i64) {
+        let counter = self.counters.entry(sku.clone()).or_default();
+        counter.on_hand = (counter.on_hand - delta).clamp(counter.reserved, STOCK_UNITS_MAX);
+        counter.assert_valid(sku);
+    }
+
+    /// Every counter's units on hand, for a stock snapshot.
+    pub fn on_hand(&self) -> impl Iterator<Item = (&Sku, i64)> {
+        self.counters
+            .iter()
+            .map(|(sku, counter)| (sku, counter.on_hand))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +179,14 @@ mod tests {
                 .available,
             0
         );
+    }
+
+    #[test]
+    fn a_reverted_restock_restores_the_units_on_hand() {
+        let mut inventory = Inventory::load([(sku(), 10)]);
+        inventory.restock(&restock(4, RestockMode::Add)).unwrap();
+        inventory.revert(&sku(), 4);
+        assert_eq!(inventory.level(&sku()).on_hand, 10);
     }
 
     #[test]

@@ -232,21 +232,68 @@ fn admin_restock(
     }
 }
 
+/// Work that must be durable before an answer may be sent. The I/O layer
+/// performs it; if it fails, `undo` reverts the in-memory change and gives
+/// the answer to send instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Persist a SKU's units on hand, changed by `delta` in memory.
+    PersistStock { level: StockLevel, delta: i64 },
+}
+
 /// Runs a call on the shard that owns its state.
-pub fn answer(state: &mut ShardState, call: ShardCall) -> ShardAnswer {
+pub fn answer(state: &mut ShardState, call: ShardCall) -> (ShardAnswer, Option<Effect>) {
     match call {
-        ShardCall::StockLevels(skus) => ShardAnswer::StockLevels(
-            skus.iter()
+        ShardCall::StockLevels(skus) => {
+            let levels = skus
+                .iter()
                 .map(|sku| {
                     assert_owned(state, sku);
                     state.inventory.level(sku)
                 })
-                .collect(),
-        ),
+                .collect();
+            (ShardAnswer::StockLevels(levels), None)
+        }
         ShardCall::Restock(restock) => {
             assert_owned(state, &restock.sku);
-            ShardAnswer::Restocked(state.inventory.restock(&restock))
+            let before = state.inventory.level(&restock.sku).on_hand;
+            match state.inventory.restock(&restock) {
+                Ok(level) => {
+                    let effect = Effect::PersistStock {
+                        delta: level.on_hand - before,
+                        level: level.clone(),
+                    };
+                    (ShardAnswer::Restocked(Ok(level)), Some(effect))
+                }
+                Err(error) => (ShardAnswer::Restocked(Err(error)), None),
+            }
         }
+    }
+}
+
+/// Reverts an effect that could not be made durable, and returns the
+/// answer that reports why.
+pub fn undo(state: &mut ShardState, effect: Effect, error: ApiError) -> ShardAnswer {
+    match effect {
+        Effect::PersistStock { level, delta } => {
+            state.inventory.revert(&level.sku, delta);
+            ShardAnswer::Restocked(Err(error))
+        }
+    }
+}
+
+/// How a storage failure reads to a client.
+pub fn storage_failure(error: souk_storage::StorageError) -> ApiError {
+    use souk_storage::StorageError as E;
+    match error {
+        E::Busy => ApiError::busy(limits::BUSY_RETRY_AFTER_MS, "storage is busy"),
+        E::Conflict(message) => ApiError::new(ErrorStatus::Conflict, message),
+        E::NotFound(message) => ApiError::new(ErrorStatus::NotFound, message),
+        E::TooLarge { .. } | E::InvalidKey(_) => ApiError::bad_request(error.to_string()),
+        E::DiskFull | E::Io(_) | E::Unavailable(_) => {
+            ApiError::new(ErrorStatus::Unavailable, error.to_string())
+        }
+        E::Corrupt { .. } => ApiError::new(ErrorStatus::Internal, error.to_string()),
     }
 }
 

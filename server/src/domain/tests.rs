@@ -56,11 +56,11 @@ fn expect_reply(step: Step) -> Response {
 fn complete(shards: &mut [ShardState], on: usize, step: Step) -> Response {
     match step {
         Step::Reply(response) => response,
-        Step::Owner { owner, call } => owner_reply(answer(&mut shards[owner.index()], call)),
+        Step::Owner { owner, call } => owner_reply(answer(&mut shards[owner.index()], call).0),
         Step::ProductStock { product_id, asks } => {
             let mut levels = Vec::new();
             for (owner, skus) in asks {
-                match answer(&mut shards[owner.index()], ShardCall::StockLevels(skus)) {
+                match answer(&mut shards[owner.index()], ShardCall::StockLevels(skus)).0 {
                     ShardAnswer::StockLevels(l) => levels.extend(l),
                     other => panic!("unexpected answer {other:?}"),
                 }
@@ -194,6 +194,34 @@ fn restock_needs_an_admin_and_runs_on_the_owner() {
 }
 
 #[test]
+fn a_restock_asks_to_be_persisted_and_is_undone_if_that_fails() {
+    let mut shards = shards(1);
+    let sku = shards[0]
+        .catalog
+        .product(&demo::product_id(2))
+        .unwrap()
+        .variants[0]
+        .sku
+        .clone();
+    let before = shards[0].inventory.level(&sku).on_hand;
+    let call = ShardCall::Restock(AdminRestock {
+        sku: sku.clone(),
+        quantity: 7,
+        mode: RestockMode::Add,
+    });
+    let (answer_sent, effect) = answer(&mut shards[0], call);
+    let Some(Effect::PersistStock { level, delta }) = effect.clone() else {
+        panic!("a restock must be persisted before it is acknowledged: {effect:?}");
+    };
+    assert_eq!((level.on_hand, delta), (before + 7, 7));
+    assert!(matches!(answer_sent, ShardAnswer::Restocked(Ok(_))));
+    let failure = ApiError::new(ErrorStatus::Unavailable, "disk full");
+    let answer_sent = undo(&mut shards[0], effect.unwrap(), failure.clone());
+    assert_eq!(answer_sent, ShardAnswer::Restocked(Err(failure)));
+    assert_eq!(shards[0].inventory.level(&sku).on_hand, before);
+}
+
+#[test]
 #[should_panic(expected = "does not own it")]
 fn a_call_for_state_a_shard_does_not_own_is_a_bug() {
     let mut shards = shards(2);
@@ -209,7 +237,7 @@ fn a_call_for_state_a_shard_does_not_own_is_a_bug() {
         .map(|v| v.sku)
         .find(|sku| shards[0].placement.sku_owner(sku) == ShardId(1))
         .expect("some SKU is owned by shard 1");
-    answer(&mut shards[0], ShardCall::StockLevels(vec![sku]));
+    let _ = answer(&mut shards[0], ShardCall::StockLevels(vec![sku]));
 }
 
 #[test]

@@ -20,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, Runtime, SendStream};
+use souk_storage::Store;
+use souk_storage::model::StockRecord;
 use souk_wire::api::{ApiError, ErrorStatus, Request, Response, StockLevel, UnixMillis};
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits as wire_limits};
@@ -30,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::cid::CidKey;
 use super::forward::{Datagram, ForwardQueue, ShardSocket};
-use crate::domain::{self, Session, ShardAnswer, ShardCall, ShardState, Step};
+use crate::domain::{self, Effect, Session, ShardAnswer, ShardCall, ShardState, Step};
 use crate::limits;
 use crate::shard::ShardId;
 use crate::shard::mesh::{CallError, Inbox, Mesh};
@@ -51,6 +53,7 @@ pub mod error_code {
 /// Everything a shard thread starts with.
 pub struct ShardSetup {
     pub state: ShardState,
+    pub store: Arc<dyn Store>,
     pub socket: UdpSocket,
     /// Names this shard in connection ids; shared by all shards.
     pub cid_key: CidKey,
@@ -76,6 +79,7 @@ pub struct ShardSetup {
 struct Shard {
     id: ShardId,
     state: RefCell<ShardState>,
+    store: Arc<dyn Store>,
     mesh: ShardMesh,
     stats: Arc<Stats>,
     encoder: RefCell<Encoder>,
@@ -120,6 +124,7 @@ pub fn spawn(setup: ShardSetup) -> std::io::Result<std::thread::JoinHandle<()>> 
 async fn run(setup: ShardSetup) {
     let ShardSetup {
         state,
+        store,
         socket,
         endpoint_config,
         server_config,
@@ -154,6 +159,7 @@ async fn run(setup: ShardSetup) {
     let shard = Rc::new(Shard {
         id,
         state: RefCell::new(state),
+        store,
         mesh,
         stats,
         encoder: RefCell::new(Encoder::new()),
@@ -288,6 +294,12 @@ async fn serve_connection(shard: Rc<Shard>, incoming: Incoming) {
     });
     debug!(%remote, shard = shard.id.0, "connection open");
     accept_streams(&shard, &connection, &state).await;
+    if *shard.shutdown.borrow() {
+        // Keep the connection until every in-flight reply is delivered,
+        // then close it with a reason the client can act on.
+        let _ = tokio::time::timeout(limits::SHUTDOWN_GRACE, shard.requests.wait()).await;
+        connection.close(error_code::SHUTDOWN, b"server shutting down");
+    }
     debug!(%remote, "connection closed");
 }
 
@@ -370,9 +382,12 @@ async fn serve_stream(
         shard.stats().request_errors.increment();
     }
     let bytes = encode(&shard, &response);
-    if send.write_chunk(bytes).await.is_ok() {
-        let _ = send.finish();
+    if send.write_chunk(bytes).await.is_err() || send.finish().is_err() {
+        return;
     }
+    // The task (and so the shard's drain) lasts until the client has the
+    // whole reply: closing a connection abandons unacknowledged data.
+    let _ = tokio::time::timeout(limits::SHUTDOWN_DRAIN, send.stopped()).await;
 }
 
 fn encode(shard: &Shard, response: &Response) -> Bytes {
@@ -434,7 +449,7 @@ async fn call_owner(
     call: ShardCall,
 ) -> Result<ShardAnswer, ApiError> {
     if owner == shard.id {
-        return Ok(domain::answer(&mut shard.state.borrow_mut(), call));
+        return Ok(answer(shard, call).await);
     }
     shard
         .mesh
@@ -448,12 +463,47 @@ async fn call_owner(
         })
 }
 
-/// Answers other shards' calls for the state this shard owns.
+/// Runs a call on this shard (its owner) and makes its effects durable
+/// before answering; a failed effect is undone and reported.
+async fn answer(shard: &Shard, call: ShardCall) -> ShardAnswer {
+    let (answer, effect) = domain::answer(&mut shard.state.borrow_mut(), call);
+    let Some(effect) = effect else {
+        return answer;
+    };
+    let persisted = match &effect {
+        Effect::PersistStock { level, .. } => {
+            let record = StockRecord {
+                sku: level.sku.clone(),
+                on_hand: level.on_hand,
+                updated_at: now(),
+            };
+            shard.store.put_stock(&[record]).await
+        }
+    };
+    match persisted {
+        Ok(()) => answer,
+        Err(error) => {
+            warn!(shard = shard.id.0, %error, "could not persist; change undone");
+            domain::undo(
+                &mut shard.state.borrow_mut(),
+                effect,
+                domain::storage_failure(error),
+            )
+        }
+    }
+}
+
+/// Answers other shards' calls for the state this shard owns. Each call
+/// runs as its own task, so that one waiting on storage does not hold up
+/// the reads behind it.
 async fn serve_inbox(shard: Rc<Shard>, mut inbox: ShardInbox) {
     while let Some(envelope) = inbox.recv().await {
-        let answer = domain::answer(&mut shard.state.borrow_mut(), envelope.call);
-        shard.stats().cross_shard_served.increment();
-        // The caller may have timed out and gone; nothing to do then.
-        let _ = envelope.reply.send(answer);
+        let owner = shard.clone();
+        shard.requests.spawn_local(async move {
+            let answer = answer(&owner, envelope.call).await;
+            owner.stats().cross_shard_served.increment();
+            // The caller may have timed out and gone; nothing to do then.
+            let _ = envelope.reply.send(answer);
+        });
     }
 }
