@@ -116,6 +116,11 @@ pub trait Engine: Send + Sync + 'static {
     fn scan(&self, table: Table, scan: Scan<'_>) -> Result<Vec<Pair>>;
     /// A write transaction. Only the group-commit thread opens them.
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>>;
+    /// Called at a clean shutdown: leave the files so that the next open
+    /// has no journal to replay.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A write transaction: reads see its own writes; nothing is visible to

@@ -89,6 +89,13 @@ impl Engine for FjallEngine {
         scan_keyspace(self.keyspace(table), scan)
     }
 
+    fn flush(&self) -> Result<()> {
+        for keyspace in &self.keyspaces {
+            keyspace.rotate_memtable_and_wait().map_err(error)?;
+        }
+        Ok(())
+    }
+
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>> {
         Ok(Box::new(FjallWrite {
             engine: self,

@@ -653,6 +653,6 @@ impl Store for EmbeddedStore {
 
     async fn close(&self) -> Result<()> {
         self.committer.close();
-        Ok(())
+        self.engine.flush()
     }
 }
