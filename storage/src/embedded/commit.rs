@@ -12,6 +12,7 @@
 //! it: every writer in it gets the error and nothing of the group is
 //! durable or visible.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -43,18 +44,29 @@ fn poisons(error: &StorageError) -> bool {
 pub struct Committer {
     queue: Mutex<Option<SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Cleared by the first failed commit: the engine may be unable to
+    /// write (a full disk), so a clean-shutdown flush must not be tried.
+    healthy: Arc<AtomicBool>,
 }
 
 impl Committer {
     pub fn start(engine: Arc<dyn Engine>) -> std::io::Result<Committer> {
         let (queue, jobs) = sync_channel::<Job>(COMMIT_QUEUE_MAX);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let thread_healthy = healthy.clone();
         let thread = std::thread::Builder::new()
             .name("souk-commit".into())
-            .spawn(move || commit_loop(engine.as_ref(), jobs))?;
+            .spawn(move || commit_loop(engine.as_ref(), jobs, &thread_healthy))?;
         Ok(Committer {
             queue: Mutex::new(Some(queue)),
             thread: Mutex::new(Some(thread)),
+            healthy,
         })
+    }
+
+    /// Whether every commit so far succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
     }
 
     /// Runs `operation` in the next group commit and returns its result once
@@ -107,7 +119,7 @@ impl Drop for Committer {
     }
 }
 
-fn commit_loop(engine: &dyn Engine, jobs: Receiver<Job>) {
+fn commit_loop(engine: &dyn Engine, jobs: Receiver<Job>, healthy: &AtomicBool) {
     let mut group = Vec::with_capacity(COMMIT_BATCH_MAX);
     while let Ok(first) = jobs.recv() {
         group.push(first);
@@ -117,11 +129,14 @@ fn commit_loop(engine: &dyn Engine, jobs: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(engine, &mut group);
+        if !commit_group(engine, &mut group) {
+            healthy.store(false, Ordering::SeqCst);
+        }
     }
 }
 
-fn commit_group(engine: &dyn Engine, group: &mut Vec<Job>) {
+/// Commits one group; false when the commit (or the transaction) failed.
+fn commit_group(engine: &dyn Engine, group: &mut Vec<Job>) -> bool {
     let mut txn = match engine.begin() {
         Ok(txn) => txn,
         Err(error) => {
@@ -130,7 +145,7 @@ fn commit_group(engine: &dyn Engine, group: &mut Vec<Job>) {
                 let (_, completion) = job(&mut Refused(error.clone()));
                 completion(Err(error.clone()));
             }
-            return;
+            return false;
         }
     };
     let mut completions = Vec::with_capacity(group.len());
@@ -148,9 +163,11 @@ fn commit_group(engine: &dyn Engine, group: &mut Vec<Job>) {
     } else {
         txn.commit()
     };
+    let committed = outcome.is_ok();
     for completion in completions {
         completion(outcome.clone());
     }
+    committed
 }
 
 /// A stand-in transaction that refuses everything, for jobs whose group

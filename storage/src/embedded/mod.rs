@@ -653,6 +653,11 @@ impl Store for EmbeddedStore {
 
     async fn close(&self) -> Result<()> {
         self.committer.close();
-        self.engine.flush()
+        // After a failed commit the engine may not be able to write at all
+        // (a full disk); its journal is replayed at the next start instead.
+        if self.committer.healthy() {
+            self.engine.flush()?;
+        }
+        Ok(())
     }
 }
