@@ -150,7 +150,7 @@ fn main() -> anyhow::Result<()> {
         args.seconds
     );
     println!(
-        "\n| writers | souk redb orders/s | p99 µs | souk fjall orders/s | p99 µs | PostgreSQL INSERT/s | p99 µs | redb / PostgreSQL |"
+        "\n| writers | souk redb orders/s | p99 µs | souk fjall orders/s | p99 µs | PostgreSQL INSERT/s | p99 µs | fjall (default) / PostgreSQL |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &writers in &args.writers {
@@ -170,7 +170,7 @@ fn main() -> anyhow::Result<()> {
             Some(pg) => (
                 format!("{:.0}", pg.transactions_per_second),
                 pg.p99_us.to_string(),
-                format!("{:.1}x", redb.per_second() / pg.transactions_per_second),
+                format!("{:.1}x", fjall.per_second() / pg.transactions_per_second),
             ),
             None => ("skipped".into(), "-".into(), "-".into()),
         };
