@@ -27,3 +27,11 @@ pub const COMMIT_BATCH_MAX: usize = 4096;
 
 /// Items in one page of a list query.
 pub const PAGE_MAX: usize = 1000;
+
+/// Refuses a value of `len` bytes over `max` before anything is written.
+pub fn check_len(what: &'static str, len: usize, max: usize) -> crate::Result<()> {
+    if len > max {
+        return Err(crate::StorageError::TooLarge { what, len, max });
+    }
+    Ok(())
+}

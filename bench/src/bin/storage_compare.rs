@@ -19,12 +19,8 @@ use clap::Parser;
 use souk_bench::postgres::Postgres;
 use souk_bench::{Measurement, closed_loop};
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
-use souk_storage::model::OrderRecord;
 use souk_storage::store::OrderStore;
-use souk_wire::api::{
-    Currency, IdempotencyKey, Money, OrderId, OrderLine, OrderStatus, PaymentStatus, ProductId,
-    Sku, UnixMillis, UserId,
-};
+use souk_storage::testing;
 
 /// The allocator souk's binaries use (see server/src/main.rs).
 #[global_allocator]
@@ -46,33 +42,6 @@ struct Args {
     only: Option<String>,
 }
 
-fn order(id: u64) -> OrderRecord {
-    let usd = |minor_units| Money::new(minor_units, Currency::USD);
-    let line = |n: u64| OrderLine {
-        sku: Sku::new(format!("P{:05}-M", n % 500)).unwrap(),
-        product_id: ProductId::new(format!("P{:05}", n % 500)).unwrap(),
-        name: "Classic Cotton T-Shirt (M)".into(),
-        quantity: 1,
-        unit_price: usd(1999),
-        line_total: usd(1999),
-    };
-    OrderRecord {
-        id: OrderId(id),
-        user_id: UserId(id % 100_000),
-        shard: (id % 16) as u16,
-        status: OrderStatus::PendingPayment,
-        lines: vec![line(id), line(id + 7)],
-        total: usd(3998),
-        created_at: UnixMillis(1_800_000_000_000 + id),
-        updated_at: UnixMillis(1_800_000_000_000 + id),
-        expires_at: UnixMillis(1_800_000_900_000 + id),
-        shipping_address: None,
-        payment_status: PaymentStatus::Pending,
-        payment_method_token: "pm_tok_visa_4242".into(),
-        idempotency_key: Some(IdempotencyKey(u128::from(id) << 64 | 7)),
-    }
-}
-
 fn measure_souk(kind: EngineKind, writers: usize, seconds: u64) -> anyhow::Result<Measurement> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(EmbeddedStore::open(dir.path(), kind)?);
@@ -84,7 +53,7 @@ fn measure_souk(kind: EngineKind, writers: usize, seconds: u64) -> anyhow::Resul
     let measurement = local.block_on(&runtime, async {
         let operation = move || {
             let (store, id) = (store.clone(), next.fetch_add(1, Ordering::Relaxed));
-            async move { store.insert_order(&order(id)).await.is_ok() }
+            async move { store.insert_order(&testing::order(id)).await.is_ok() }
         };
         closed_loop(
             writers,
@@ -136,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let record_len = souk_storage::codec::encode("order", &order(1), usize::MAX)?.len();
+    let record_len = souk_storage::codec::encode("order", &testing::order(1), usize::MAX)?.len();
     let postgres = if args.no_postgres {
         Err("--no-postgres".to_owned())
     } else {

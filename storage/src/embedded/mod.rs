@@ -21,7 +21,7 @@ use souk_wire::api::{
 use crate::CatalogData;
 use crate::codec::{decode, encode};
 use crate::error::{Result, StorageError};
-use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX};
+use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX, check_len};
 use crate::model::{
     EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord, RefreshTokenRecord,
     StockRecord, UserRecord,
@@ -537,13 +537,11 @@ impl IdempotencyStore for EmbeddedStore {
         &self,
         record: &IdempotencyRecord,
     ) -> Result<Inserted<IdempotencyRecord>> {
-        if record.outcome.len() > OUTCOME_BYTES_MAX {
-            return Err(StorageError::TooLarge {
-                what: "idempotency outcome",
-                len: record.outcome.len(),
-                max: OUTCOME_BYTES_MAX,
-            });
-        }
+        check_len(
+            "idempotency outcome",
+            record.outcome.len(),
+            OUTCOME_BYTES_MAX,
+        )?;
         let key = keys::idempotency(&record.scope, record.key)?;
         let value = encode("idempotency", record, RECORD_BYTES_MAX)?;
         self.write(move |txn| {
@@ -570,13 +568,7 @@ impl EventLog for EmbeddedStore {
     async fn append_events(&self, shard: u16, events: &[EventRecord]) -> Result<()> {
         let mut writes = Vec::with_capacity(events.len());
         for event in events {
-            if event.payload.len() > EVENT_BYTES_MAX {
-                return Err(StorageError::TooLarge {
-                    what: "event payload",
-                    len: event.payload.len(),
-                    max: EVENT_BYTES_MAX,
-                });
-            }
+            check_len("event payload", event.payload.len(), EVENT_BYTES_MAX)?;
             let value = encode("event", event, RECORD_BYTES_MAX)?;
             writes.push((keys::event(shard, event.offset), event.offset, value));
         }

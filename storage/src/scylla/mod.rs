@@ -33,7 +33,7 @@ use souk_wire::api::{
 use crate::CatalogData;
 use crate::codec::{decode, encode};
 use crate::error::{Result, StorageError};
-use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX};
+use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX, check_len};
 use crate::model::{
     EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord, RefreshTokenRecord,
     StockRecord, UserRecord,
@@ -643,13 +643,11 @@ impl IdempotencyStore for ScyllaStore {
         &self,
         record: &IdempotencyRecord,
     ) -> Result<Inserted<IdempotencyRecord>> {
-        if record.outcome.len() > OUTCOME_BYTES_MAX {
-            return Err(StorageError::TooLarge {
-                what: "idempotency outcome",
-                len: record.outcome.len(),
-                max: OUTCOME_BYTES_MAX,
-            });
-        }
+        check_len(
+            "idempotency outcome",
+            record.outcome.len(),
+            OUTCOME_BYTES_MAX,
+        )?;
         if record.scope.is_empty() || record.scope.contains('\0') {
             return Err(StorageError::InvalidKey("idempotency scope".into()));
         }
@@ -696,13 +694,7 @@ impl EventLog for ScyllaStore {
             scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Logged);
         let mut values = Vec::with_capacity(events.len() + 1);
         for event in events {
-            if event.payload.len() > EVENT_BYTES_MAX {
-                return Err(StorageError::TooLarge {
-                    what: "event payload",
-                    len: event.payload.len(),
-                    max: EVENT_BYTES_MAX,
-                });
-            }
+            check_len("event payload", event.payload.len(), EVENT_BYTES_MAX)?;
             let record = encode("event", event, RECORD_BYTES_MAX)?;
             let bucket = to_i64(event.offset / EVENT_BUCKET_OFFSETS);
             batch.append_statement(self.statements.append_event.clone());
