@@ -56,6 +56,19 @@ async fn insert_all(
     (acked, errors)
 }
 
+/// Writes refused by a full disk fail with one of the I/O-class errors.
+fn assert_disk_errors(errors: &[StorageError]) {
+    for error in errors {
+        assert!(
+            matches!(
+                error,
+                StorageError::DiskFull | StorageError::Unavailable(_) | StorageError::Io(_)
+            ),
+            "typed error, got {error:?}"
+        );
+    }
+}
+
 /// Every acknowledged order is intact; every other one is wholly absent.
 async fn check_after_restart(
     store: &EmbeddedStore,
@@ -115,15 +128,7 @@ fn redb_disk_filling_part_way_through_a_commit_loses_only_unacknowledged_writes(
             faults.fill_disk_after(writes_before_full);
             let (later, errors) = insert_all(&store, 20..60).await;
             acked.extend(later);
-            for error in &errors {
-                assert!(
-                    matches!(
-                        error,
-                        StorageError::DiskFull | StorageError::Unavailable(_) | StorageError::Io(_)
-                    ),
-                    "typed error, got {error:?}"
-                );
-            }
+            assert_disk_errors(&errors);
             souk_storage::Store::close(&*store).await.unwrap();
             drop(store);
             faults.free_space();
@@ -197,15 +202,7 @@ fn fjall_on_a_full_disk_refuses_writes_typed_and_recovers_after_restart() {
         disk.fill();
         let (late, errors) = insert_all(&store, 200..400).await;
         assert!(!errors.is_empty(), "a full disk refuses writes");
-        for error in &errors {
-            assert!(
-                matches!(
-                    error,
-                    StorageError::DiskFull | StorageError::Unavailable(_) | StorageError::Io(_)
-                ),
-                "typed error, got {error:?}"
-            );
-        }
+        assert_disk_errors(&errors);
         assert!(errors.contains(&StorageError::DiskFull), "{errors:?}");
         souk_storage::Store::close(&*store).await.unwrap();
         drop(store);
