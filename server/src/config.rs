@@ -127,6 +127,24 @@ pub struct Options {
     /// Pin each shard's thread to its own core. [default: true]
     #[arg(long, env = "SOUK_PIN_THREADS", value_name = "BOOL")]
     pub pin_threads: Option<bool>,
+
+    /// Units of one SKU one customer may hold in unpaid and paid orders
+    /// (bot protection); 0 for no limit. [default: 10]
+    #[arg(long, env = "SOUK_PURCHASE_LIMIT", value_name = "UNITS")]
+    pub purchase_limit: Option<i64>,
+
+    /// Seconds a checkout holds its stock while payment completes; unpaid
+    /// orders then expire and their stock returns. [default: 900]
+    #[arg(long, env = "SOUK_RESERVATION_TTL_SECS", value_name = "SECS")]
+    pub reservation_ttl_secs: Option<u64>,
+
+    /// Latency of the built-in simulated payment gateway. [default: 50]
+    #[arg(long, env = "SOUK_PAYMENT_LATENCY_MS", value_name = "MS")]
+    pub payment_latency_ms: Option<u64>,
+
+    /// Payments the simulated gateway declines, per 10,000. [default: 0]
+    #[arg(long, env = "SOUK_PAYMENT_DECLINES_PER_10K", value_name = "N")]
+    pub payment_declines_per_10k: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -192,6 +210,10 @@ pub struct Config {
     pub max_connections_per_shard: usize,
     pub pin_threads: bool,
     pub storage: StorageConfig,
+    pub purchase_limit: i64,
+    pub reservation_ttl: std::time::Duration,
+    pub payment_latency: std::time::Duration,
+    pub payment_declines_per_10k: u32,
 }
 
 impl Default for Config {
@@ -209,6 +231,10 @@ impl Default for Config {
             max_connections_per_shard: limits::CONNECTIONS_PER_SHARD_MAX,
             pin_threads: true,
             storage: StorageConfig::Embedded(Default::default()),
+            purchase_limit: 10,
+            reservation_ttl: std::time::Duration::from_secs(900),
+            payment_latency: std::time::Duration::from_millis(50),
+            payment_declines_per_10k: 0,
         }
     }
 }
@@ -273,6 +299,22 @@ impl Config {
                 .pin_threads
                 .or(file.pin_threads)
                 .unwrap_or(defaults.pin_threads),
+            purchase_limit: cli
+                .purchase_limit
+                .or(file.purchase_limit)
+                .unwrap_or(defaults.purchase_limit),
+            reservation_ttl: cli
+                .reservation_ttl_secs
+                .or(file.reservation_ttl_secs)
+                .map_or(defaults.reservation_ttl, std::time::Duration::from_secs),
+            payment_latency: cli
+                .payment_latency_ms
+                .or(file.payment_latency_ms)
+                .map_or(defaults.payment_latency, std::time::Duration::from_millis),
+            payment_declines_per_10k: cli
+                .payment_declines_per_10k
+                .or(file.payment_declines_per_10k)
+                .unwrap_or(defaults.payment_declines_per_10k),
         };
         config.validate()?;
         Ok(config)
@@ -289,6 +331,21 @@ impl Config {
         if self.max_connections_per_shard == 0 {
             return Err(ConfigError::Invalid(
                 "max connections per shard must be at least 1".into(),
+            ));
+        }
+        if self.purchase_limit < 0 {
+            return Err(ConfigError::Invalid(
+                "purchase limit must be 0 (none) or more".into(),
+            ));
+        }
+        if self.reservation_ttl.is_zero() {
+            return Err(ConfigError::Invalid(
+                "reservation TTL must be at least 1 second".into(),
+            ));
+        }
+        if self.payment_declines_per_10k > 10_000 {
+            return Err(ConfigError::Invalid(
+                "payment declines are counted per 10,000: at most 10000".into(),
             ));
         }
         if self.admin_key.as_ref().is_some_and(|k| k.len() < 16) {

@@ -57,3 +57,44 @@ pub const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Shards one server may run: shard ids travel in one byte of the QUIC
 /// connection id.
 pub const SHARDS_MAX: usize = 256;
+
+/// Settled orders each shard remembers, to refuse a reservation that
+/// arrives after its order was released. A duplicate can only be a message
+/// delayed in a shard inbox (bounded by `CROSS_SHARD_TIMEOUT`), so the last
+/// 100,000 settlements cover far more than that window at any sale rate.
+pub const SETTLED_ORDERS_REMEMBERED: usize = 100_000;
+
+/// Lines in one cart: a cart is a shopping list, not a bulk order; the
+/// bound keeps a checkout within one request's work.
+pub const CART_LINES_MAX: usize = 100;
+
+/// Units of one SKU in one cart line.
+pub const CART_LINE_UNITS_MAX: u32 = 999;
+
+/// Carts one shard holds in memory. Past it, the cart idle longest is
+/// dropped, so a flood of guest devices cannot exhaust memory.
+pub const CARTS_PER_SHARD_MAX: usize = 200_000;
+
+/// Orders per page of order history when the client asks for none.
+pub const ORDER_PAGE_DEFAULT: usize = 20;
+
+/// How often each shard looks for reservations that have lapsed.
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A release or commit for a SKU owner that answers `Busy` is retried this
+/// many times (with `SETTLE_RETRY_DELAY` between) before it is left to the
+/// next restart's rebuild, which settles it from the order record.
+pub const SETTLE_ATTEMPTS: u32 = 100;
+pub const SETTLE_RETRY_DELAY: Duration = Duration::from_millis(20);
+
+/// Lifetime of an access token. Short, because a token is not revocable
+/// before it expires; the refresh token renews it.
+pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Lifetime of a refresh token.
+pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Password length bounds: long enough to matter, short enough that
+/// hashing one is bounded work.
+pub const PASSWORD_CHARS_MIN: usize = 8;
+pub const PASSWORD_BYTES_MAX: usize = 256;

@@ -9,14 +9,18 @@ use anyhow::{Context, anyhow};
 use souk_storage::embedded::EmbeddedStore;
 use souk_storage::scylla::ScyllaStore;
 use souk_storage::{CatalogData, DataDir, Store, demo};
-use souk_wire::api::Sku;
+use souk_storage::model::OrderRecord;
+use souk_wire::api::OrderStatus;
 use tokio::sync::{Barrier, watch};
 use tracing::info;
 
 use crate::config::{Config, StorageConfig};
+use crate::domain::accounts::{self, TokenKeys};
+use crate::domain::cart::Carts;
 use crate::domain::catalog::Catalog;
 use crate::domain::inventory::Inventory;
-use crate::domain::{AdminKey, ShardState};
+use crate::domain::orders::{IdGenerator, Pending, SimulatedGateway};
+use crate::domain::{AdminKey, CommerceConfig, ShardState};
 use crate::io::cid::CidKey;
 use crate::io::shard::{self, ShardSetup};
 use crate::io::{forward, quic, socket};
@@ -73,7 +77,15 @@ impl Server {
         let store = block_on(&storage_runtime, open_store(config, &data_dir))?;
         let data = block_on(&storage_runtime, load_catalog(store.as_ref(), config))?;
         let catalog = Arc::new(Catalog::build(&data));
-        let mut stock = stock_per_shard(&data, placement);
+        let orders = block_on(&storage_runtime, load_orders(store.as_ref()))?;
+        let tokens = Arc::new(TokenKeys::new(&token_key(&data_dir)?));
+        let commerce = CommerceConfig {
+            reservation_ttl: config.reservation_ttl,
+            gateway: SimulatedGateway {
+                latency: config.payment_latency,
+                declines_per_10k: config.payment_declines_per_10k,
+            },
+        };
 
         let sockets = socket::bind_shared(config.listen, config.shards)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -100,15 +112,38 @@ impl Server {
         let mut threads = Vec::with_capacity(config.shards);
         let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
         for (shard, ((socket, (mesh, inbox)), forwarded)) in placement.shards().zip(per_shard) {
+            let inventory = Inventory::rebuild(
+                data.stock
+                    .iter()
+                    .filter(|(sku, _)| placement.sku_owner(sku) == shard)
+                    .cloned(),
+                &orders,
+                |sku| placement.sku_owner(sku) == shard,
+                config.purchase_limit,
+            );
+            let mut pending = Pending::default();
+            for order in &orders {
+                if order.status == OrderStatus::PendingPayment
+                    && placement.user_owner(order.user_id) == shard
+                {
+                    pending.insert(order.id, order.expires_at);
+                }
+            }
             let setup = ShardSetup {
                 store: store.clone(),
                 state: ShardState {
                     shard,
                     placement,
                     catalog: catalog.clone(),
-                    inventory: Inventory::load(std::mem::take(&mut stock[shard.index()])),
+                    inventory,
                     admin_key: admin_key.clone(),
                     server_version: env!("CARGO_PKG_VERSION"),
+                    carts: Carts::default(),
+                    pending,
+                    ids: IdGenerator::new(shard),
+                    tokens: tokens.clone(),
+                    commerce,
+                    checkouts: Default::default(),
                 },
                 socket,
                 cid_key: cid_key.clone(),
@@ -251,11 +286,59 @@ async fn load_catalog(store: &dyn Store, config: &Config) -> anyhow::Result<Cata
     store.load_catalog().await.context("loading the catalog")
 }
 
-/// Splits the stock over the shards that own each SKU.
-fn stock_per_shard(data: &CatalogData, placement: Placement) -> Vec<Vec<(Sku, i64)>> {
-    let mut per_shard = vec![Vec::new(); placement.shard_count()];
-    for (sku, on_hand) in &data.stock {
-        per_shard[placement.sku_owner(sku).index()].push((sku.clone(), *on_hand));
+/// Every stored order, which the shards replay to rebuild their stock
+/// counters and pending orders. Orders are read by the shard that placed
+/// them, over every shard number a server can have, so that a restart with
+/// a different shard count still finds them all.
+async fn load_orders(store: &dyn Store) -> anyhow::Result<Vec<OrderRecord>> {
+    let mut orders = Vec::new();
+    for shard in 0..limits::SHARDS_MAX as u16 {
+        let mut after = None;
+        loop {
+            let page = store
+                .orders_of_shard(shard, after, 10_000)
+                .await
+                .context("reading orders to rebuild stock")?;
+            orders.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
     }
-    per_shard
+    Ok(orders)
+}
+
+/// The key that signs access tokens: `token.key` in the data directory,
+/// created with a random key on first start. Nodes that must accept each
+/// other's tokens are given copies of the same file.
+fn token_key(data_dir: &DataDir) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.file(TOKEN_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(key) if key.len() >= accounts::TOKEN_KEY_BYTES => Ok(key),
+        Ok(_) => Err(anyhow!("{} is shorter than {} bytes", path.display(), accounts::TOKEN_KEY_BYTES)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = accounts::new_token_key();
+            write_private(&path, &key)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            info!(path = %path.display(), "created the access-token key");
+            Ok(key.to_vec())
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The file holding the access-token signing key, in the data directory.
+pub const TOKEN_KEY_FILE: &str = "token.key";
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

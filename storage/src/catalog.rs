@@ -2,8 +2,8 @@
 
 use souk_wire::api::{Category, Product, Sku};
 
-/// A whole catalog: categories, products with their variants, and the stock
-/// on hand of each SKU.
+/// A whole catalog: categories, products with their variants, and the units
+/// received of each SKU (its stock on hand before any sale).
 #[derive(Debug, Clone, Default)]
 pub struct CatalogData {
     pub categories: Vec<Category>,

@@ -54,7 +54,7 @@ mod tests {
     fn records_round_trip_and_bad_bytes_are_corrupt_not_panics() {
         let record = StockRecord {
             sku: Sku::new("A-1").unwrap(),
-            on_hand: 5,
+            received: 5,
             updated_at: UnixMillis(9),
         };
         let bytes = encode("stock", &record, 100).unwrap();

@@ -97,11 +97,14 @@ pub struct EventRecord {
     pub payload: Vec<u8>,
 }
 
-/// Units on hand of one SKU, as last persisted.
+/// Units of one SKU ever received (the initial stock plus every restock),
+/// as last persisted. Units on hand are never written: they are `received`
+/// less the units of paid orders, so a sale needs no stock write and the
+/// order record alone is the durable fact (see `storage/DESIGN.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockRecord {
     pub sku: Sku,
-    pub on_hand: i64,
+    pub received: i64,
     pub updated_at: UnixMillis,
 }
 

@@ -147,7 +147,7 @@ async fn catalog_imports_once_and_loads_whole(f: &Fixture) {
 async fn stock_levels_round_trip(f: &Fixture) {
     let level = StockRecord {
         sku: Sku::new(format!("SKU-{}", f.salt)).unwrap(),
-        on_hand: 42,
+        received: 42,
         updated_at: UnixMillis(5),
     };
     f.store

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use souk_storage::CatalogData;
 use souk_wire::api::{
     ApiError, BrowseCategory, BrowseSort, Category, CategoryId, Cursor, ErrorStatus, Product,
-    ProductId, ProductPage, ProductSummary, Sku, StockStatus,
+    ProductId, ProductPage, ProductSummary, Sku, StockStatus, Variant,
 };
 
 /// Positions into `Catalog::products`, in each browse order. `u32` keeps the
@@ -137,6 +137,13 @@ impl Catalog {
 
     pub fn sku(&self, sku: &Sku) -> Option<SkuEntry> {
         self.by_sku.get(sku).copied()
+    }
+
+    /// The product and variant a SKU belongs to.
+    pub fn sku_variant(&self, sku: &Sku) -> Option<(&Product, &Variant)> {
+        let entry = self.sku(sku)?;
+        let product = &self.products.get(entry.product as usize)?.product;
+        Some((product, product.variants.get(usize::from(entry.variant))?))
     }
 
     pub fn product_count(&self) -> usize {

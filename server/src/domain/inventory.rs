@@ -2,25 +2,54 @@
 //! (`Placement::sku_owner`) holds or changes its counter; every other shard
 //! asks it through the mesh.
 //!
-//! Invariant, asserted on every write: `0 <= reserved <= on_hand <=
-//! STOCK_UNITS_MAX`, so `available = on_hand - reserved` is never negative
-//! and an oversell cannot be represented.
+//! A counter is `received` (initial stock plus restocks, the only number
+//! ever persisted for it), `sold` (units of paid orders) and `reserved`
+//! (units of orders awaiting payment). Units on hand are `received - sold`.
+//! Invariant, asserted on every change: `0 <= reserved <= on_hand <=
+//! STOCK_UNITS_MAX` and `0 <= sold <= received`, so `available = on_hand -
+//! reserved` is never negative and an oversell cannot be represented.
+//!
+//! Reservations are keyed by order id, which makes every message about an
+//! order idempotent: reserving twice reserves once, releasing or committing
+//! a settled order changes nothing, and a reservation arriving after its
+//! order was released is refused. That is what lets stock return exactly
+//! once when an order expires, is cancelled or fails payment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use souk_wire::api::{AdminRestock, ApiError, ErrorStatus, RestockMode, Sku, StockLevel};
+use souk_storage::model::OrderRecord;
+use souk_wire::api::{
+    AdminRestock, ApiError, ErrorStatus, OrderId, OrderStatus, RestockMode, Sku, StockLevel,
+    UserId,
+};
 use souk_wire::limits::STOCK_UNITS_MAX;
+use tracing::warn;
+
+use crate::limits::SETTLED_ORDERS_REMEMBERED;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counter {
-    on_hand: i64,
+    received: i64,
+    sold: i64,
     reserved: i64,
 }
 
 impl Counter {
+    fn on_hand(&self) -> i64 {
+        self.received - self.sold
+    }
+
+    fn available(&self) -> i64 {
+        self.on_hand() - self.reserved
+    }
+
     fn assert_valid(&self, sku: &Sku) {
         assert!(
-            0 <= self.reserved && self.reserved <= self.on_hand && self.on_hand <= STOCK_UNITS_MAX,
+            0 <= self.sold
+                && self.sold <= self.received
+                && 0 <= self.reserved
+                && self.reserved <= self.on_hand()
+                && self.on_hand() <= STOCK_UNITS_MAX,
             "stock invariant broken for {sku}: {self:?}"
         );
     }
@@ -29,32 +58,159 @@ impl Counter {
         self.assert_valid(sku);
         StockLevel {
             sku: sku.clone(),
-            on_hand: self.on_hand,
+            on_hand: self.on_hand(),
             reserved: self.reserved,
-            available: self.on_hand - self.reserved,
+            available: self.available(),
         }
     }
 }
 
+/// Units of one order held on this shard, until it is paid or released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reservation {
+    user: UserId,
+    lines: Vec<(Sku, i64)>,
+}
+
+/// Orders this shard has settled (committed or released), so that a late
+/// duplicate reservation cannot take stock again. Bounded: the oldest are
+/// forgotten first, long after any retry of them could still be in flight.
 #[derive(Debug, Default)]
+struct Settled {
+    ids: HashSet<OrderId>,
+    order: VecDeque<OrderId>,
+}
+
+impl Settled {
+    fn insert(&mut self, id: OrderId) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > SETTLED_ORDERS_REMEMBERED
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.ids.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, id: OrderId) -> bool {
+        self.ids.contains(&id)
+    }
+}
+
+/// Totals of one SKU, for the conservation check: `received == available +
+/// reserved + sold` always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub received: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+#[derive(Debug)]
 pub struct Inventory {
     counters: HashMap<Sku, Counter>,
+    reservations: HashMap<OrderId, Reservation>,
+    /// Units of each SKU an account holds (reserved or bought): what the
+    /// purchase limit is checked against.
+    holdings: HashMap<(UserId, Sku), i64>,
+    settled: Settled,
+    /// Units of one SKU one account may hold; 0 means no limit.
+    purchase_limit: i64,
+}
+
+impl Default for Inventory {
+    fn default() -> Inventory {
+        Inventory::load([], 0)
+    }
 }
 
 impl Inventory {
-    /// Counters for the SKUs this shard owns, from their stock on hand.
-    pub fn load(stock: impl IntoIterator<Item = (Sku, i64)>) -> Inventory {
-        let counters = stock
+    /// Counters for the SKUs this shard owns, from their units received,
+    /// before any order.
+    pub fn load(received: impl IntoIterator<Item = (Sku, i64)>, purchase_limit: i64) -> Inventory {
+        let counters = received
             .into_iter()
-            .map(|(sku, on_hand)| {
+            .map(|(sku, received)| {
                 let counter = Counter {
-                    on_hand: on_hand.clamp(0, STOCK_UNITS_MAX),
-                    reserved: 0,
+                    received: received.clamp(0, STOCK_UNITS_MAX),
+                    ..Counter::default()
                 };
                 (sku, counter)
             })
             .collect();
-        Inventory { counters }
+        Inventory {
+            counters,
+            reservations: HashMap::new(),
+            holdings: HashMap::new(),
+            settled: Settled::default(),
+            purchase_limit,
+        }
+    }
+
+    /// Rebuilds the counters after a start: units received as persisted,
+    /// then every order's lines that this shard owns (`owned`), in the
+    /// state the order was last durably written in. A pending order holds
+    /// its units reserved; a paid one has sold them; a cancelled or expired
+    /// one holds nothing.
+    pub fn rebuild<'a>(
+        received: impl IntoIterator<Item = (Sku, i64)>,
+        orders: impl IntoIterator<Item = &'a OrderRecord>,
+        owned: impl Fn(&Sku) -> bool,
+        purchase_limit: i64,
+    ) -> Inventory {
+        let mut inventory = Inventory::load(received, purchase_limit);
+        for order in orders {
+            let lines: Vec<(Sku, i64)> = order
+                .lines
+                .iter()
+                .filter(|line| owned(&line.sku))
+                .map(|line| (line.sku.clone(), i64::from(line.quantity)))
+                .collect();
+            if lines.is_empty() {
+                continue;
+            }
+            match order.status {
+                OrderStatus::PendingPayment => {
+                    inventory.replay_reservation(order.id, order.user_id, lines)
+                }
+                OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::Refunded => {
+                    for (sku, units) in &lines {
+                        let counter = inventory.counters.entry(sku.clone()).or_default();
+                        counter.sold += units;
+                        if counter.sold > counter.received {
+                            warn!(%sku, ?counter, "more sold than received; the stock record is behind");
+                            counter.received = counter.sold;
+                        }
+                        *inventory
+                            .holdings
+                            .entry((order.user_id, sku.clone()))
+                            .or_default() += units;
+                    }
+                    inventory.settled.insert(order.id);
+                }
+                OrderStatus::Cancelled | OrderStatus::Expired => inventory.settled.insert(order.id),
+            }
+        }
+        // Pending reservations may have been replayed before the sales
+        // that preceded them; only now are the totals final.
+        for (sku, counter) in &mut inventory.counters {
+            if counter.reserved > counter.on_hand() {
+                warn!(%sku, ?counter, "more reserved than on hand after replay; clamped");
+                counter.reserved = counter.on_hand();
+            }
+            counter.assert_valid(sku);
+        }
+        inventory
+    }
+
+    fn replay_reservation(&mut self, order: OrderId, user: UserId, lines: Vec<(Sku, i64)>) {
+        for (sku, units) in &lines {
+            self.counters.entry(sku.clone()).or_default().reserved += units;
+            *self.holdings.entry((user, sku.clone())).or_default() += units;
+        }
+        self.reservations.insert(order, Reservation { user, lines });
     }
 
     pub fn len(&self) -> usize {
@@ -74,12 +230,123 @@ impl Inventory {
             .level(sku)
     }
 
+    pub fn totals(&self, sku: &Sku) -> Totals {
+        let counter = self.counters.get(sku).copied().unwrap_or_default();
+        Totals {
+            received: counter.received,
+            available: counter.available(),
+            reserved: counter.reserved,
+            sold: counter.sold,
+        }
+    }
+
+    /// Orders holding a reservation here.
+    pub fn reserved_orders(&self) -> impl Iterator<Item = OrderId> + '_ {
+        self.reservations.keys().copied()
+    }
+
+    /// Reserves every line of an order, or none: if one line cannot be had
+    /// (not enough available, or over the account's purchase limit), no
+    /// counter changes. Reserving an order that already holds its
+    /// reservation succeeds without reserving again.
+    pub fn reserve(
+        &mut self,
+        order: OrderId,
+        user: UserId,
+        lines: &[(Sku, i64)],
+    ) -> Result<(), ApiError> {
+        if self.reservations.contains_key(&order) {
+            return Ok(());
+        }
+        if self.settled.contains(order) {
+            return Err(ApiError::new(
+                ErrorStatus::Conflict,
+                format!("order {} is already settled", order.0),
+            ));
+        }
+        let lines = merge_lines(lines)?;
+        for (sku, units) in &lines {
+            let counter = self.counters.get(sku).copied().unwrap_or_default();
+            if counter.available() < *units {
+                return Err(ApiError::new(
+                    ErrorStatus::InsufficientStock,
+                    format!(
+                        "{sku}: {units} wanted, {} available",
+                        counter.available().max(0)
+                    ),
+                ));
+            }
+            let held = self.holdings.get(&(user, sku.clone())).copied();
+            if self.purchase_limit > 0 && held.unwrap_or(0) + units > self.purchase_limit {
+                return Err(ApiError::new(
+                    ErrorStatus::LimitExceeded,
+                    format!(
+                        "{sku}: at most {} units per customer; {} already ordered",
+                        self.purchase_limit,
+                        held.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        for (sku, units) in &lines {
+            let counter = self.counters.entry(sku.clone()).or_default();
+            counter.reserved += units;
+            counter.assert_valid(sku);
+            *self.holdings.entry((user, sku.clone())).or_default() += units;
+        }
+        self.reservations.insert(order, Reservation { user, lines });
+        Ok(())
+    }
+
+    /// Returns an order's reserved units to the available stock: on
+    /// expiry, cancellation, failed payment or a failed checkout. Whether
+    /// anything was held.
+    pub fn release(&mut self, order: OrderId) -> bool {
+        self.settled.insert(order);
+        let Some(reservation) = self.reservations.remove(&order) else {
+            return false;
+        };
+        for (sku, units) in &reservation.lines {
+            let counter = self.counters.entry(sku.clone()).or_default();
+            counter.reserved -= units;
+            counter.assert_valid(sku);
+            self.take_holding(reservation.user, sku, *units);
+        }
+        true
+    }
+
+    /// Turns an order's reserved units into sold ones, once it is paid.
+    /// Whether anything was held.
+    pub fn commit(&mut self, order: OrderId) -> bool {
+        self.settled.insert(order);
+        let Some(reservation) = self.reservations.remove(&order) else {
+            return false;
+        };
+        for (sku, units) in &reservation.lines {
+            let counter = self.counters.entry(sku.clone()).or_default();
+            counter.reserved -= units;
+            counter.sold += units;
+            counter.assert_valid(sku);
+        }
+        true
+    }
+
+    fn take_holding(&mut self, user: UserId, sku: &Sku, units: i64) {
+        let key = (user, sku.clone());
+        if let Some(held) = self.holdings.get_mut(&key) {
+            *held -= units;
+            if *held <= 0 {
+                self.holdings.remove(&key);
+            }
+        }
+    }
+
     /// Adds to or sets the units on hand. Stock already reserved by pending
     /// orders cannot be taken away.
     pub fn restock(&mut self, restock: &AdminRestock) -> Result<StockLevel, ApiError> {
         let counter = self.counters.entry(restock.sku.clone()).or_default();
         let on_hand = match restock.mode {
-            RestockMode::Add => counter.on_hand.checked_add(restock.quantity),
+            RestockMode::Add => counter.on_hand().checked_add(restock.quantity),
             RestockMode::Set => Some(restock.quantity),
         };
         let Some(on_hand) = on_hand.filter(|n| (0..=STOCK_UNITS_MAX).contains(n)) else {
@@ -97,101 +364,40 @@ impl Inventory {
                 ),
             ));
         }
-        counter.on_hand = on_hand;
+        counter.received = counter.sold + on_hand;
         Ok(counter.level(&restock.sku))
     }
-}
 
-impl Inventory {
+    /// Units received of a SKU: the number a restock persists.
+    pub fn received(&self, sku: &Sku) -> i64 {
+        self.counters.get(sku).map_or(0, |c| c.received)
+    }
+
     /// Takes back a restock of `delta` units that could not be persisted.
     pub fn revert(&mut self, sku: &Sku, delta: i64) {
         let counter = self.counters.entry(sku.clone()).or_default();
-        counter.on_hand = (counter.on_hand - delta).clamp(counter.reserved, STOCK_UNITS_MAX);
+        let floor = counter.sold + counter.reserved;
+        counter.received = (counter.received - delta).max(floor);
         counter.assert_valid(sku);
     }
+}
 
-    /// Every counter's units on hand, for a stock snapshot.
-    pub fn on_hand(&self) -> impl Iterator<Item = (&Sku, i64)> {
-        self.counters
-            .iter()
-            .map(|(sku, counter)| (sku, counter.on_hand))
+/// One entry per SKU, quantities summed and checked.
+fn merge_lines(lines: &[(Sku, i64)]) -> Result<Vec<(Sku, i64)>, ApiError> {
+    let mut merged: Vec<(Sku, i64)> = Vec::with_capacity(lines.len());
+    for (sku, units) in lines {
+        if *units <= 0 || *units > STOCK_UNITS_MAX {
+            return Err(ApiError::bad_request(format!(
+                "{sku}: quantity {units} out of range"
+            )));
+        }
+        match merged.iter_mut().find(|(s, _)| s == sku) {
+            Some((_, total)) => *total += units,
+            None => merged.push((sku.clone(), *units)),
+        }
     }
+    Ok(merged)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sku() -> Sku {
-        Sku::new("P00001-M").unwrap()
-    }
-
-    fn restock(quantity: i64, mode: RestockMode) -> AdminRestock {
-        AdminRestock {
-            sku: sku(),
-            quantity,
-            mode,
-        }
-    }
-
-    #[test]
-    fn restock_adds_and_sets_within_bounds() {
-        let mut inventory = Inventory::load([(sku(), 10)]);
-        assert_eq!(
-            inventory
-                .restock(&restock(5, RestockMode::Add))
-                .unwrap()
-                .available,
-            15
-        );
-        assert_eq!(
-            inventory
-                .restock(&restock(3, RestockMode::Set))
-                .unwrap()
-                .on_hand,
-            3
-        );
-        let error = inventory
-            .restock(&restock(-4, RestockMode::Add))
-            .unwrap_err();
-        assert_eq!(error.status, ErrorStatus::BadRequest);
-        assert_eq!(
-            inventory.level(&sku()).on_hand,
-            3,
-            "a refused restock changes nothing"
-        );
-        let too_many = restock(STOCK_UNITS_MAX, RestockMode::Add);
-        assert!(inventory.restock(&too_many).is_err());
-    }
-
-    #[test]
-    fn reserved_units_cannot_be_taken_away() {
-        let mut inventory = Inventory::load([(sku(), 10)]);
-        inventory.counters.get_mut(&sku()).unwrap().reserved = 4;
-        let error = inventory
-            .restock(&restock(3, RestockMode::Set))
-            .unwrap_err();
-        assert_eq!(error.status, ErrorStatus::Conflict);
-        assert_eq!(
-            inventory
-                .restock(&restock(4, RestockMode::Set))
-                .unwrap()
-                .available,
-            0
-        );
-    }
-
-    #[test]
-    fn a_reverted_restock_restores_the_units_on_hand() {
-        let mut inventory = Inventory::load([(sku(), 10)]);
-        inventory.restock(&restock(4, RestockMode::Add)).unwrap();
-        inventory.revert(&sku(), 4);
-        assert_eq!(inventory.level(&sku()).on_hand, 10);
-    }
-
-    #[test]
-    fn unknown_sku_has_nothing_available() {
-        let inventory = Inventory::default();
-        assert_eq!(inventory.level(&sku()).available, 0);
-    }
-}
+mod tests;

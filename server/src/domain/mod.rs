@@ -9,23 +9,29 @@
 //! `answer` is the other half: what an owner shard does with a `ShardCall`
 //! that another shard sent it.
 
+pub mod accounts;
+pub mod cart;
 pub mod catalog;
 pub mod inventory;
+pub mod orders;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use souk_wire::api::{
-    AdminRestock, ApiError, ErrorStatus, Hello, HelloReply, Identity, PROTOCOL_VERSION, ProductId,
-    Request, RequestBody, Response, ResponseBody, Role, Sku, StockLevel, StockStatus, UnixMillis,
-    UserId,
+    AdminRestock, ApiError, Checkout, ErrorStatus, Hello, HelloReply, IdempotencyKey, Identity,
+    Order, OrderId, PROTOCOL_VERSION, ProductId, Request, RequestBody, Response, ResponseBody, Role,
+    Sku, StockLevel, StockStatus, UnixMillis, UserId,
 };
 
 use crate::limits;
 use crate::shard::{Placement, ShardId};
+use accounts::TokenKeys;
+use cart::{CartChange, CartKey, Carts};
 use catalog::Catalog;
 use inventory::Inventory;
+use orders::{IdGenerator, Pending, SimulatedGateway};
 
 /// The interim admin credential (until accounts land): only its SHA-256 is
 /// kept, and a presented token is compared by digest, so the comparison
@@ -55,6 +61,25 @@ pub struct ShardState {
     pub inventory: Inventory,
     pub admin_key: Option<AdminKey>,
     pub server_version: &'static str,
+    /// Carts this shard owns (its users' and the guest carts hashed here).
+    pub carts: Carts,
+    /// Orders of this shard's users awaiting payment, by deadline.
+    pub pending: Pending,
+    /// Makes this shard's order and user ids.
+    pub ids: IdGenerator,
+    pub tokens: Arc<TokenKeys>,
+    pub commerce: CommerceConfig,
+    /// Checkouts under way on this shard, by user and idempotency key: a
+    /// concurrent duplicate is refused instead of racing the first.
+    pub checkouts: std::collections::HashSet<(UserId, IdempotencyKey)>,
+}
+
+/// The operator's settings for selling.
+#[derive(Debug, Clone, Copy)]
+pub struct CommerceConfig {
+    /// How long a checkout holds its stock while payment completes.
+    pub reservation_ttl: std::time::Duration,
+    pub gateway: SimulatedGateway,
 }
 
 /// Per-connection state, owned by the connection's task.
@@ -69,6 +94,28 @@ pub enum ShardCall {
     /// Current levels of SKUs the receiver owns.
     StockLevels(Vec<Sku>),
     Restock(AdminRestock),
+    /// A change to a cart the receiver owns.
+    Cart { key: CartKey, change: CartChange },
+    /// Reserve an order's lines whose SKUs the receiver owns.
+    Reserve {
+        order: OrderId,
+        user: UserId,
+        lines: Vec<(Sku, i64)>,
+    },
+    /// Return an order's reserved units to the available stock.
+    Release(OrderId),
+    /// Turn an order's reserved units into sold ones.
+    Commit(OrderId),
+    /// Place an order from the cart of a user the receiver owns.
+    Checkout(Box<CheckoutCall>),
+}
+
+/// A checkout, as the connection's shard hands it to the user's shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutCall {
+    pub user: UserId,
+    pub key: IdempotencyKey,
+    pub checkout: Checkout,
 }
 
 /// The owner's answer to a `ShardCall`, variant for variant.
@@ -76,6 +123,12 @@ pub enum ShardCall {
 pub enum ShardAnswer {
     StockLevels(Vec<StockLevel>),
     Restocked(Result<StockLevel, ApiError>),
+    /// The cart's lines after the change.
+    Cart(Result<Vec<(Sku, u32)>, ApiError>),
+    Reserved(Result<(), ApiError>),
+    /// Whether the order held a reservation on the receiver.
+    Settled(bool),
+    Placed(Result<Box<Order>, ApiError>),
 }
 
 /// What handling a request needs next.
@@ -109,7 +162,9 @@ pub fn handle(
     use RequestBody as R;
     match &request.body {
         R::Hello(hello) => reply(hello_reply(state, hello, now)),
-        R::Authenticate { access_token } => reply(authenticate(state, session, access_token)),
+        R::Authenticate { access_token } => {
+            reply(authenticate(state, session, access_token, now))
+        }
         R::Logout { .. } => {
             session.identity = None;
             reply(Ok(ResponseBody::Empty))
@@ -148,32 +203,49 @@ fn hello_reply(state: &ShardState, hello: &Hello, now: UnixMillis) -> Response {
     }))
 }
 
-/// Binds an identity to the connection. Until accounts and JWTs land, the
-/// only token accepted is the configured admin key.
-fn authenticate(state: &ShardState, session: &mut Session, token: &str) -> Response {
-    let Some(admin_key) = &state.admin_key else {
-        return Err(ApiError::new(
-            ErrorStatus::Unauthenticated,
-            "invalid access token",
-        ));
-    };
-    if !admin_key.matches(token) {
-        session.identity = None;
-        return Err(ApiError::new(
-            ErrorStatus::Unauthenticated,
-            "invalid access token",
-        ));
+/// Binds an identity to the connection: an access token this server
+/// signed, or the configured admin key (the operator's credential until
+/// admin accounts exist).
+fn authenticate(state: &ShardState, session: &mut Session, token: &str, now: UnixMillis) -> Response {
+    if let Some(admin_key) = &state.admin_key
+        && admin_key.matches(token)
+    {
+        let identity = Identity {
+            user_id: UserId(0),
+            role: Role::Admin,
+            access_expires_at: UnixMillis(u64::MAX),
+        };
+        session.identity = Some(identity.clone());
+        return Ok(ResponseBody::Identity(identity));
     }
-    let identity = Identity {
-        user_id: UserId(0),
-        role: Role::Admin,
-        access_expires_at: UnixMillis(u64::MAX),
-    };
-    session.identity = Some(identity.clone());
-    Ok(ResponseBody::Identity(identity))
+    match state.tokens.verify(token, now) {
+        Ok(identity) => {
+            session.identity = Some(identity.clone());
+            Ok(ResponseBody::Identity(identity))
+        }
+        Err(error) => {
+            session.identity = None;
+            Err(error)
+        }
+    }
 }
 
-fn require_admin(session: &Session, now: UnixMillis) -> Result<(), ApiError> {
+/// The customer the connection is authenticated as.
+pub fn require_customer(session: &Session, now: UnixMillis) -> Result<UserId, ApiError> {
+    match &session.identity {
+        None => Err(ApiError::new(
+            ErrorStatus::Unauthenticated,
+            "sign in first",
+        )),
+        Some(identity) if identity.access_expires_at <= now => Err(ApiError::new(
+            ErrorStatus::Unauthenticated,
+            "access token expired: refresh",
+        )),
+        Some(identity) => Ok(identity.user_id),
+    }
+}
+
+pub fn require_admin(session: &Session, now: UnixMillis) -> Result<(), ApiError> {
     match &session.identity {
         None => Err(ApiError::new(
             ErrorStatus::Unauthenticated,
@@ -237,12 +309,20 @@ fn admin_restock(
 /// the answer to send instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Persist a SKU's units on hand, changed by `delta` in memory.
-    PersistStock { level: StockLevel, delta: i64 },
+    /// Persist a SKU's units received, changed by `delta` in memory.
+    PersistStock {
+        level: StockLevel,
+        received: i64,
+        delta: i64,
+    },
 }
 
 /// Runs a call on the shard that owns its state.
-pub fn answer(state: &mut ShardState, call: ShardCall) -> (ShardAnswer, Option<Effect>) {
+pub fn answer(
+    state: &mut ShardState,
+    call: ShardCall,
+    now: UnixMillis,
+) -> (ShardAnswer, Option<Effect>) {
     match call {
         ShardCall::StockLevels(skus) => {
             let levels = skus
@@ -260,6 +340,7 @@ pub fn answer(state: &mut ShardState, call: ShardCall) -> (ShardAnswer, Option<E
             match state.inventory.restock(&restock) {
                 Ok(level) => {
                     let effect = Effect::PersistStock {
+                        received: state.inventory.received(&restock.sku),
                         delta: level.on_hand - before,
                         level: level.clone(),
                     };
@@ -268,6 +349,20 @@ pub fn answer(state: &mut ShardState, call: ShardCall) -> (ShardAnswer, Option<E
                 Err(error) => (ShardAnswer::Restocked(Err(error)), None),
             }
         }
+        ShardCall::Cart { key, change } => {
+            let lines = state.carts.apply(&key, change, now);
+            (ShardAnswer::Cart(lines), None)
+        }
+        ShardCall::Reserve { order, user, lines } => {
+            for (sku, _) in &lines {
+                assert_owned(state, sku);
+            }
+            let reserved = state.inventory.reserve(order, user, &lines);
+            (ShardAnswer::Reserved(reserved), None)
+        }
+        ShardCall::Release(order) => (ShardAnswer::Settled(state.inventory.release(order)), None),
+        ShardCall::Commit(order) => (ShardAnswer::Settled(state.inventory.commit(order)), None),
+        ShardCall::Checkout(_) => unreachable!("checkout is placed by the I/O layer"),
     }
 }
 
@@ -275,7 +370,7 @@ pub fn answer(state: &mut ShardState, call: ShardCall) -> (ShardAnswer, Option<E
 /// answer that reports why.
 pub fn undo(state: &mut ShardState, effect: Effect, error: ApiError) -> ShardAnswer {
     match effect {
-        Effect::PersistStock { level, delta } => {
+        Effect::PersistStock { level, delta, .. } => {
             state.inventory.revert(&level.sku, delta);
             ShardAnswer::Restocked(Err(error))
         }
@@ -309,7 +404,7 @@ fn assert_owned(state: &ShardState, sku: &Sku) {
 pub fn owner_reply(answer: ShardAnswer) -> Response {
     match answer {
         ShardAnswer::Restocked(result) => result.map(ResponseBody::StockLevel),
-        ShardAnswer::StockLevels(_) => unreachable!("stock levels answer a ProductStock step"),
+        other => unreachable!("{other:?} does not answer an Owner step"),
     }
 }
 

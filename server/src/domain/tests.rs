@@ -25,9 +25,22 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
                     .iter()
                     .filter(|(sku, _)| placement.sku_owner(sku) == shard)
                     .cloned(),
+                0,
             ),
             admin_key: Some(AdminKey::new(ADMIN_KEY)),
             server_version: "test",
+            carts: Carts::default(),
+            pending: Pending::default(),
+            ids: IdGenerator::new(shard),
+            tokens: Arc::new(TokenKeys::new(&[1; 32])),
+            commerce: CommerceConfig {
+                reservation_ttl: std::time::Duration::from_secs(60),
+                gateway: SimulatedGateway {
+                    latency: std::time::Duration::ZERO,
+                    declines_per_10k: 0,
+                },
+            },
+            checkouts: Default::default(),
         })
         .collect()
 }
@@ -56,11 +69,11 @@ fn expect_reply(step: Step) -> Response {
 fn complete(shards: &mut [ShardState], on: usize, step: Step) -> Response {
     match step {
         Step::Reply(response) => response,
-        Step::Owner { owner, call } => owner_reply(answer(&mut shards[owner.index()], call).0),
+        Step::Owner { owner, call } => owner_reply(answer(&mut shards[owner.index()], call, NOW).0),
         Step::ProductStock { product_id, asks } => {
             let mut levels = Vec::new();
             for (owner, skus) in asks {
-                match answer(&mut shards[owner.index()], ShardCall::StockLevels(skus)).0 {
+                match answer(&mut shards[owner.index()], ShardCall::StockLevels(skus), NOW).0 {
                     ShardAnswer::StockLevels(l) => levels.extend(l),
                     other => panic!("unexpected answer {other:?}"),
                 }
@@ -209,11 +222,16 @@ fn a_restock_asks_to_be_persisted_and_is_undone_if_that_fails() {
         quantity: 7,
         mode: RestockMode::Add,
     });
-    let (answer_sent, effect) = answer(&mut shards[0], call);
-    let Some(Effect::PersistStock { level, delta }) = effect.clone() else {
+    let (answer_sent, effect) = answer(&mut shards[0], call, NOW);
+    let Some(Effect::PersistStock {
+        level,
+        delta,
+        received,
+    }) = effect.clone()
+    else {
         panic!("a restock must be persisted before it is acknowledged: {effect:?}");
     };
-    assert_eq!((level.on_hand, delta), (before + 7, 7));
+    assert_eq!((level.on_hand, delta, received), (before + 7, 7, before + 7));
     assert!(matches!(answer_sent, ShardAnswer::Restocked(Ok(_))));
     let failure = ApiError::new(ErrorStatus::Unavailable, "disk full");
     let answer_sent = undo(&mut shards[0], effect.unwrap(), failure.clone());
@@ -237,7 +255,7 @@ fn a_call_for_state_a_shard_does_not_own_is_a_bug() {
         .map(|v| v.sku)
         .find(|sku| shards[0].placement.sku_owner(sku) == ShardId(1))
         .expect("some SKU is owned by shard 1");
-    let _ = answer(&mut shards[0], ShardCall::StockLevels(vec![sku]));
+    let _ = answer(&mut shards[0], ShardCall::StockLevels(vec![sku]), NOW);
 }
 
 #[test]

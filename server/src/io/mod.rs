@@ -3,6 +3,7 @@
 //! the steps it returns, and writes the replies.
 
 pub mod cid;
+mod commerce;
 pub mod forward;
 pub mod quic;
 pub mod shard;

@@ -18,11 +18,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::future::join_all;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, Runtime, SendStream};
 use souk_storage::Store;
 use souk_storage::model::StockRecord;
-use souk_wire::api::{ApiError, ErrorStatus, Request, Response, StockLevel, UnixMillis};
+use souk_wire::api::{ApiError, ErrorStatus, Request, Response, UnixMillis};
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits as wire_limits};
 use tokio::sync::{Barrier, watch};
@@ -31,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::cid::CidKey;
+use super::commerce;
 use super::forward::{Datagram, ForwardQueue, ShardSocket};
 use crate::domain::{self, Effect, Session, ShardAnswer, ShardCall, ShardState, Step};
 use crate::limits;
@@ -76,10 +76,10 @@ pub struct ShardSetup {
 }
 
 /// What one shard's tasks share. Lives on the shard's thread only.
-struct Shard {
-    id: ShardId,
-    state: RefCell<ShardState>,
-    store: Arc<dyn Store>,
+pub(super) struct Shard {
+    pub(super) id: ShardId,
+    pub(super) state: RefCell<ShardState>,
+    pub(super) store: Arc<dyn Store>,
     mesh: ShardMesh,
     stats: Arc<Stats>,
     encoder: RefCell<Encoder>,
@@ -93,6 +93,14 @@ struct Shard {
 impl Shard {
     fn stats(&self) -> &ShardStats {
         self.stats.shard(self.id)
+    }
+
+    pub(super) fn placement(&self) -> crate::shard::Placement {
+        self.state.borrow().placement
+    }
+
+    pub(super) fn tokens(&self) -> Arc<crate::domain::accounts::TokenKeys> {
+        self.state.borrow().tokens.clone()
     }
 }
 
@@ -169,6 +177,12 @@ async fn run(setup: ShardSetup) {
         shutdown,
     });
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
+    let expiry_task = tokio::task::spawn_local(commerce::expire_lapsed(shard.clone()));
+    // Payments that a stop interrupted resume; the gateway is idempotent.
+    let pending = shard.state.borrow().pending.ids();
+    for order in pending {
+        tokio::task::spawn_local(commerce::pay(shard.clone(), order));
+    }
     let _ = ready.send(Ok(()));
     debug!(shard = id.0, "listening");
 
@@ -176,6 +190,7 @@ async fn run(setup: ShardSetup) {
     drain(&shard, &endpoint).await;
     drained.wait().await;
     inbox_task.abort();
+    expiry_task.abort();
     debug!(shard = id.0, "stopped");
 }
 
@@ -405,7 +420,7 @@ fn encode(shard: &Shard, response: &Response) -> Bytes {
     }
 }
 
-fn now() -> UnixMillis {
+pub(super) fn now() -> UnixMillis {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -413,7 +428,10 @@ fn now() -> UnixMillis {
 }
 
 /// Carries out the step `domain::handle` returns.
-async fn execute(shard: &Shard, session: &RefCell<Session>, request: Request) -> Response {
+async fn execute(shard: &Rc<Shard>, session: &RefCell<Session>, request: Request) -> Response {
+    if commerce::serves(&request.body) {
+        return commerce::execute(shard, session, request).await;
+    }
     let step = domain::handle(
         &shard.state.borrow(),
         &mut session.borrow_mut(),
@@ -426,16 +444,8 @@ async fn execute(shard: &Shard, session: &RefCell<Session>, request: Request) ->
             .await
             .and_then(domain::owner_reply),
         Step::ProductStock { product_id, asks } => {
-            let calls = asks
-                .into_iter()
-                .map(|(owner, skus)| call_owner(shard, owner, ShardCall::StockLevels(skus)));
-            let mut levels: Vec<StockLevel> = Vec::new();
-            for answer in join_all(calls).await {
-                match answer? {
-                    ShardAnswer::StockLevels(found) => levels.extend(found),
-                    other => unreachable!("stock levels answered with {other:?}"),
-                }
-            }
+            let skus = asks.into_iter().flat_map(|(_, skus)| skus).collect();
+            let levels = commerce::stock_levels(shard, skus).await?;
             domain::product_detail(&shard.state.borrow(), &product_id, &levels)
         }
     }
@@ -443,8 +453,8 @@ async fn execute(shard: &Shard, session: &RefCell<Session>, request: Request) ->
 
 /// Runs `call` on `owner`: directly when that is this shard, else through
 /// the mesh.
-async fn call_owner(
-    shard: &Shard,
+pub(super) async fn call_owner(
+    shard: &Rc<Shard>,
     owner: ShardId,
     call: ShardCall,
 ) -> Result<ShardAnswer, ApiError> {
@@ -465,16 +475,20 @@ async fn call_owner(
 
 /// Runs a call on this shard (its owner) and makes its effects durable
 /// before answering; a failed effect is undone and reported.
-async fn answer(shard: &Shard, call: ShardCall) -> ShardAnswer {
-    let (answer, effect) = domain::answer(&mut shard.state.borrow_mut(), call);
+async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
+    let call = match call {
+        ShardCall::Checkout(checkout) => return commerce::place_order(shard, *checkout).await,
+        call => call,
+    };
+    let (answer, effect) = domain::answer(&mut shard.state.borrow_mut(), call, now());
     let Some(effect) = effect else {
         return answer;
     };
     let persisted = match &effect {
-        Effect::PersistStock { level, .. } => {
+        Effect::PersistStock { level, received, .. } => {
             let record = StockRecord {
                 sku: level.sku.clone(),
-                on_hand: level.on_hand,
+                received: *received,
                 updated_at: now(),
             };
             shard.store.put_stock(&[record]).await

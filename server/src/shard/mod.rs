@@ -9,7 +9,7 @@ pub mod mesh;
 
 use std::fmt;
 
-use souk_wire::api::{Sku, UserId};
+use souk_wire::api::{DeviceId, Sku, UserId};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// A shard's index, `0..shard_count`.
@@ -63,6 +63,11 @@ impl Placement {
     /// The shard that owns a user's cart, orders and limits.
     pub fn user_owner(self, user: UserId) -> ShardId {
         self.by_hash(xxh3_64(&user.0.to_le_bytes()))
+    }
+
+    /// The shard that owns a device's guest cart.
+    pub fn device_owner(self, device: &DeviceId) -> ShardId {
+        self.by_hash(xxh3_64(device.as_str().as_bytes()))
     }
 
     fn by_hash(self, hash: u64) -> ShardId {

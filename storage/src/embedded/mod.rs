@@ -178,7 +178,7 @@ impl CatalogStore for EmbeddedStore {
         for (sku, on_hand) in &catalog.stock {
             let record = StockRecord {
                 sku: sku.clone(),
-                on_hand: *on_hand,
+                received: *on_hand,
                 updated_at: Default::default(),
             };
             let key = keys::text(sku.as_str(), "sku")?;
@@ -206,7 +206,7 @@ impl CatalogStore for EmbeddedStore {
         Ok(CatalogData {
             categories,
             products,
-            stock: stock.into_iter().map(|s| (s.sku, s.on_hand)).collect(),
+            stock: stock.into_iter().map(|s| (s.sku, s.received)).collect(),
         })
     }
 

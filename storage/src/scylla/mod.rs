@@ -278,7 +278,7 @@ impl CatalogStore for ScyllaStore {
             .iter()
             .map(|(sku, on_hand)| StockRecord {
                 sku: sku.clone(),
-                on_hand: *on_hand,
+                received: *on_hand,
                 updated_at: Default::default(),
             })
             .collect();
@@ -301,7 +301,7 @@ impl CatalogStore for ScyllaStore {
         Ok(CatalogData {
             categories,
             products,
-            stock: stock.into_iter().map(|s| (s.sku, s.on_hand)).collect(),
+            stock: stock.into_iter().map(|s| (s.sku, s.received)).collect(),
         })
     }
 

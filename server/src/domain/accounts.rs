@@ -1,0 +1,225 @@
+//! Credentials: password hashing, access tokens, refresh tokens.
+//!
+//! Passwords are kept only as Argon2id PHC strings. Access tokens are JWTs
+//! (HS256) signed with the server's token key and checked without any
+//! storage read, so any shard can authenticate a connection on its own.
+//! Refresh tokens are random; only their SHA-256 is stored.
+//!
+//! Hashing a password costs tens of milliseconds of CPU: callers run
+//! `hash_password` and `verify_password` on the runtime's blocking pool,
+//! never on a shard's event loop.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use souk_wire::api::{ApiError, ErrorStatus, Identity, Role, UnixMillis, UserId};
+
+use crate::limits::{ACCESS_TOKEN_TTL, PASSWORD_BYTES_MAX, PASSWORD_CHARS_MIN};
+
+/// Bytes of the HMAC key that signs access tokens.
+pub const TOKEN_KEY_BYTES: usize = 32;
+
+/// Signs and checks access tokens.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys(..)")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    /// The user id.
+    sub: String,
+    role: String,
+    /// Seconds since the epoch, as JWT has them.
+    iat: u64,
+    exp: u64,
+    iss: String,
+}
+
+const ISSUER: &str = "souk";
+
+impl TokenKeys {
+    pub fn new(secret: &[u8]) -> TokenKeys {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        // Expiry is checked against the request's `now` below, not the
+        // library's clock, so that handlers stay deterministic.
+        validation.validate_exp = false;
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// An access token for `user`, and when it expires.
+    pub fn issue(&self, user: UserId, role: Role, now: UnixMillis) -> (String, UnixMillis) {
+        let expires = UnixMillis(now.0 + ACCESS_TOKEN_TTL.as_millis() as u64);
+        let claims = Claims {
+            sub: user.0.to_string(),
+            role: role_name(role).to_owned(),
+            iat: now.0 / 1000,
+            exp: expires.0 / 1000,
+            iss: ISSUER.to_owned(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing does not fail");
+        (token, UnixMillis(claims.exp * 1000))
+    }
+
+    /// The identity an access token proves, if it is genuine and current.
+    pub fn verify(&self, token: &str, now: UnixMillis) -> Result<Identity, ApiError> {
+        let invalid = || ApiError::new(ErrorStatus::Unauthenticated, "invalid access token");
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| invalid())?;
+        let claims = data.claims;
+        if claims.exp * 1000 <= now.0 {
+            return Err(ApiError::new(
+                ErrorStatus::Unauthenticated,
+                "access token expired: refresh",
+            ));
+        }
+        let user = claims.sub.parse().map_err(|_| invalid())?;
+        let role = match claims.role.as_str() {
+            "customer" => Role::Customer,
+            "admin" => Role::Admin,
+            _ => return Err(invalid()),
+        };
+        Ok(Identity {
+            user_id: UserId(user),
+            role,
+            access_expires_at: UnixMillis(claims.exp * 1000),
+        })
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Customer => "customer",
+        Role::Admin => "admin",
+    }
+}
+
+/// A fresh random token key.
+pub fn new_token_key() -> [u8; TOKEN_KEY_BYTES] {
+    let mut key = [0u8; TOKEN_KEY_BYTES];
+    rand::rng().fill(&mut key);
+    key
+}
+
+/// The e-mail as stored: trimmed and lower-cased, after a shape check.
+/// Whether the mailbox exists is for a confirmation mail to find out.
+pub fn normalize_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(ApiError::bad_request("not an e-mail address"));
+    }
+    Ok(email)
+}
+
+pub fn check_password(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() < PASSWORD_CHARS_MIN {
+        return Err(ApiError::bad_request(format!(
+            "a password has at least {PASSWORD_CHARS_MIN} characters"
+        )));
+    }
+    if password.len() > PASSWORD_BYTES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "a password has at most {PASSWORD_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Argon2id with the crate's defaults (the OWASP minimum: 19 MiB, 2 passes).
+pub fn hash_password(password: &str) -> String {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .expect("hashing with a random salt does not fail")
+        .to_string()
+}
+
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
+}
+
+/// A new refresh token and the hash that is stored in its place.
+pub fn new_refresh_token() -> (String, [u8; 32]) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes);
+    let token = hex::encode(bytes);
+    let hash = refresh_token_hash(&token);
+    (token, hash)
+}
+
+pub fn refresh_token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+
+    #[test]
+    fn access_tokens_prove_who_and_expire() {
+        let keys = TokenKeys::new(&[7; 32]);
+        let (token, expires) = keys.issue(UserId(42), Role::Customer, NOW);
+        let identity = keys.verify(&token, NOW).unwrap();
+        assert_eq!(identity.user_id, UserId(42));
+        assert_eq!(identity.role, Role::Customer);
+        assert_eq!(identity.access_expires_at, expires);
+        let expired = keys.verify(&token, expires).unwrap_err();
+        assert!(expired.message.contains("expired"));
+        let other = TokenKeys::new(&[8; 32]);
+        assert_eq!(
+            other.verify(&token, NOW).unwrap_err().status,
+            ErrorStatus::Unauthenticated,
+            "another server's key does not verify"
+        );
+        let mut forged = token.clone();
+        forged.replace_range(forged.len() - 4.., "AAAA");
+        assert!(keys.verify(&forged, NOW).is_err());
+    }
+
+    #[test]
+    fn passwords_are_checked_and_verified() {
+        assert!(check_password("short").is_err());
+        assert!(check_password(&"x".repeat(PASSWORD_BYTES_MAX + 1)).is_err());
+        let hash = hash_password("correct horse");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password(&hash, "correct horse"));
+        assert!(!verify_password(&hash, "correct horsf"));
+        assert!(!verify_password("not a hash", "correct horse"));
+    }
+
+    #[test]
+    fn emails_are_normalized() {
+        assert_eq!(normalize_email(" Ada@Example.ORG ").unwrap(), "ada@example.org");
+        for bad in ["", "ada", "ada@", "@example.org", "ada@example", "a da@example.org"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Carts, each held by its owner shard: a user's cart by the user's shard,
+//! a guest cart by the shard its device id hashes to. A cart holds only
+//! SKUs and quantities; prices and stock are read fresh whenever a cart is
+//! shown or checked out, so a cart never shows a stale price.
+
+use std::collections::HashMap;
+
+use souk_wire::api::{
+    ApiError, CartLine, CartView, DeviceId, ErrorStatus, Money, Sku, StockLevel, UnixMillis, UserId,
+};
+
+use super::catalog::Catalog;
+use crate::limits::{CART_LINE_UNITS_MAX, CART_LINES_MAX, CARTS_PER_SHARD_MAX};
+use crate::shard::{Placement, ShardId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CartKey {
+    User(UserId),
+    Guest(DeviceId),
+}
+
+impl CartKey {
+    pub fn owner(&self, placement: Placement) -> ShardId {
+        match self {
+            CartKey::User(user) => placement.user_owner(*user),
+            CartKey::Guest(device) => placement.device_owner(device),
+        }
+    }
+}
+
+/// A change to a cart, run on its owner shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CartChange {
+    View,
+    /// Adds units to a line (creating it).
+    Add { sku: Sku, units: u32 },
+    /// Sets a line's units; 0 removes it.
+    Set { sku: Sku, units: u32 },
+    Remove { sku: Sku },
+    /// Adds another cart's lines (a guest cart at login), capped per line.
+    Merge { lines: Vec<(Sku, u32)> },
+    /// Empties the cart and returns what it held (the guest half of a merge).
+    Take,
+    /// Removes exactly these units (what a checkout ordered), leaving any
+    /// units added since.
+    Deduct { lines: Vec<(Sku, u32)> },
+}
+
+#[derive(Debug, Default)]
+struct Cart {
+    lines: Vec<(Sku, u32)>,
+    touched: UnixMillis,
+}
+
+#[derive(Debug, Default)]
+pub struct Carts {
+    carts: HashMap<CartKey, Cart>,
+}
+
+impl Carts {
+    /// Applies a change and returns the cart's lines after it.
+    pub fn apply(
+        &mut self,
+        key: &CartKey,
+        change: CartChange,
+        now: UnixMillis,
+    ) -> Result<Vec<(Sku, u32)>, ApiError> {
+        if let CartChange::View = change {
+            return Ok(self
+                .carts
+                .get(key)
+                .map(|c| c.lines.clone())
+                .unwrap_or_default());
+        }
+        if !self.carts.contains_key(key) {
+            self.make_room();
+        }
+        let cart = self.carts.entry(key.clone()).or_default();
+        cart.touched = now;
+        let position = |lines: &[(Sku, u32)], sku: &Sku| lines.iter().position(|(s, _)| s == sku);
+        match change {
+            CartChange::View => {}
+            CartChange::Add { sku, units } => {
+                let current = position(&cart.lines, &sku).map_or(0, |i| cart.lines[i].1);
+                let total = current.saturating_add(units);
+                set_line(&mut cart.lines, sku, total)?;
+            }
+            CartChange::Set { sku, units } => set_line(&mut cart.lines, sku, units)?,
+            CartChange::Remove { sku } => {
+                if let Some(i) = position(&cart.lines, &sku) {
+                    cart.lines.remove(i);
+                }
+            }
+            CartChange::Merge { lines } => {
+                for (sku, units) in lines {
+                    let current = position(&cart.lines, &sku).map_or(0, |i| cart.lines[i].1);
+                    let total = current.saturating_add(units).min(CART_LINE_UNITS_MAX);
+                    // A merge keeps what fits: a full cart drops the rest
+                    // instead of failing the login that merges it.
+                    let _ = set_line(&mut cart.lines, sku, total);
+                }
+            }
+            CartChange::Take => {
+                let lines = std::mem::take(&mut cart.lines);
+                self.carts.remove(key);
+                return Ok(lines);
+            }
+            CartChange::Deduct { lines } => {
+                for (sku, units) in lines {
+                    if let Some(i) = position(&cart.lines, &sku) {
+                        let left = cart.lines[i].1.saturating_sub(units);
+                        set_line(&mut cart.lines, sku, left)?;
+                    }
+                }
+            }
+        }
+        let lines = cart.lines.clone();
+        if lines.is_empty() {
+            self.carts.remove(key);
+        }
+        Ok(lines)
+    }
+
+    pub fn len(&self) -> usize {
+        self.carts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.carts.is_empty()
+    }
+
+    /// Drops the cart idle longest when the shard holds its maximum. The
+    /// scan is linear but runs once per new cart only at the bound.
+    fn make_room(&mut self) {
+        if self.carts.len() < CARTS_PER_SHARD_MAX {
+            return;
+        }
+        let oldest = self
+            .carts
+            .iter()
+            .min_by_key(|(_, cart)| cart.touched)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = oldest {
+            self.carts.remove(&key);
+        }
+    }
+}
+
+fn set_line(lines: &mut Vec<(Sku, u32)>, sku: Sku, units: u32) -> Result<(), ApiError> {
+    if units > CART_LINE_UNITS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "{sku}: at most {CART_LINE_UNITS_MAX} units per line"
+        )));
+    }
+    match lines.iter().position(|(s, _)| *s == sku) {
+        Some(i) if units == 0 => {
+            lines.remove(i);
+        }
+        Some(i) => lines[i].1 = units,
+        None if units == 0 => {}
+        None if lines.len() >= CART_LINES_MAX => {
+            return Err(ApiError::new(
+                ErrorStatus::LimitExceeded,
+                format!("a cart holds at most {CART_LINES_MAX} lines"),
+            ));
+        }
+        None => lines.push((sku, units)),
+    }
+    Ok(())
+}
+
+/// The cart as the client sees it: current prices and stock, a line per
+/// SKU that still exists in the catalog.
+pub fn view(catalog: &Catalog, lines: &[(Sku, u32)], levels: &[StockLevel]) -> CartView {
+    let mut view_lines = Vec::with_capacity(lines.len());
+    let mut subtotal: Option<Money> = None;
+    let mut item_count = 0u32;
+    for (sku, units) in lines {
+        let Some((product, variant)) = catalog.sku_variant(sku) else {
+            continue;
+        };
+        let available = levels
+            .iter()
+            .find(|l| &l.sku == sku)
+            .map_or(0, |l| l.available);
+        let line_total = Money::new(
+            variant.price.minor_units.saturating_mul(i64::from(*units)),
+            variant.price.currency,
+        );
+        subtotal = match subtotal {
+            None => Some(line_total),
+            Some(sum) if sum.currency == line_total.currency => Some(Money::new(
+                sum.minor_units.saturating_add(line_total.minor_units),
+                sum.currency,
+            )),
+            // Mixed currencies have no single subtotal.
+            Some(_) => None,
+        };
+        item_count = item_count.saturating_add(*units);
+        view_lines.push(CartLine {
+            sku: sku.clone(),
+            product_id: product.id.clone(),
+            name: line_name(&product.name, variant.name.as_deref()),
+            quantity: *units,
+            unit_price: variant.price,
+            line_total,
+            stock_status: super::stock_status(available),
+            available,
+        });
+    }
+    CartView {
+        lines: view_lines,
+        subtotal,
+        item_count,
+    }
+}
+
+pub fn line_name(product: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(variant) if !variant.is_empty() => format!("{product} ({variant})"),
+        _ => product.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sku(n: u32) -> Sku {
+        Sku::new(format!("P{n:05}-M")).unwrap()
+    }
+
+    const NOW: UnixMillis = UnixMillis(1);
+
+    #[test]
+    fn lines_are_added_set_and_removed() {
+        let mut carts = Carts::default();
+        let key = CartKey::User(UserId(1));
+        let add = |units| CartChange::Add { sku: sku(1), units };
+        carts.apply(&key, add(2), NOW).unwrap();
+        let lines = carts.apply(&key, add(3), NOW).unwrap();
+        assert_eq!(lines, vec![(sku(1), 5)]);
+        let set = CartChange::Set { sku: sku(1), units: 1 };
+        assert_eq!(carts.apply(&key, set, NOW).unwrap(), vec![(sku(1), 1)]);
+        let too_many = CartChange::Set { sku: sku(1), units: CART_LINE_UNITS_MAX + 1 };
+        assert_eq!(carts.apply(&key, too_many, NOW).unwrap_err().status, ErrorStatus::BadRequest);
+        let zero = CartChange::Set { sku: sku(1), units: 0 };
+        assert!(carts.apply(&key, zero, NOW).unwrap().is_empty());
+        assert!(carts.is_empty(), "an empty cart takes no memory");
+    }
+
+    #[test]
+    fn a_cart_is_bounded() {
+        let mut carts = Carts::default();
+        let key = CartKey::User(UserId(1));
+        for n in 0..CART_LINES_MAX as u32 {
+            carts.apply(&key, CartChange::Add { sku: sku(n), units: 1 }, NOW).unwrap();
+        }
+        let error = carts
+            .apply(&key, CartChange::Add { sku: sku(100_000), units: 1 }, NOW)
+            .unwrap_err();
+        assert_eq!(error.status, ErrorStatus::LimitExceeded);
+    }
+
+    #[test]
+    fn merge_sums_and_caps_and_deduct_keeps_later_additions() {
+        let mut carts = Carts::default();
+        let guest = CartKey::Guest(DeviceId::new("phone-1").unwrap());
+        let user = CartKey::User(UserId(1));
+        carts.apply(&guest, CartChange::Add { sku: sku(1), units: 2 }, NOW).unwrap();
+        carts.apply(&guest, CartChange::Add { sku: sku(2), units: 990 }, NOW).unwrap();
+        carts.apply(&user, CartChange::Add { sku: sku(2), units: 20 }, NOW).unwrap();
+        let taken = carts.apply(&guest, CartChange::Take, NOW).unwrap();
+        assert!(carts.apply(&guest, CartChange::View, NOW).unwrap().is_empty());
+        let merged = carts.apply(&user, CartChange::Merge { lines: taken }, NOW).unwrap();
+        assert_eq!(merged, vec![(sku(2), CART_LINE_UNITS_MAX), (sku(1), 2)]);
+        let after = carts
+            .apply(&user, CartChange::Deduct { lines: vec![(sku(2), 10), (sku(1), 2)] }, NOW)
+            .unwrap();
+        assert_eq!(after, vec![(sku(2), CART_LINE_UNITS_MAX - 10)]);
+    }
+}

@@ -1,0 +1,313 @@
+//! Orders: ids, the state machine, the views clients get, the reservations
+//! awaiting payment, and the simulated payment gateway.
+//!
+//! An order belongs to its user's shard. That shard places it (reserving
+//! every line on the lines' owner shards, then writing the order durably),
+//! runs its payment, and expires it when its reservation lapses. Every
+//! state change is a conditional write on the stored order, so payment,
+//! expiry and cancellation racing for one order settle it exactly once.
+
+use std::collections::{BTreeSet, HashMap};
+
+use souk_storage::model::OrderRecord;
+use souk_wire::api::{
+    ApiError, Checkout, Currency, ErrorStatus, IdempotencyKey, Money, Order, OrderId, OrderLine,
+    OrderStatus, PaymentStatus, Sku, UnixMillis, UserId,
+};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::cart::line_name;
+use super::catalog::Catalog;
+use crate::shard::ShardId;
+
+/// Makes order and user ids: milliseconds since the epoch, then the shard,
+/// then a sequence number. Ids sort by creation time (order history reads
+/// newest first by id) and never collide across shards; within a shard the
+/// clock is never allowed to step back.
+#[derive(Debug)]
+pub struct IdGenerator {
+    shard: u64,
+    last_ms: u64,
+    sequence: u64,
+}
+
+const SEQUENCE_BITS: u32 = 12;
+const SHARD_BITS: u32 = 8;
+
+impl IdGenerator {
+    pub fn new(shard: ShardId) -> IdGenerator {
+        IdGenerator {
+            shard: u64::from(shard.0),
+            last_ms: 0,
+            sequence: 0,
+        }
+    }
+
+    pub fn next(&mut self, now: UnixMillis) -> u64 {
+        let mut ms = now.0.max(self.last_ms);
+        if ms == self.last_ms {
+            self.sequence += 1;
+            if self.sequence == 1 << SEQUENCE_BITS {
+                // 4096 ids in one millisecond: borrow the next one.
+                ms += 1;
+                self.sequence = 0;
+            }
+        } else {
+            self.sequence = 0;
+        }
+        self.last_ms = ms;
+        ms << (SHARD_BITS + SEQUENCE_BITS) | self.shard << SEQUENCE_BITS | self.sequence
+    }
+}
+
+/// Whether an order may go from one status to another.
+pub fn check_transition(from: OrderStatus, to: OrderStatus) -> Result<(), ApiError> {
+    use OrderStatus as S;
+    let allowed = matches!(
+        (from, to),
+        (S::PendingPayment, S::Paid | S::Cancelled | S::Expired)
+            | (S::Paid, S::Fulfilled | S::Refunded)
+            | (S::Fulfilled, S::Refunded)
+    );
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorStatus::Conflict,
+            format!("an order that is {from:?} cannot become {to:?}"),
+        ))
+    }
+}
+
+pub fn view(record: &OrderRecord) -> Order {
+    Order {
+        id: record.id,
+        user_id: record.user_id,
+        status: record.status,
+        lines: record.lines.clone(),
+        total: record.total,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        expires_at: record.expires_at,
+        shipping_address: record.shipping_address.clone(),
+        payment_status: record.payment_status,
+    }
+}
+
+/// The order a checkout of `lines` would place, priced from the catalog
+/// now. Refuses an empty cart, SKUs gone from the catalog, mixed
+/// currencies, and a total other than the one the client expects.
+#[allow(clippy::too_many_arguments)]
+pub fn price(
+    catalog: &Catalog,
+    id: OrderId,
+    user: UserId,
+    shard: ShardId,
+    lines: &[(Sku, u32)],
+    checkout: &Checkout,
+    key: Option<IdempotencyKey>,
+    now: UnixMillis,
+    expires_at: UnixMillis,
+) -> Result<OrderRecord, ApiError> {
+    if lines.is_empty() {
+        return Err(ApiError::bad_request("the cart is empty"));
+    }
+    if checkout.payment_method_token.trim().is_empty() {
+        return Err(ApiError::bad_request("a payment method token is required"));
+    }
+    let mut order_lines = Vec::with_capacity(lines.len());
+    let mut currency: Option<Currency> = None;
+    let mut total: i64 = 0;
+    for (sku, units) in lines {
+        let Some((product, variant)) = catalog.sku_variant(sku) else {
+            return Err(ApiError::new(
+                ErrorStatus::Conflict,
+                format!("{sku} is no longer sold; remove it from the cart"),
+            ));
+        };
+        if *currency.get_or_insert(variant.price.currency) != variant.price.currency {
+            return Err(ApiError::bad_request(
+                "the cart mixes currencies; check out each separately",
+            ));
+        }
+        let line_total = variant
+            .price
+            .minor_units
+            .checked_mul(i64::from(*units))
+            .ok_or_else(|| ApiError::bad_request("line total out of range"))?;
+        total = total
+            .checked_add(line_total)
+            .ok_or_else(|| ApiError::bad_request("order total out of range"))?;
+        order_lines.push(OrderLine {
+            sku: sku.clone(),
+            product_id: product.id.clone(),
+            name: line_name(&product.name, variant.name.as_deref()),
+            quantity: *units,
+            unit_price: variant.price,
+            line_total: Money::new(line_total, variant.price.currency),
+        });
+    }
+    let total = Money::new(total, currency.expect("at least one line"));
+    if let Some(expected) = checkout.expected_total
+        && expected != total
+    {
+        return Err(ApiError::new(
+            ErrorStatus::Conflict,
+            format!("prices changed: the total is now {total}, not {expected}"),
+        ));
+    }
+    Ok(OrderRecord {
+        id,
+        user_id: user,
+        shard: shard.0,
+        status: OrderStatus::PendingPayment,
+        lines: order_lines,
+        total,
+        created_at: now,
+        updated_at: now,
+        expires_at,
+        shipping_address: None,
+        payment_status: PaymentStatus::Pending,
+        payment_method_token: checkout.payment_method_token.clone(),
+        idempotency_key: key,
+    })
+}
+
+/// Orders awaiting payment on this shard, by when their reservation lapses.
+#[derive(Debug, Default)]
+pub struct Pending {
+    by_deadline: BTreeSet<(UnixMillis, OrderId)>,
+    deadlines: HashMap<OrderId, UnixMillis>,
+}
+
+impl Pending {
+    pub fn insert(&mut self, id: OrderId, expires_at: UnixMillis) {
+        if let Some(old) = self.deadlines.insert(id, expires_at) {
+            self.by_deadline.remove(&(old, id));
+        }
+        self.by_deadline.insert((expires_at, id));
+    }
+
+    pub fn remove(&mut self, id: OrderId) {
+        if let Some(deadline) = self.deadlines.remove(&id) {
+            self.by_deadline.remove(&(deadline, id));
+        }
+    }
+
+    /// Takes out every order whose deadline has passed.
+    pub fn due(&mut self, now: UnixMillis) -> Vec<OrderId> {
+        let mut due = Vec::new();
+        while let Some(&(deadline, id)) = self.by_deadline.first() {
+            if deadline > now {
+                break;
+            }
+            self.by_deadline.pop_first();
+            self.deadlines.remove(&id);
+            due.push(id);
+        }
+        due
+    }
+
+    pub fn len(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    pub fn ids(&self) -> Vec<OrderId> {
+        self.deadlines.keys().copied().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deadlines.is_empty()
+    }
+}
+
+/// The built-in stand-in for a payment provider: it answers after a set
+/// latency, declines a set share of payments, and, like a real provider
+/// called with an idempotency key, gives the same answer for the same
+/// order every time it is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct SimulatedGateway {
+    pub latency: std::time::Duration,
+    /// Declines per 10,000 payments.
+    pub declines_per_10k: u32,
+}
+
+impl SimulatedGateway {
+    /// Whether the charge for `order` goes through; the decline reason if not.
+    pub fn charge(&self, order: OrderId, token: &str) -> Result<String, String> {
+        if token.starts_with("pm_decline") {
+            return Err("card declined".into());
+        }
+        let draw = xxh3_64(&order.0.to_le_bytes()) % 10_000;
+        if draw < u64::from(self.declines_per_10k) {
+            return Err("card declined".into());
+        }
+        Ok(format!("sim_ch_{:016x}", xxh3_64(&order.0.to_be_bytes())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_increase_and_name_their_shard() {
+        let mut ids = IdGenerator::new(ShardId(3));
+        let mut last = 0;
+        for n in 0..10_000 {
+            let id = ids.next(UnixMillis(1_800_000_000_000 + n / 5000));
+            assert!(id > last, "ids strictly increase");
+            assert_eq!((id >> SEQUENCE_BITS) & 0xff, 3, "the shard is in the id");
+            last = id;
+        }
+        let earlier = ids.next(UnixMillis(1_700_000_000_000));
+        assert!(earlier > last, "a clock stepping back does not repeat ids");
+        let other = IdGenerator::new(ShardId(4)).next(UnixMillis(1_800_000_000_000));
+        assert_ne!(other, IdGenerator::new(ShardId(3)).next(UnixMillis(1_800_000_000_000)));
+    }
+
+    #[test]
+    fn only_listed_transitions_are_allowed() {
+        use OrderStatus as S;
+        let all = [S::PendingPayment, S::Paid, S::Fulfilled, S::Cancelled, S::Expired, S::Refunded];
+        let mut allowed = 0;
+        for from in all {
+            for to in all {
+                if check_transition(from, to).is_ok() {
+                    allowed += 1;
+                } else {
+                    assert_eq!(check_transition(from, to).unwrap_err().status, ErrorStatus::Conflict);
+                }
+            }
+        }
+        assert_eq!(allowed, 6);
+        assert!(check_transition(S::Paid, S::Cancelled).is_err(), "a paid order is refunded, not cancelled");
+        assert!(check_transition(S::Expired, S::Paid).is_err());
+    }
+
+    #[test]
+    fn pending_orders_come_due_in_deadline_order() {
+        let mut pending = Pending::default();
+        pending.insert(OrderId(1), UnixMillis(30));
+        pending.insert(OrderId(2), UnixMillis(10));
+        pending.insert(OrderId(3), UnixMillis(20));
+        pending.remove(OrderId(3));
+        assert_eq!(pending.due(UnixMillis(25)), vec![OrderId(2)]);
+        assert_eq!(pending.due(UnixMillis(30)), vec![OrderId(1)]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn the_gateway_answers_the_same_for_the_same_order() {
+        let gateway = SimulatedGateway {
+            latency: std::time::Duration::ZERO,
+            declines_per_10k: 5000,
+        };
+        let outcomes: Vec<bool> = (0..1000).map(|n| gateway.charge(OrderId(n), "pm_tok").is_ok()).collect();
+        let again: Vec<bool> = (0..1000).map(|n| gateway.charge(OrderId(n), "pm_tok").is_ok()).collect();
+        assert_eq!(outcomes, again);
+        let paid = outcomes.iter().filter(|ok| **ok).count();
+        assert!((400..600).contains(&paid), "about half declined: {paid}");
+        assert!(gateway.charge(OrderId(1), "pm_decline_insufficient_funds").is_err());
+    }
+}

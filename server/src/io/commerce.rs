@@ -1,0 +1,855 @@
+//! The commerce flows that span shards and storage: accounts, carts,
+//! checkout, payment, expiry and order history. The rules are in `domain`;
+//! this module sequences them with the mesh and the store.
+//!
+//! Checkout runs on the user's shard (which owns the cart, the user's
+//! pending orders and the idempotency guard):
+//!
+//! 1. claim the idempotency key durably (the record names the order id);
+//! 2. price the cart from the catalog;
+//! 3. reserve every line on its SKU's owner shard, all or nothing;
+//! 4. write the order `PendingPayment` durably;
+//! 5. only then acknowledge, and start the payment.
+//!
+//! A crash before 4 leaves reservations only in memory, gone with the
+//! process; the rebuild at start counts exactly the durable orders. A retry
+//! with the same key finds the claim: if the order exists it is returned,
+//! if not, the earlier attempt never completed and is made again under the
+//! same order id.
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use sha2::{Digest, Sha256};
+use souk_storage::StorageError;
+use souk_storage::model::{
+    IdempotencyRecord, Inserted, OrderRecord, PaymentRecord, RefreshTokenRecord, UserRecord,
+};
+use souk_wire::api::{
+    ApiError, CartView, Cursor, DeviceId, ErrorStatus, Identity, OrderId, OrderPage, OrderStatus,
+    PaymentStatus, PaymentView, Request, RequestBody, Response, ResponseBody, Role, SessionGrant,
+    Sku, StockLevel, UnixMillis, UserId,
+};
+use tracing::{debug, warn};
+
+use super::shard::{Shard, call_owner, now};
+use crate::domain::cart::{self, CartChange, CartKey};
+use crate::domain::{
+    self, CheckoutCall, Session, ShardAnswer, ShardCall, accounts, orders, storage_failure,
+};
+use crate::limits;
+use crate::shard::ShardId;
+
+/// Whether `execute` (rather than `domain::handle`) serves a request.
+pub fn serves(body: &RequestBody) -> bool {
+    use RequestBody as R;
+    matches!(
+        body,
+        R::Register(_)
+            | R::Login(_)
+            | R::Refresh { .. }
+            | R::GetCart { .. }
+            | R::AddToCart(_)
+            | R::UpdateCartLine(_)
+            | R::RemoveCartLine { .. }
+            | R::MergeCart { .. }
+            | R::Checkout(_)
+            | R::GetOrder { .. }
+            | R::ListOrders(_)
+            | R::CancelOrder { .. }
+            | R::GetPaymentStatus { .. }
+    )
+}
+
+pub async fn execute(
+    shard: &Rc<Shard>,
+    session: &std::cell::RefCell<Session>,
+    request: Request,
+) -> Response {
+    use RequestBody as R;
+    let identity = session.borrow().identity.clone();
+    let now = now();
+    match request.body {
+        R::Register(register) => {
+            let grant = register_user(shard, register, now).await?;
+            bind(session, &grant);
+            Ok(ResponseBody::SessionGrant(grant))
+        }
+        R::Login(login) => {
+            let device = login.device_id.clone();
+            let grant = log_in(shard, login, now).await?;
+            bind(session, &grant);
+            if let Some(device) = device {
+                // A failed merge leaves the guest cart where it was; the
+                // login itself has succeeded.
+                if let Err(error) = merge_guest_cart(shard, grant.user_id, device).await {
+                    debug!(%error, "guest cart not merged at login");
+                }
+            }
+            Ok(ResponseBody::SessionGrant(grant))
+        }
+        R::Refresh { refresh_token } => {
+            let grant = refresh(shard, &refresh_token, now).await?;
+            bind(session, &grant);
+            Ok(ResponseBody::SessionGrant(grant))
+        }
+        R::GetCart { device_id } => {
+            let key = cart_key(identity.as_ref(), device_id, now)?;
+            cart_change(shard, key, CartChange::View).await
+        }
+        R::AddToCart(change) => {
+            let key = cart_key(identity.as_ref(), change.device_id, now)?;
+            sold_here(shard, &change.sku)?;
+            if change.quantity == 0 {
+                return Err(ApiError::bad_request("add at least one unit"));
+            }
+            let add = CartChange::Add {
+                sku: change.sku,
+                units: change.quantity,
+            };
+            cart_change(shard, key, add).await
+        }
+        R::UpdateCartLine(change) => {
+            let key = cart_key(identity.as_ref(), change.device_id, now)?;
+            if change.quantity > 0 {
+                sold_here(shard, &change.sku)?;
+            }
+            let set = CartChange::Set {
+                sku: change.sku,
+                units: change.quantity,
+            };
+            cart_change(shard, key, set).await
+        }
+        R::RemoveCartLine { device_id, sku } => {
+            let key = cart_key(identity.as_ref(), device_id, now)?;
+            cart_change(shard, key, CartChange::Remove { sku }).await
+        }
+        R::MergeCart { guest_device_id } => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            merge_guest_cart(shard, user, guest_device_id).await
+        }
+        R::Checkout(checkout) => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            let Some(key) = request.idempotency_key else {
+                return Err(ApiError::bad_request("checkout needs an idempotency key"));
+            };
+            let owner = shard.placement().user_owner(user);
+            let call = CheckoutCall {
+                user,
+                key,
+                checkout,
+            };
+            match call_owner(shard, owner, ShardCall::Checkout(Box::new(call))).await? {
+                ShardAnswer::Placed(order) => Ok(ResponseBody::OrderView(order?)),
+                other => unreachable!("checkout answered with {other:?}"),
+            }
+        }
+        R::GetOrder { order_id } => {
+            let order = own_order(shard, identity.as_ref(), order_id, now).await?;
+            Ok(ResponseBody::OrderView(Box::new(orders::view(&order))))
+        }
+        R::ListOrders(list) => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            list_orders(shard, user, list.cursor, list.limit).await
+        }
+        R::CancelOrder { order_id } => {
+            let order = own_order(shard, identity.as_ref(), order_id, now).await?;
+            cancel(shard, order, now).await
+        }
+        R::GetPaymentStatus { order_id } => {
+            let order = own_order(shard, identity.as_ref(), order_id, now).await?;
+            payment_view(shard, &order).await
+        }
+        other => unreachable!("{} is not a commerce request", other.operation()),
+    }
+}
+
+fn bind(session: &std::cell::RefCell<Session>, grant: &SessionGrant) {
+    session.borrow_mut().identity = Some(Identity {
+        user_id: grant.user_id,
+        role: grant.role,
+        access_expires_at: grant.access_expires_at,
+    });
+}
+
+fn sold_here(shard: &Rc<Shard>, sku: &Sku) -> Result<(), ApiError> {
+    match shard.state.borrow().catalog.sku(sku) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            ErrorStatus::NotFound,
+            format!("no SKU {sku}"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Accounts
+
+async fn register_user(
+    shard: &Rc<Shard>,
+    register: souk_wire::api::Register,
+    now: UnixMillis,
+) -> Result<SessionGrant, ApiError> {
+    let email = accounts::normalize_email(&register.email)?;
+    accounts::check_password(&register.password)?;
+    let password = register.password;
+    let password_hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))
+        .await
+        .map_err(|_| ApiError::new(ErrorStatus::Internal, "password hashing failed"))?;
+    let id = UserId(shard.state.borrow_mut().ids.next(now));
+    let user = UserRecord {
+        id,
+        email,
+        password_hash,
+        name: register.name,
+        role: Role::Customer,
+        created_at: now,
+    };
+    match shard.store.create_user(&user).await {
+        Ok(()) => {}
+        Err(StorageError::Conflict(_)) => {
+            return Err(ApiError::new(
+                ErrorStatus::Conflict,
+                "an account with this e-mail exists: sign in",
+            ));
+        }
+        Err(error) => return Err(storage_failure(error)),
+    }
+    grant(shard, &user, None, now).await
+}
+
+/// Hashing a password nobody has keeps a login for an unknown e-mail as
+/// slow as one with a wrong password, so timing does not reveal accounts.
+const NO_SUCH_USER_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c291a3NvdWtzb3Vrc291aw$W9Y2w3K0RkqQ0X2V0pU8w1c8l0H6iJgP6b4H0p0oXrw";
+
+async fn log_in(
+    shard: &Rc<Shard>,
+    login: souk_wire::api::Login,
+    now: UnixMillis,
+) -> Result<SessionGrant, ApiError> {
+    let refused = || ApiError::new(ErrorStatus::Unauthenticated, "wrong e-mail or password");
+    let email = accounts::normalize_email(&login.email).map_err(|_| refused())?;
+    if login.password.len() > limits::PASSWORD_BYTES_MAX {
+        return Err(refused());
+    }
+    let user = shard
+        .store
+        .user_by_email(&email)
+        .await
+        .map_err(storage_failure)?;
+    let phc = user
+        .as_ref()
+        .map_or(NO_SUCH_USER_HASH.to_owned(), |u| u.password_hash.clone());
+    let password = login.password;
+    let matches = tokio::task::spawn_blocking(move || accounts::verify_password(&phc, &password))
+        .await
+        .map_err(|_| ApiError::new(ErrorStatus::Internal, "password check failed"))?;
+    match user {
+        Some(user) if matches => grant(shard, &user, None, now).await,
+        _ => Err(refused()),
+    }
+}
+
+/// Issues an access token and a refresh token (of a new family, or of
+/// `family` when rotating).
+async fn grant(
+    shard: &Rc<Shard>,
+    user: &UserRecord,
+    rotating: Option<(&[u8; 32], [u8; 16])>,
+    now: UnixMillis,
+) -> Result<SessionGrant, ApiError> {
+    let (access_token, access_expires_at) = shard.tokens().issue(user.id, user.role, now);
+    let (refresh_token, token_hash) = accounts::new_refresh_token();
+    let family = rotating.map_or_else(rand_family, |(_, family)| family);
+    let record = RefreshTokenRecord {
+        token_hash,
+        user_id: user.id,
+        family,
+        issued_at: now,
+        expires_at: UnixMillis(now.0 + limits::REFRESH_TOKEN_TTL.as_millis() as u64),
+        rotated_at: None,
+        revoked: false,
+    };
+    let stored = match rotating {
+        None => shard.store.put_refresh_token(&record).await,
+        Some((old, _)) => shard.store.rotate_refresh_token(old, &record).await,
+    };
+    match stored {
+        Ok(()) => {}
+        Err(StorageError::Conflict(_)) => {
+            return Err(ApiError::new(
+                ErrorStatus::Unauthenticated,
+                "refresh token already used: sign in again",
+            ));
+        }
+        Err(error) => return Err(storage_failure(error)),
+    }
+    Ok(SessionGrant {
+        user_id: user.id,
+        role: user.role,
+        access_token,
+        access_expires_at,
+        refresh_token,
+    })
+}
+
+fn rand_family() -> [u8; 16] {
+    let key = accounts::new_token_key();
+    key[..16].try_into().expect("16 of 32 bytes")
+}
+
+/// Rotates a refresh token. Presenting one that was already rotated means
+/// it was copied: the whole family is revoked, the thief's copy with the
+/// owner's.
+async fn refresh(shard: &Rc<Shard>, token: &str, now: UnixMillis) -> Result<SessionGrant, ApiError> {
+    let refused = |why: &str| ApiError::new(ErrorStatus::Unauthenticated, why.to_owned());
+    let hash = accounts::refresh_token_hash(token);
+    let Some(record) = shard
+        .store
+        .refresh_token(&hash)
+        .await
+        .map_err(storage_failure)?
+    else {
+        return Err(refused("unknown refresh token: sign in again"));
+    };
+    if record.rotated_at.is_some() {
+        let revoked = shard.store.revoke_token_family(&record.family).await;
+        warn!(user = record.user_id.0, ?revoked, "a rotated refresh token was reused; its family is revoked");
+        return Err(refused("refresh token already used: sign in again"));
+    }
+    if record.revoked || record.expires_at <= now {
+        return Err(refused("refresh token expired or revoked: sign in again"));
+    }
+    let user = shard
+        .store
+        .user(record.user_id)
+        .await
+        .map_err(storage_failure)?
+        .ok_or_else(|| refused("the account no longer exists"))?;
+    grant(shard, &user, Some((&hash, record.family)), now).await
+}
+
+// ---------------------------------------------------------------------------
+// Carts
+
+fn cart_key(
+    identity: Option<&Identity>,
+    device: Option<DeviceId>,
+    now: UnixMillis,
+) -> Result<CartKey, ApiError> {
+    match (identity, device) {
+        (Some(identity), _) if identity.access_expires_at > now => {
+            Ok(CartKey::User(identity.user_id))
+        }
+        (Some(_), _) => Err(ApiError::new(
+            ErrorStatus::Unauthenticated,
+            "access token expired: refresh",
+        )),
+        (None, Some(device)) => Ok(CartKey::Guest(device)),
+        (None, None) => Err(ApiError::bad_request(
+            "a guest cart needs a device id; or sign in",
+        )),
+    }
+}
+
+async fn cart_lines(
+    shard: &Rc<Shard>,
+    key: CartKey,
+    change: CartChange,
+) -> Result<Vec<(Sku, u32)>, ApiError> {
+    let owner = key.owner(shard.placement());
+    match call_owner(shard, owner, ShardCall::Cart { key, change }).await? {
+        ShardAnswer::Cart(lines) => lines,
+        other => unreachable!("cart answered with {other:?}"),
+    }
+}
+
+async fn cart_change(shard: &Rc<Shard>, key: CartKey, change: CartChange) -> Response {
+    let lines = cart_lines(shard, key, change).await?;
+    Ok(ResponseBody::CartView(cart_view(shard, &lines).await?))
+}
+
+async fn cart_view(shard: &Rc<Shard>, lines: &[(Sku, u32)]) -> Result<CartView, ApiError> {
+    let skus: Vec<Sku> = lines.iter().map(|(sku, _)| sku.clone()).collect();
+    let levels = stock_levels(shard, skus).await?;
+    Ok(cart::view(&shard.state.borrow().catalog, lines, &levels))
+}
+
+/// Current levels of SKUs, one call per owner shard.
+pub async fn stock_levels(shard: &Rc<Shard>, skus: Vec<Sku>) -> Result<Vec<StockLevel>, ApiError> {
+    let placement = shard.placement();
+    let calls = group_by_owner(skus, |sku| placement.sku_owner(sku))
+        .into_iter()
+        .map(|(owner, skus)| call_owner(shard, owner, ShardCall::StockLevels(skus)));
+    let mut levels = Vec::new();
+    for answer in join_all(calls).await {
+        match answer? {
+            ShardAnswer::StockLevels(found) => levels.extend(found),
+            other => unreachable!("stock levels answered with {other:?}"),
+        }
+    }
+    Ok(levels)
+}
+
+fn group_by_owner<T>(items: Vec<T>, owner: impl Fn(&T) -> ShardId) -> Vec<(ShardId, Vec<T>)> {
+    let mut groups: Vec<(ShardId, Vec<T>)> = Vec::new();
+    for item in items {
+        let shard = owner(&item);
+        match groups.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((shard, vec![item])),
+        }
+    }
+    groups
+}
+
+/// Moves a device's guest cart into the user's cart.
+async fn merge_guest_cart(shard: &Rc<Shard>, user: UserId, device: DeviceId) -> Response {
+    let taken = cart_lines(shard, CartKey::Guest(device), CartChange::Take).await?;
+    let merge = CartChange::Merge { lines: taken };
+    cart_change(shard, CartKey::User(user), merge).await
+}
+
+// ---------------------------------------------------------------------------
+// Checkout, on the user's shard
+
+/// Frees the idempotency guard when the checkout ends, however it ends.
+struct InFlight<'a> {
+    shard: &'a Shard,
+    key: (UserId, souk_wire::api::IdempotencyKey),
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.shard.state.borrow_mut().checkouts.remove(&self.key);
+    }
+}
+
+fn checkout_digest(call: &CheckoutCall) -> [u8; 32] {
+    let checkout = &call.checkout;
+    let mut digest = Sha256::new();
+    digest.update(b"checkout/1");
+    digest.update(call.user.0.to_le_bytes());
+    digest.update(checkout.payment_method_token.as_bytes());
+    digest.update([0]);
+    digest.update(checkout.shipping_address_id.map_or(0, |a| a.0).to_le_bytes());
+    if let Some(total) = checkout.expected_total {
+        digest.update(total.minor_units.to_le_bytes());
+        digest.update(total.currency.as_str().as_bytes());
+    }
+    digest.finalize().into()
+}
+
+pub async fn place_order(shard: &Rc<Shard>, call: CheckoutCall) -> ShardAnswer {
+    ShardAnswer::Placed(place(shard, call).await.map(Box::new))
+}
+
+async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::Order, ApiError> {
+    let guard_key = (call.user, call.key);
+    if !shard.state.borrow_mut().checkouts.insert(guard_key) {
+        return Err(ApiError::busy(
+            limits::BUSY_RETRY_AFTER_MS,
+            "this checkout is already in progress",
+        ));
+    }
+    let _guard = InFlight {
+        shard,
+        key: guard_key,
+    };
+    let now = now();
+    let digest = checkout_digest(&call);
+    let candidate = OrderId(shard.state.borrow_mut().ids.next(now));
+    let claim = IdempotencyRecord {
+        scope: format!("checkout:{}", call.user.0),
+        key: call.key,
+        request_digest: digest,
+        outcome: candidate.0.to_le_bytes().to_vec(),
+        created_at: now,
+    };
+    let order_id = match shard
+        .store
+        .put_idempotency(&claim)
+        .await
+        .map_err(storage_failure)?
+    {
+        Inserted::New => candidate,
+        Inserted::Existing(earlier) => {
+            if earlier.request_digest != digest {
+                return Err(ApiError::new(
+                    ErrorStatus::Conflict,
+                    "this idempotency key was used for a different checkout",
+                ));
+            }
+            let id = earlier
+                .outcome
+                .as_slice()
+                .try_into()
+                .map(|bytes| OrderId(u64::from_le_bytes(bytes)))
+                .map_err(|_| ApiError::new(ErrorStatus::Internal, "unreadable idempotency record"))?;
+            if let Some(order) = shard.store.order(id).await.map_err(storage_failure)? {
+                return Ok(orders::view(&order));
+            }
+            id
+        }
+    };
+
+    let lines = {
+        let mut state = shard.state.borrow_mut();
+        state
+            .carts
+            .apply(&CartKey::User(call.user), CartChange::View, now)?
+    };
+    let record = {
+        let state = shard.state.borrow();
+        let expires_at = UnixMillis(now.0 + state.commerce.reservation_ttl.as_millis() as u64);
+        orders::price(
+            &state.catalog,
+            order_id,
+            call.user,
+            shard.id,
+            &lines,
+            &call.checkout,
+            Some(call.key),
+            now,
+            expires_at,
+        )?
+    };
+
+    reserve(shard, &record).await?;
+    if let Err(error) = shard.store.insert_order(&record).await {
+        warn!(order = record.id.0, %error, "order not stored; its reservation is released");
+        settle(shard, &record, Settlement::Release).await;
+        return Err(storage_failure(error));
+    }
+    {
+        let mut state = shard.state.borrow_mut();
+        let ordered = record
+            .lines
+            .iter()
+            .map(|l| (l.sku.clone(), l.quantity))
+            .collect();
+        let _ = state.carts.apply(
+            &CartKey::User(call.user),
+            CartChange::Deduct { lines: ordered },
+            now,
+        );
+        state.pending.insert(record.id, record.expires_at);
+    }
+    tokio::task::spawn_local(pay(shard.clone(), record.id));
+    Ok(orders::view(&record))
+}
+
+/// Reserves every line on its owner, all or nothing: after any refusal
+/// every owner is told to release, so no line stays held.
+async fn reserve(shard: &Rc<Shard>, record: &OrderRecord) -> Result<(), ApiError> {
+    let placement = shard.placement();
+    let lines: Vec<(Sku, i64)> = record
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), i64::from(l.quantity)))
+        .collect();
+    let groups = group_by_owner(lines, |(sku, _)| placement.sku_owner(sku));
+    let calls = groups.into_iter().map(|(owner, lines)| {
+        let call = ShardCall::Reserve {
+            order: record.id,
+            user: record.user_id,
+            lines,
+        };
+        call_owner(shard, owner, call)
+    });
+    let mut refusal: Option<ApiError> = None;
+    for answer in join_all(calls).await {
+        let error = match answer {
+            Ok(ShardAnswer::Reserved(Ok(()))) => continue,
+            Ok(ShardAnswer::Reserved(Err(error))) | Err(error) => error,
+            Ok(other) => unreachable!("reserve answered with {other:?}"),
+        };
+        // The customer's own reason (sold out, over the limit) before a
+        // transient one.
+        let rank = |e: &ApiError| !matches!(e.status, ErrorStatus::InsufficientStock | ErrorStatus::LimitExceeded);
+        if refusal.as_ref().is_none_or(|r| rank(r) && !rank(&error)) {
+            refusal = Some(error);
+        }
+    }
+    match refusal {
+        None => Ok(()),
+        Some(error) => {
+            settle(shard, record, Settlement::Release).await;
+            Err(error)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    Release,
+    Commit,
+}
+
+/// Tells every owner of the order's lines to release or commit it. These
+/// messages must arrive: `Busy` is retried; if an owner stays unreachable,
+/// the next start rebuilds its counters from the order's stored state.
+async fn settle(shard: &Rc<Shard>, record: &OrderRecord, settlement: Settlement) {
+    let placement = shard.placement();
+    let mut owners: Vec<ShardId> = record
+        .lines
+        .iter()
+        .map(|l| placement.sku_owner(&l.sku))
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let calls = owners.into_iter().map(|owner| async move {
+        for _ in 0..limits::SETTLE_ATTEMPTS {
+            let call = match settlement {
+                Settlement::Release => ShardCall::Release(record.id),
+                Settlement::Commit => ShardCall::Commit(record.id),
+            };
+            match call_owner(shard, owner, call).await {
+                Ok(_) => return,
+                Err(error) if error.status == ErrorStatus::Busy => {
+                    tokio::time::sleep(limits::SETTLE_RETRY_DELAY).await;
+                }
+                Err(error) => {
+                    warn!(order = record.id.0, %owner, %error, "could not settle; the next start will");
+                    return;
+                }
+            }
+        }
+        warn!(order = record.id.0, %owner, "owner stayed busy; the next start settles the order");
+    });
+    join_all(calls).await;
+}
+
+/// Charges the order through the gateway and records the outcome. Runs on
+/// the user's shard after the order is acknowledged, and again for every
+/// pending order after a restart: the gateway answers the same for the
+/// same order, so a repeated charge never charges twice.
+pub async fn pay(shard: Rc<Shard>, order_id: OrderId) {
+    let gateway = shard.state.borrow().commerce.gateway;
+    tokio::time::sleep(gateway.latency).await;
+    let order = match shard.store.order(order_id).await {
+        Ok(Some(order)) if order.status == OrderStatus::PendingPayment => order,
+        Ok(_) => return,
+        Err(error) => {
+            warn!(order = order_id.0, %error, "payment not started; the reservation will lapse");
+            return;
+        }
+    };
+    let now = now();
+    let charge = gateway.charge(order_id, &order.payment_method_token);
+    let (status, payment_status, reference, last_error) = match charge {
+        Ok(reference) => (OrderStatus::Paid, PaymentStatus::Captured, Some(reference), None),
+        Err(reason) => (OrderStatus::Cancelled, PaymentStatus::Failed, None, Some(reason)),
+    };
+    let payment = PaymentRecord {
+        order_id,
+        status: payment_status,
+        amount: order.total,
+        refunded: souk_wire::api::Money::new(0, order.total.currency),
+        attempts: 1,
+        last_error,
+        gateway_reference: reference,
+        updated_at: now,
+    };
+    if let Err(error) = shard.store.put_payment(&payment).await {
+        warn!(order = order_id.0, %error, "payment outcome not stored; retried after restart");
+        return;
+    }
+    let settlement = if status == OrderStatus::Paid {
+        Settlement::Commit
+    } else {
+        Settlement::Release
+    };
+    let settled = transition(&shard, order, status, payment_status, settlement, now).await;
+    if let Err(error) = settled
+        && status == OrderStatus::Paid
+    {
+        // Cancelled or expired while the charge was under way: the money
+        // goes back. (A real provider is sent the refund here.)
+        warn!(order = order_id.0, %error, "paid too late; the charge is refunded");
+        let refund = PaymentRecord {
+            status: PaymentStatus::Refunded,
+            refunded: payment.amount,
+            last_error: Some("the order was no longer awaiting payment".into()),
+            ..payment
+        };
+        if let Err(error) = shard.store.put_payment(&refund).await {
+            warn!(order = order_id.0, %error, "refund not recorded");
+        }
+    }
+}
+
+/// Moves a pending order to `status` if it is still pending, and settles
+/// its reservation. Whether this call made the change.
+async fn transition(
+    shard: &Rc<Shard>,
+    mut order: OrderRecord,
+    status: OrderStatus,
+    payment_status: PaymentStatus,
+    settlement: Settlement,
+    now: UnixMillis,
+) -> Result<OrderRecord, ApiError> {
+    orders::check_transition(order.status, status)?;
+    let expected = order.status;
+    order.status = status;
+    order.payment_status = payment_status;
+    order.updated_at = now;
+    match shard.store.update_order(&order, expected).await {
+        Ok(()) => {}
+        Err(StorageError::Conflict(_)) => {
+            let current = shard
+                .store
+                .order(order.id)
+                .await
+                .ok()
+                .flatten()
+                .map_or(expected, |o| o.status);
+            return Err(ApiError::new(
+                ErrorStatus::Conflict,
+                format!("the order is {current:?} now"),
+            ));
+        }
+        Err(error) => return Err(storage_failure(error)),
+    }
+    shard.state.borrow_mut().pending.remove(order.id);
+    settle(shard, &order, settlement).await;
+    Ok(order)
+}
+
+/// Expires this shard's orders whose reservation lapsed. Runs for the life
+/// of the shard.
+pub async fn expire_lapsed(shard: Rc<Shard>) {
+    let mut tick = tokio::time::interval(limits::EXPIRY_SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now();
+        let due = shard.state.borrow_mut().pending.due(now);
+        for order_id in due {
+            let order = match shard.store.order(order_id).await {
+                Ok(Some(order)) if order.status == OrderStatus::PendingPayment => order,
+                Ok(_) => continue,
+                Err(error) => {
+                    warn!(order = order_id.0, %error, "expiry postponed");
+                    let retry = UnixMillis(now.0 + 1000);
+                    shard.state.borrow_mut().pending.insert(order_id, retry);
+                    continue;
+                }
+            };
+            let expired = transition(
+                &shard,
+                order,
+                OrderStatus::Expired,
+                PaymentStatus::Failed,
+                Settlement::Release,
+                now,
+            )
+            .await;
+            if let Err(error) = expired
+                && error.status != ErrorStatus::Conflict
+            {
+                warn!(order = order_id.0, %error, "expiry postponed");
+                let retry = UnixMillis(now.0 + 1000);
+                shard.state.borrow_mut().pending.insert(order_id, retry);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Orders
+
+/// An order the caller may see: their own, or any for an admin. Someone
+/// else's order is `NotFound`, so ids reveal nothing.
+async fn own_order(
+    shard: &Rc<Shard>,
+    identity: Option<&Identity>,
+    order_id: OrderId,
+    now: UnixMillis,
+) -> Result<OrderRecord, ApiError> {
+    let session = Session {
+        identity: identity.cloned(),
+    };
+    let user = domain::require_customer(&session, now)?;
+    let is_admin = identity.is_some_and(|i| i.role == Role::Admin);
+    let not_found = || ApiError::new(ErrorStatus::NotFound, format!("no order {}", order_id.0));
+    let order = shard
+        .store
+        .order(order_id)
+        .await
+        .map_err(storage_failure)?
+        .ok_or_else(not_found)?;
+    if order.user_id != user && !is_admin {
+        return Err(not_found());
+    }
+    Ok(order)
+}
+
+async fn list_orders(shard: &Rc<Shard>, user: UserId, cursor: Option<Cursor>, limit: u16) -> Response {
+    let before = match cursor {
+        None => None,
+        Some(Cursor(text)) => Some(
+            text.strip_prefix("b:")
+                .and_then(|id| id.parse().ok())
+                .map(OrderId)
+                .ok_or_else(|| ApiError::bad_request("not a cursor this server gave out"))?,
+        ),
+    };
+    let limit = match limit {
+        0 => limits::ORDER_PAGE_DEFAULT,
+        n => usize::from(n),
+    };
+    let page = shard
+        .store
+        .orders_of_user(user, before, limit)
+        .await
+        .map_err(storage_failure)?;
+    Ok(ResponseBody::OrderPage(OrderPage {
+        orders: page.items.iter().map(orders::view).collect(),
+        next_cursor: page.next.map(|id| Cursor(format!("b:{}", id.0))),
+    }))
+}
+
+async fn cancel(shard: &Rc<Shard>, order: OrderRecord, now: UnixMillis) -> Response {
+    let payment_status = order.payment_status;
+    let order = transition(
+        shard,
+        order,
+        OrderStatus::Cancelled,
+        payment_status,
+        Settlement::Release,
+        now,
+    )
+    .await?;
+    Ok(ResponseBody::OrderView(Box::new(orders::view(&order))))
+}
+
+async fn payment_view(shard: &Rc<Shard>, order: &OrderRecord) -> Response {
+    let payment = shard
+        .store
+        .payment(order.id)
+        .await
+        .map_err(storage_failure)?;
+    let view = match payment {
+        Some(payment) => PaymentView {
+            order_id: order.id,
+            status: payment.status,
+            amount: payment.amount,
+            refunded: (payment.refunded.minor_units > 0).then_some(payment.refunded),
+            attempts: payment.attempts,
+            last_error: payment.last_error,
+            updated_at: payment.updated_at,
+        },
+        None => PaymentView {
+            order_id: order.id,
+            status: order.payment_status,
+            amount: order.total,
+            refunded: None,
+            attempts: 0,
+            last_error: None,
+            updated_at: order.updated_at,
+        },
+    };
+    Ok(ResponseBody::PaymentView(view))
+}
