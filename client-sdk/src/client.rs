@@ -10,9 +10,10 @@ use quinn::{
 };
 use rand::RngExt;
 use souk_wire::api::{
-    AdminRestock, ApiError, BrowseCategory, Category, Hello, HelloReply, IdempotencyKey, Identity,
-    PROTOCOL_VERSION, Product, ProductId, ProductPage, Request, RequestBody, Response,
-    ResponseBody, RestockMode, Sku, StockLevel,
+    AdminRestock, ApiError, BrowseCategory, CartLineChange, CartView, Category, Checkout, Cursor,
+    DeviceId, Hello, HelloReply, IdempotencyKey, Identity, ListOrders, Login, Order, OrderId,
+    OrderPage, PROTOCOL_VERSION, PaymentView, Product, ProductId, ProductPage, Register, Request,
+    RequestBody, Response, ResponseBody, RestockMode, SessionGrant, Sku, StockLevel,
 };
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits};
@@ -364,6 +365,174 @@ impl Client {
         });
         match self.call(body).await? {
             ResponseBody::StockLevel(level) => Ok(level),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn remember(&self, grant: &SessionGrant) {
+        *self.inner.access_token.lock().expect("not poisoned") = Some(grant.access_token.clone());
+    }
+
+    fn grant(&self, body: ResponseBody) -> Result<SessionGrant, ClientError> {
+        match body {
+            ResponseBody::SessionGrant(grant) => {
+                self.remember(&grant);
+                Ok(grant)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a customer account and signs this connection in as it.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: Option<&str>,
+    ) -> Result<SessionGrant, ClientError> {
+        let body = RequestBody::Register(Register {
+            email: email.into(),
+            password: password.into(),
+            name: name.map(Into::into),
+        });
+        let reply = self.call(body).await?;
+        self.grant(reply)
+    }
+
+    /// Signs in; the guest cart of `device_id`, if given, joins the user's.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        device_id: Option<DeviceId>,
+    ) -> Result<SessionGrant, ClientError> {
+        let body = RequestBody::Login(Login {
+            email: email.into(),
+            password: password.into(),
+            device_id,
+        });
+        let reply = self.call(body).await?;
+        self.grant(reply)
+    }
+
+    /// Trades a refresh token for new tokens (the old one stops working).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<SessionGrant, ClientError> {
+        let body = RequestBody::Refresh {
+            refresh_token: refresh_token.into(),
+        };
+        let reply = self.call(body).await?;
+        self.grant(reply)
+    }
+
+    fn cart(body: ResponseBody) -> Result<CartView, ClientError> {
+        match body {
+            ResponseBody::CartView(cart) => Ok(cart),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The signed-in user's cart, or the guest cart of `device_id`.
+    pub async fn get_cart(&self, device_id: Option<DeviceId>) -> Result<CartView, ClientError> {
+        Self::cart(self.call(RequestBody::GetCart { device_id }).await?)
+    }
+
+    pub async fn add_to_cart(
+        &self,
+        device_id: Option<DeviceId>,
+        sku: &Sku,
+        quantity: u32,
+    ) -> Result<CartView, ClientError> {
+        let change = CartLineChange {
+            device_id,
+            sku: sku.clone(),
+            quantity,
+        };
+        Self::cart(self.call(RequestBody::AddToCart(change)).await?)
+    }
+
+    /// Sets a line's quantity; 0 removes the line.
+    pub async fn update_cart_line(
+        &self,
+        device_id: Option<DeviceId>,
+        sku: &Sku,
+        quantity: u32,
+    ) -> Result<CartView, ClientError> {
+        let change = CartLineChange {
+            device_id,
+            sku: sku.clone(),
+            quantity,
+        };
+        Self::cart(self.call(RequestBody::UpdateCartLine(change)).await?)
+    }
+
+    pub async fn remove_cart_line(
+        &self,
+        device_id: Option<DeviceId>,
+        sku: &Sku,
+    ) -> Result<CartView, ClientError> {
+        let body = RequestBody::RemoveCartLine {
+            device_id,
+            sku: sku.clone(),
+        };
+        Self::cart(self.call(body).await?)
+    }
+
+    pub async fn merge_cart(&self, guest_device_id: DeviceId) -> Result<CartView, ClientError> {
+        Self::cart(
+            self.call(RequestBody::MergeCart { guest_device_id })
+                .await?,
+        )
+    }
+
+    fn order(body: ResponseBody) -> Result<Order, ClientError> {
+        match body {
+            ResponseBody::OrderView(order) => Ok(*order),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Places an order from the cart. Keep `key` until the outcome is
+    /// known: calling again with it (after a timeout, a crash, an app
+    /// restart) returns the same order and never orders twice.
+    pub async fn checkout(
+        &self,
+        checkout: Checkout,
+        key: IdempotencyKey,
+    ) -> Result<Order, ClientError> {
+        let reply = self
+            .call_with_key(RequestBody::Checkout(checkout), Some(key))
+            .await?;
+        Self::order(reply)
+    }
+
+    pub async fn get_order(&self, order_id: OrderId) -> Result<Order, ClientError> {
+        Self::order(self.call(RequestBody::GetOrder { order_id }).await?)
+    }
+
+    /// The signed-in user's orders, newest first.
+    pub async fn list_orders(
+        &self,
+        cursor: Option<Cursor>,
+        limit: u16,
+    ) -> Result<OrderPage, ClientError> {
+        let body = RequestBody::ListOrders(ListOrders { cursor, limit });
+        match self.call(body).await? {
+            ResponseBody::OrderPage(page) => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cancels an order that is still awaiting payment.
+    pub async fn cancel_order(&self, order_id: OrderId) -> Result<Order, ClientError> {
+        Self::order(self.call(RequestBody::CancelOrder { order_id }).await?)
+    }
+
+    pub async fn payment_status(&self, order_id: OrderId) -> Result<PaymentView, ClientError> {
+        match self
+            .call(RequestBody::GetPaymentStatus { order_id })
+            .await?
+        {
+            ResponseBody::PaymentView(view) => Ok(view),
             other => Err(unexpected(other)),
         }
     }

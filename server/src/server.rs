@@ -7,9 +7,9 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow};
 use souk_storage::embedded::EmbeddedStore;
+use souk_storage::model::OrderRecord;
 use souk_storage::scylla::ScyllaStore;
 use souk_storage::{CatalogData, DataDir, Store, demo};
-use souk_storage::model::OrderRecord;
 use souk_wire::api::OrderStatus;
 use tokio::sync::{Barrier, watch};
 use tracing::info;
@@ -316,7 +316,11 @@ fn token_key(data_dir: &DataDir) -> anyhow::Result<Vec<u8>> {
     let path = data_dir.file(TOKEN_KEY_FILE);
     match std::fs::read(&path) {
         Ok(key) if key.len() >= accounts::TOKEN_KEY_BYTES => Ok(key),
-        Ok(_) => Err(anyhow!("{} is shorter than {} bytes", path.display(), accounts::TOKEN_KEY_BYTES)),
+        Ok(_) => Err(anyhow!(
+            "{} is shorter than {} bytes",
+            path.display(),
+            accounts::TOKEN_KEY_BYTES
+        )),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let key = accounts::new_token_key();
             write_private(&path, &key)

@@ -31,6 +31,13 @@ fn help_documents_every_option_with_its_environment_variable() {
             "SOUK_MAX_CONNECTIONS_PER_SHARD",
         ),
         ("--pin-threads", "SOUK_PIN_THREADS"),
+        ("--purchase-limit", "SOUK_PURCHASE_LIMIT"),
+        ("--reservation-ttl-secs", "SOUK_RESERVATION_TTL_SECS"),
+        ("--payment-latency-ms", "SOUK_PAYMENT_LATENCY_MS"),
+        (
+            "--payment-declines-per-10k",
+            "SOUK_PAYMENT_DECLINES_PER_10K",
+        ),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
         assert!(help.contains(env), "--help lacks {env}:\n{help}");

@@ -217,8 +217,18 @@ mod tests {
 
     #[test]
     fn emails_are_normalized() {
-        assert_eq!(normalize_email(" Ada@Example.ORG ").unwrap(), "ada@example.org");
-        for bad in ["", "ada", "ada@", "@example.org", "ada@example", "a da@example.org"] {
+        assert_eq!(
+            normalize_email(" Ada@Example.ORG ").unwrap(),
+            "ada@example.org"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.org",
+            "ada@example",
+            "a da@example.org",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?}");
         }
     }

@@ -33,17 +33,29 @@ impl CartKey {
 pub enum CartChange {
     View,
     /// Adds units to a line (creating it).
-    Add { sku: Sku, units: u32 },
+    Add {
+        sku: Sku,
+        units: u32,
+    },
     /// Sets a line's units; 0 removes it.
-    Set { sku: Sku, units: u32 },
-    Remove { sku: Sku },
+    Set {
+        sku: Sku,
+        units: u32,
+    },
+    Remove {
+        sku: Sku,
+    },
     /// Adds another cart's lines (a guest cart at login), capped per line.
-    Merge { lines: Vec<(Sku, u32)> },
+    Merge {
+        lines: Vec<(Sku, u32)>,
+    },
     /// Empties the cart and returns what it held (the guest half of a merge).
     Take,
     /// Removes exactly these units (what a checkout ordered), leaving any
     /// units added since.
-    Deduct { lines: Vec<(Sku, u32)> },
+    Deduct {
+        lines: Vec<(Sku, u32)>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -240,11 +252,23 @@ mod tests {
         carts.apply(&key, add(2), NOW).unwrap();
         let lines = carts.apply(&key, add(3), NOW).unwrap();
         assert_eq!(lines, vec![(sku(1), 5)]);
-        let set = CartChange::Set { sku: sku(1), units: 1 };
+        let set = CartChange::Set {
+            sku: sku(1),
+            units: 1,
+        };
         assert_eq!(carts.apply(&key, set, NOW).unwrap(), vec![(sku(1), 1)]);
-        let too_many = CartChange::Set { sku: sku(1), units: CART_LINE_UNITS_MAX + 1 };
-        assert_eq!(carts.apply(&key, too_many, NOW).unwrap_err().status, ErrorStatus::BadRequest);
-        let zero = CartChange::Set { sku: sku(1), units: 0 };
+        let too_many = CartChange::Set {
+            sku: sku(1),
+            units: CART_LINE_UNITS_MAX + 1,
+        };
+        assert_eq!(
+            carts.apply(&key, too_many, NOW).unwrap_err().status,
+            ErrorStatus::BadRequest
+        );
+        let zero = CartChange::Set {
+            sku: sku(1),
+            units: 0,
+        };
         assert!(carts.apply(&key, zero, NOW).unwrap().is_empty());
         assert!(carts.is_empty(), "an empty cart takes no memory");
     }
@@ -254,10 +278,26 @@ mod tests {
         let mut carts = Carts::default();
         let key = CartKey::User(UserId(1));
         for n in 0..CART_LINES_MAX as u32 {
-            carts.apply(&key, CartChange::Add { sku: sku(n), units: 1 }, NOW).unwrap();
+            carts
+                .apply(
+                    &key,
+                    CartChange::Add {
+                        sku: sku(n),
+                        units: 1,
+                    },
+                    NOW,
+                )
+                .unwrap();
         }
         let error = carts
-            .apply(&key, CartChange::Add { sku: sku(100_000), units: 1 }, NOW)
+            .apply(
+                &key,
+                CartChange::Add {
+                    sku: sku(100_000),
+                    units: 1,
+                },
+                NOW,
+            )
             .unwrap_err();
         assert_eq!(error.status, ErrorStatus::LimitExceeded);
     }
@@ -267,15 +307,55 @@ mod tests {
         let mut carts = Carts::default();
         let guest = CartKey::Guest(DeviceId::new("phone-1").unwrap());
         let user = CartKey::User(UserId(1));
-        carts.apply(&guest, CartChange::Add { sku: sku(1), units: 2 }, NOW).unwrap();
-        carts.apply(&guest, CartChange::Add { sku: sku(2), units: 990 }, NOW).unwrap();
-        carts.apply(&user, CartChange::Add { sku: sku(2), units: 20 }, NOW).unwrap();
+        carts
+            .apply(
+                &guest,
+                CartChange::Add {
+                    sku: sku(1),
+                    units: 2,
+                },
+                NOW,
+            )
+            .unwrap();
+        carts
+            .apply(
+                &guest,
+                CartChange::Add {
+                    sku: sku(2),
+                    units: 990,
+                },
+                NOW,
+            )
+            .unwrap();
+        carts
+            .apply(
+                &user,
+                CartChange::Add {
+                    sku: sku(2),
+                    units: 20,
+                },
+                NOW,
+            )
+            .unwrap();
         let taken = carts.apply(&guest, CartChange::Take, NOW).unwrap();
-        assert!(carts.apply(&guest, CartChange::View, NOW).unwrap().is_empty());
-        let merged = carts.apply(&user, CartChange::Merge { lines: taken }, NOW).unwrap();
+        assert!(
+            carts
+                .apply(&guest, CartChange::View, NOW)
+                .unwrap()
+                .is_empty()
+        );
+        let merged = carts
+            .apply(&user, CartChange::Merge { lines: taken }, NOW)
+            .unwrap();
         assert_eq!(merged, vec![(sku(2), CART_LINE_UNITS_MAX), (sku(1), 2)]);
         let after = carts
-            .apply(&user, CartChange::Deduct { lines: vec![(sku(2), 10), (sku(1), 2)] }, NOW)
+            .apply(
+                &user,
+                CartChange::Deduct {
+                    lines: vec![(sku(2), 10), (sku(1), 2)],
+                },
+                NOW,
+            )
             .unwrap();
         assert_eq!(after, vec![(sku(2), CART_LINE_UNITS_MAX - 10)]);
     }

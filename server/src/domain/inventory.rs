@@ -19,8 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use souk_storage::model::OrderRecord;
 use souk_wire::api::{
-    AdminRestock, ApiError, ErrorStatus, OrderId, OrderStatus, RestockMode, Sku, StockLevel,
-    UserId,
+    AdminRestock, ApiError, ErrorStatus, OrderId, OrderStatus, RestockMode, Sku, StockLevel, UserId,
 };
 use souk_wire::limits::STOCK_UNITS_MAX;
 use tracing::warn;

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use souk_wire::api::{
     AdminRestock, ApiError, Checkout, ErrorStatus, Hello, HelloReply, IdempotencyKey, Identity,
-    Order, OrderId, PROTOCOL_VERSION, ProductId, Request, RequestBody, Response, ResponseBody, Role,
-    Sku, StockLevel, StockStatus, UnixMillis, UserId,
+    Order, OrderId, PROTOCOL_VERSION, ProductId, Request, RequestBody, Response, ResponseBody,
+    Role, Sku, StockLevel, StockStatus, UnixMillis, UserId,
 };
 
 use crate::limits;
@@ -95,7 +95,10 @@ pub enum ShardCall {
     StockLevels(Vec<Sku>),
     Restock(AdminRestock),
     /// A change to a cart the receiver owns.
-    Cart { key: CartKey, change: CartChange },
+    Cart {
+        key: CartKey,
+        change: CartChange,
+    },
     /// Reserve an order's lines whose SKUs the receiver owns.
     Reserve {
         order: OrderId,
@@ -162,9 +165,7 @@ pub fn handle(
     use RequestBody as R;
     match &request.body {
         R::Hello(hello) => reply(hello_reply(state, hello, now)),
-        R::Authenticate { access_token } => {
-            reply(authenticate(state, session, access_token, now))
-        }
+        R::Authenticate { access_token } => reply(authenticate(state, session, access_token, now)),
         R::Logout { .. } => {
             session.identity = None;
             reply(Ok(ResponseBody::Empty))
@@ -206,7 +207,12 @@ fn hello_reply(state: &ShardState, hello: &Hello, now: UnixMillis) -> Response {
 /// Binds an identity to the connection: an access token this server
 /// signed, or the configured admin key (the operator's credential until
 /// admin accounts exist).
-fn authenticate(state: &ShardState, session: &mut Session, token: &str, now: UnixMillis) -> Response {
+fn authenticate(
+    state: &ShardState,
+    session: &mut Session,
+    token: &str,
+    now: UnixMillis,
+) -> Response {
     if let Some(admin_key) = &state.admin_key
         && admin_key.matches(token)
     {
@@ -233,10 +239,7 @@ fn authenticate(state: &ShardState, session: &mut Session, token: &str, now: Uni
 /// The customer the connection is authenticated as.
 pub fn require_customer(session: &Session, now: UnixMillis) -> Result<UserId, ApiError> {
     match &session.identity {
-        None => Err(ApiError::new(
-            ErrorStatus::Unauthenticated,
-            "sign in first",
-        )),
+        None => Err(ApiError::new(ErrorStatus::Unauthenticated, "sign in first")),
         Some(identity) if identity.access_expires_at <= now => Err(ApiError::new(
             ErrorStatus::Unauthenticated,
             "access token expired: refresh",

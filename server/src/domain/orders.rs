@@ -263,25 +263,41 @@ mod tests {
         let earlier = ids.next(UnixMillis(1_700_000_000_000));
         assert!(earlier > last, "a clock stepping back does not repeat ids");
         let other = IdGenerator::new(ShardId(4)).next(UnixMillis(1_800_000_000_000));
-        assert_ne!(other, IdGenerator::new(ShardId(3)).next(UnixMillis(1_800_000_000_000)));
+        assert_ne!(
+            other,
+            IdGenerator::new(ShardId(3)).next(UnixMillis(1_800_000_000_000))
+        );
     }
 
     #[test]
     fn only_listed_transitions_are_allowed() {
         use OrderStatus as S;
-        let all = [S::PendingPayment, S::Paid, S::Fulfilled, S::Cancelled, S::Expired, S::Refunded];
+        let all = [
+            S::PendingPayment,
+            S::Paid,
+            S::Fulfilled,
+            S::Cancelled,
+            S::Expired,
+            S::Refunded,
+        ];
         let mut allowed = 0;
         for from in all {
             for to in all {
                 if check_transition(from, to).is_ok() {
                     allowed += 1;
                 } else {
-                    assert_eq!(check_transition(from, to).unwrap_err().status, ErrorStatus::Conflict);
+                    assert_eq!(
+                        check_transition(from, to).unwrap_err().status,
+                        ErrorStatus::Conflict
+                    );
                 }
             }
         }
         assert_eq!(allowed, 6);
-        assert!(check_transition(S::Paid, S::Cancelled).is_err(), "a paid order is refunded, not cancelled");
+        assert!(
+            check_transition(S::Paid, S::Cancelled).is_err(),
+            "a paid order is refunded, not cancelled"
+        );
         assert!(check_transition(S::Expired, S::Paid).is_err());
     }
 
@@ -303,11 +319,19 @@ mod tests {
             latency: std::time::Duration::ZERO,
             declines_per_10k: 5000,
         };
-        let outcomes: Vec<bool> = (0..1000).map(|n| gateway.charge(OrderId(n), "pm_tok").is_ok()).collect();
-        let again: Vec<bool> = (0..1000).map(|n| gateway.charge(OrderId(n), "pm_tok").is_ok()).collect();
+        let outcomes: Vec<bool> = (0..1000)
+            .map(|n| gateway.charge(OrderId(n), "pm_tok").is_ok())
+            .collect();
+        let again: Vec<bool> = (0..1000)
+            .map(|n| gateway.charge(OrderId(n), "pm_tok").is_ok())
+            .collect();
         assert_eq!(outcomes, again);
         let paid = outcomes.iter().filter(|ok| **ok).count();
         assert!((400..600).contains(&paid), "about half declined: {paid}");
-        assert!(gateway.charge(OrderId(1), "pm_decline_insufficient_funds").is_err());
+        assert!(
+            gateway
+                .charge(OrderId(1), "pm_decline_insufficient_funds")
+                .is_err()
+        );
     }
 }

@@ -73,7 +73,13 @@ fn complete(shards: &mut [ShardState], on: usize, step: Step) -> Response {
         Step::ProductStock { product_id, asks } => {
             let mut levels = Vec::new();
             for (owner, skus) in asks {
-                match answer(&mut shards[owner.index()], ShardCall::StockLevels(skus), NOW).0 {
+                match answer(
+                    &mut shards[owner.index()],
+                    ShardCall::StockLevels(skus),
+                    NOW,
+                )
+                .0
+                {
                     ShardAnswer::StockLevels(l) => levels.extend(l),
                     other => panic!("unexpected answer {other:?}"),
                 }
@@ -231,7 +237,10 @@ fn a_restock_asks_to_be_persisted_and_is_undone_if_that_fails() {
     else {
         panic!("a restock must be persisted before it is acknowledged: {effect:?}");
     };
-    assert_eq!((level.on_hand, delta, received), (before + 7, 7, before + 7));
+    assert_eq!(
+        (level.on_hand, delta, received),
+        (before + 7, 7, before + 7)
+    );
     assert!(matches!(answer_sent, ShardAnswer::Restocked(Ok(_))));
     let failure = ApiError::new(ErrorStatus::Unavailable, "disk full");
     let answer_sent = undo(&mut shards[0], effect.unwrap(), failure.clone());

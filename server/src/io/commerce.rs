@@ -220,8 +220,7 @@ async fn register_user(
 
 /// Hashing a password nobody has keeps a login for an unknown e-mail as
 /// slow as one with a wrong password, so timing does not reveal accounts.
-const NO_SUCH_USER_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c291a3NvdWtzb3Vrc291aw$W9Y2w3K0RkqQ0X2V0pU8w1c8l0H6iJgP6b4H0p0oXrw";
+const NO_SUCH_USER_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c291a3NvdWtzb3Vrc291aw$W9Y2w3K0RkqQ0X2V0pU8w1c8l0H6iJgP6b4H0p0oXrw";
 
 async fn log_in(
     shard: &Rc<Shard>,
@@ -302,7 +301,11 @@ fn rand_family() -> [u8; 16] {
 /// Rotates a refresh token. Presenting one that was already rotated means
 /// it was copied: the whole family is revoked, the thief's copy with the
 /// owner's.
-async fn refresh(shard: &Rc<Shard>, token: &str, now: UnixMillis) -> Result<SessionGrant, ApiError> {
+async fn refresh(
+    shard: &Rc<Shard>,
+    token: &str,
+    now: UnixMillis,
+) -> Result<SessionGrant, ApiError> {
     let refused = |why: &str| ApiError::new(ErrorStatus::Unauthenticated, why.to_owned());
     let hash = accounts::refresh_token_hash(token);
     let Some(record) = shard
@@ -315,7 +318,11 @@ async fn refresh(shard: &Rc<Shard>, token: &str, now: UnixMillis) -> Result<Sess
     };
     if record.rotated_at.is_some() {
         let revoked = shard.store.revoke_token_family(&record.family).await;
-        warn!(user = record.user_id.0, ?revoked, "a rotated refresh token was reused; its family is revoked");
+        warn!(
+            user = record.user_id.0,
+            ?revoked,
+            "a rotated refresh token was reused; its family is revoked"
+        );
         return Err(refused("refresh token already used: sign in again"));
     }
     if record.revoked || record.expires_at <= now {
@@ -433,7 +440,12 @@ fn checkout_digest(call: &CheckoutCall) -> [u8; 32] {
     digest.update(call.user.0.to_le_bytes());
     digest.update(checkout.payment_method_token.as_bytes());
     digest.update([0]);
-    digest.update(checkout.shipping_address_id.map_or(0, |a| a.0).to_le_bytes());
+    digest.update(
+        checkout
+            .shipping_address_id
+            .map_or(0, |a| a.0)
+            .to_le_bytes(),
+    );
     if let Some(total) = checkout.expected_total {
         digest.update(total.minor_units.to_le_bytes());
         digest.update(total.currency.as_str().as_bytes());
@@ -486,7 +498,9 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
                 .as_slice()
                 .try_into()
                 .map(|bytes| OrderId(u64::from_le_bytes(bytes)))
-                .map_err(|_| ApiError::new(ErrorStatus::Internal, "unreadable idempotency record"))?;
+                .map_err(|_| {
+                    ApiError::new(ErrorStatus::Internal, "unreadable idempotency record")
+                })?;
             if let Some(order) = shard.store.order(id).await.map_err(storage_failure)? {
                 return Ok(orders::view(&order));
             }
@@ -567,7 +581,12 @@ async fn reserve(shard: &Rc<Shard>, record: &OrderRecord) -> Result<(), ApiError
         };
         // The customer's own reason (sold out, over the limit) before a
         // transient one.
-        let rank = |e: &ApiError| !matches!(e.status, ErrorStatus::InsufficientStock | ErrorStatus::LimitExceeded);
+        let rank = |e: &ApiError| {
+            !matches!(
+                e.status,
+                ErrorStatus::InsufficientStock | ErrorStatus::LimitExceeded
+            )
+        };
         if refusal.as_ref().is_none_or(|r| rank(r) && !rank(&error)) {
             refusal = Some(error);
         }
@@ -639,8 +658,18 @@ pub async fn pay(shard: Rc<Shard>, order_id: OrderId) {
     let now = now();
     let charge = gateway.charge(order_id, &order.payment_method_token);
     let (status, payment_status, reference, last_error) = match charge {
-        Ok(reference) => (OrderStatus::Paid, PaymentStatus::Captured, Some(reference), None),
-        Err(reason) => (OrderStatus::Cancelled, PaymentStatus::Failed, None, Some(reason)),
+        Ok(reference) => (
+            OrderStatus::Paid,
+            PaymentStatus::Captured,
+            Some(reference),
+            None,
+        ),
+        Err(reason) => (
+            OrderStatus::Cancelled,
+            PaymentStatus::Failed,
+            None,
+            Some(reason),
+        ),
     };
     let payment = PaymentRecord {
         order_id,
@@ -786,7 +815,12 @@ async fn own_order(
     Ok(order)
 }
 
-async fn list_orders(shard: &Rc<Shard>, user: UserId, cursor: Option<Cursor>, limit: u16) -> Response {
+async fn list_orders(
+    shard: &Rc<Shard>,
+    user: UserId,
+    cursor: Option<Cursor>,
+    limit: u16,
+) -> Response {
     let before = match cursor {
         None => None,
         Some(Cursor(text)) => Some(

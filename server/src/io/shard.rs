@@ -485,7 +485,9 @@ async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
         return answer;
     };
     let persisted = match &effect {
-        Effect::PersistStock { level, received, .. } => {
+        Effect::PersistStock {
+            level, received, ..
+        } => {
             let record = StockRecord {
                 sku: level.sku.clone(),
                 received: *received,

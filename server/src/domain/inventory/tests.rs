@@ -27,26 +27,44 @@ fn restock_adds_and_sets_within_bounds() {
         .restock(&restock(sku(1), -4, RestockMode::Add))
         .unwrap_err();
     assert_eq!(error.status, ErrorStatus::BadRequest);
-    assert_eq!(inventory.level(&sku(1)).on_hand, 3, "a refused restock changes nothing");
-    assert!(inventory.restock(&restock(sku(1), STOCK_UNITS_MAX, RestockMode::Add)).is_err());
+    assert_eq!(
+        inventory.level(&sku(1)).on_hand,
+        3,
+        "a refused restock changes nothing"
+    );
+    assert!(
+        inventory
+            .restock(&restock(sku(1), STOCK_UNITS_MAX, RestockMode::Add))
+            .is_err()
+    );
 }
 
 #[test]
 fn reserved_units_cannot_be_taken_away() {
     let mut inventory = Inventory::load([(sku(1), 10)], 0);
-    inventory.reserve(OrderId(1), UserId(1), &[(sku(1), 4)]).unwrap();
-    let error = inventory.restock(&restock(sku(1), 3, RestockMode::Set)).unwrap_err();
+    inventory
+        .reserve(OrderId(1), UserId(1), &[(sku(1), 4)])
+        .unwrap();
+    let error = inventory
+        .restock(&restock(sku(1), 3, RestockMode::Set))
+        .unwrap_err();
     assert_eq!(error.status, ErrorStatus::Conflict);
-    let level = inventory.restock(&restock(sku(1), 4, RestockMode::Set)).unwrap();
+    let level = inventory
+        .restock(&restock(sku(1), 4, RestockMode::Set))
+        .unwrap();
     assert_eq!(level.available, 0);
 }
 
 #[test]
 fn setting_stock_after_sales_counts_what_was_sold() {
     let mut inventory = Inventory::load([(sku(1), 10)], 0);
-    inventory.reserve(OrderId(1), UserId(1), &[(sku(1), 4)]).unwrap();
+    inventory
+        .reserve(OrderId(1), UserId(1), &[(sku(1), 4)])
+        .unwrap();
     assert!(inventory.commit(OrderId(1)));
-    inventory.restock(&restock(sku(1), 20, RestockMode::Set)).unwrap();
+    inventory
+        .restock(&restock(sku(1), 20, RestockMode::Set))
+        .unwrap();
     assert_eq!(inventory.received(&sku(1)), 24, "20 on hand after 4 sold");
     assert_eq!(inventory.level(&sku(1)).on_hand, 20);
 }
@@ -54,7 +72,9 @@ fn setting_stock_after_sales_counts_what_was_sold() {
 #[test]
 fn a_reverted_restock_restores_the_units_on_hand() {
     let mut inventory = Inventory::load([(sku(1), 10)], 0);
-    inventory.restock(&restock(sku(1), 4, RestockMode::Add)).unwrap();
+    inventory
+        .restock(&restock(sku(1), 4, RestockMode::Add))
+        .unwrap();
     inventory.revert(&sku(1), 4);
     assert_eq!(inventory.level(&sku(1)).on_hand, 10);
 }
@@ -63,7 +83,9 @@ fn a_reverted_restock_restores_the_units_on_hand() {
 fn unknown_sku_has_nothing_available() {
     let mut inventory = Inventory::default();
     assert_eq!(inventory.level(&sku(1)).available, 0);
-    let error = inventory.reserve(OrderId(1), UserId(1), &[(sku(1), 1)]).unwrap_err();
+    let error = inventory
+        .reserve(OrderId(1), UserId(1), &[(sku(1), 1)])
+        .unwrap_err();
     assert_eq!(error.status, ErrorStatus::InsufficientStock);
 }
 
@@ -81,38 +103,65 @@ fn a_reservation_is_all_or_nothing() {
 #[test]
 fn reserving_and_settling_are_idempotent_by_order() {
     let mut inventory = Inventory::load([(sku(1), 10)], 0);
-    inventory.reserve(OrderId(7), UserId(1), &[(sku(1), 3)]).unwrap();
-    inventory.reserve(OrderId(7), UserId(1), &[(sku(1), 3)]).unwrap();
+    inventory
+        .reserve(OrderId(7), UserId(1), &[(sku(1), 3)])
+        .unwrap();
+    inventory
+        .reserve(OrderId(7), UserId(1), &[(sku(1), 3)])
+        .unwrap();
     assert_eq!(inventory.level(&sku(1)).reserved, 3, "reserved once");
     assert!(inventory.release(OrderId(7)));
     assert!(!inventory.release(OrderId(7)), "released once");
-    assert!(!inventory.commit(OrderId(7)), "a released order cannot sell");
+    assert!(
+        !inventory.commit(OrderId(7)),
+        "a released order cannot sell"
+    );
     assert_eq!(inventory.level(&sku(1)).available, 10);
     let late = inventory.reserve(OrderId(7), UserId(1), &[(sku(1), 3)]);
-    assert_eq!(late.unwrap_err().status, ErrorStatus::Conflict, "a late duplicate is refused");
+    assert_eq!(
+        late.unwrap_err().status,
+        ErrorStatus::Conflict,
+        "a late duplicate is refused"
+    );
     assert_eq!(inventory.level(&sku(1)).available, 10);
 }
 
 #[test]
 fn purchase_limits_count_reserved_and_bought_units() {
     let mut inventory = Inventory::load([(sku(1), 100)], 3);
-    inventory.reserve(OrderId(1), UserId(1), &[(sku(1), 2)]).unwrap();
+    inventory
+        .reserve(OrderId(1), UserId(1), &[(sku(1), 2)])
+        .unwrap();
     inventory.commit(OrderId(1));
-    let over = inventory.reserve(OrderId(2), UserId(1), &[(sku(1), 2)]).unwrap_err();
+    let over = inventory
+        .reserve(OrderId(2), UserId(1), &[(sku(1), 2)])
+        .unwrap_err();
     assert_eq!(over.status, ErrorStatus::LimitExceeded);
-    inventory.reserve(OrderId(3), UserId(1), &[(sku(1), 1)]).unwrap();
+    inventory
+        .reserve(OrderId(3), UserId(1), &[(sku(1), 1)])
+        .unwrap();
     inventory.release(OrderId(3));
-    inventory.reserve(OrderId(4), UserId(1), &[(sku(1), 1)]).unwrap();
-    inventory.reserve(OrderId(5), UserId(2), &[(sku(1), 3)]).unwrap();
+    inventory
+        .reserve(OrderId(4), UserId(1), &[(sku(1), 1)])
+        .unwrap();
+    inventory
+        .reserve(OrderId(5), UserId(2), &[(sku(1), 3)])
+        .unwrap();
     let split = inventory.reserve(OrderId(6), UserId(3), &[(sku(1), 2), (sku(1), 2)]);
-    assert_eq!(split.unwrap_err().status, ErrorStatus::LimitExceeded, "lines of one SKU add up");
+    assert_eq!(
+        split.unwrap_err().status,
+        ErrorStatus::LimitExceeded,
+        "lines of one SKU add up"
+    );
 }
 
 #[test]
 fn bad_quantities_are_refused() {
     let mut inventory = Inventory::load([(sku(1), 10)], 0);
     for units in [0, -1, STOCK_UNITS_MAX + 1] {
-        let error = inventory.reserve(OrderId(1), UserId(1), &[(sku(1), units)]).unwrap_err();
+        let error = inventory
+            .reserve(OrderId(1), UserId(1), &[(sku(1), units)])
+            .unwrap_err();
         assert_eq!(error.status, ErrorStatus::BadRequest);
     }
 }
@@ -197,13 +246,15 @@ proptest! {
                 }
                 Op::Release(n) | Op::Commit(n) if orders.is_empty() => { let _ = n; }
                 Op::Release(n) => {
-                    let order = &mut orders[n % orders.len()].record;
+                    let count = orders.len();
+                    let order = &mut orders[n % count].record;
                     let held = inventory.release(order.id);
                     prop_assert_eq!(held, order.status == OrderStatus::PendingPayment);
                     if held { order.status = OrderStatus::Cancelled; }
                 }
                 Op::Commit(n) => {
-                    let order = &mut orders[n % orders.len()].record;
+                    let count = orders.len();
+                    let order = &mut orders[n % count].record;
                     let held = inventory.commit(order.id);
                     prop_assert_eq!(held, order.status == OrderStatus::PendingPayment);
                     if held { order.status = OrderStatus::Paid; }

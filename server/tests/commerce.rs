@@ -1,0 +1,500 @@
+//! Selling, end to end: accounts, carts, checkout, payment, expiry and the
+//! flash sale, on a real two-shard server through the client SDK.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use souk_client::api::{
+    Checkout, DeviceId, ErrorStatus, IdempotencyKey, OrderStatus, PaymentStatus, RestockMode, Sku,
+    StockLevel,
+};
+use souk_client::{Client, ClientConfig, ClientError, Trust, new_idempotency_key};
+use souk_server::{Config, Server};
+use souk_storage::demo;
+
+const ADMIN_KEY: &str = "commerce-test-admin-key";
+const PASSWORD: &str = "correct horse battery";
+
+struct Running {
+    server: Server,
+    _data: tempfile::TempDir,
+}
+
+fn start(tune: impl FnOnce(&mut Config)) -> Running {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        shards: 2,
+        data_dir: data.path().to_path_buf(),
+        admin_key: Some(ADMIN_KEY.into()),
+        demo_products: 60,
+        pin_threads: false,
+        payment_latency: Duration::from_millis(10),
+        ..Config::default()
+    };
+    tune(&mut config);
+    let server = Server::start(&config).unwrap();
+    Running {
+        server,
+        _data: data,
+    }
+}
+
+async fn connect(server: &Server) -> Client {
+    let mut config = ClientConfig::new(
+        server.local_addr(),
+        Trust::Fingerprint(server.fingerprint()),
+    );
+    config.request_timeout = Duration::from_secs(20);
+    Client::connect(config).await.unwrap()
+}
+
+async fn admin(server: &Server) -> Client {
+    let client = connect(server).await;
+    client.authenticate(ADMIN_KEY).await.unwrap();
+    client
+}
+
+/// The first SKU of demo product `n`.
+async fn sku_of(client: &Client, n: usize) -> Sku {
+    let product = client.get_product(&demo::product_id(n)).await.unwrap();
+    product.variants[0].sku.clone()
+}
+
+async fn level(admin: &Client, sku: &Sku) -> StockLevel {
+    admin.admin_restock(sku, 0, RestockMode::Add).await.unwrap()
+}
+
+fn checkout(token: &str) -> Checkout {
+    Checkout {
+        device_id: None,
+        payment_method_token: token.into(),
+        shipping_address_id: None,
+        expected_total: None,
+    }
+}
+
+async fn order_settles(client: &Client, id: souk_client::api::OrderId) -> OrderStatus {
+    for _ in 0..200 {
+        let order = client.get_order(id).await.unwrap();
+        if order.status != OrderStatus::PendingPayment {
+            return order.status;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("order {} never left PendingPayment", id.0);
+}
+
+fn status(result: Result<impl std::fmt::Debug, ClientError>) -> ErrorStatus {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(error) => error
+            .status()
+            .unwrap_or_else(|| panic!("not an API error: {error}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_fills_a_cart_checks_out_pays_and_sees_the_order() {
+    let running = start(|_| {});
+    let admin = admin(&running.server).await;
+    let shirt = sku_of(&admin, 1).await;
+    let mug = sku_of(&admin, 2).await;
+    admin
+        .admin_restock(&shirt, 50, RestockMode::Set)
+        .await
+        .unwrap();
+    admin
+        .admin_restock(&mug, 50, RestockMode::Set)
+        .await
+        .unwrap();
+
+    // A guest fills a cart on their phone, then signs up and signs in.
+    let client = connect(&running.server).await;
+    let phone = DeviceId::new("phone-7f3a").unwrap();
+    client
+        .add_to_cart(Some(phone.clone()), &shirt, 2)
+        .await
+        .unwrap();
+    let guest = client
+        .add_to_cart(Some(phone.clone()), &mug, 1)
+        .await
+        .unwrap();
+    assert_eq!(guest.item_count, 3);
+    assert_eq!(status(client.get_cart(None).await), ErrorStatus::BadRequest);
+    client
+        .register("ada@example.org", PASSWORD, Some("Ada"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status(client.register("ADA@example.org", PASSWORD, None).await),
+        ErrorStatus::Conflict,
+        "e-mails are unique regardless of case"
+    );
+    let other = connect(&running.server).await;
+    assert_eq!(
+        status(other.login("ada@example.org", "wrong password", None).await),
+        ErrorStatus::Unauthenticated
+    );
+    let grant = client
+        .login("ada@example.org", PASSWORD, Some(phone.clone()))
+        .await
+        .unwrap();
+    let cart = client.get_cart(None).await.unwrap();
+    assert_eq!(
+        cart.item_count, 3,
+        "the guest cart joined the user's at login"
+    );
+    assert!(
+        client.get_cart(Some(phone)).await.unwrap().item_count == 3,
+        "signed in, the device id is ignored"
+    );
+    let line = cart.lines.iter().find(|l| l.sku == shirt).unwrap();
+    assert_eq!(line.line_total.minor_units, 2 * line.unit_price.minor_units);
+    assert_eq!(line.available, 50);
+    let subtotal = cart.subtotal.unwrap();
+
+    // A stale expected total is refused before anything is reserved.
+    let mut stale = checkout("pm_tok_visa");
+    stale.expected_total = Some(souk_client::api::Money::new(
+        subtotal.minor_units - 1,
+        subtotal.currency,
+    ));
+    assert_eq!(
+        status(client.checkout(stale, new_idempotency_key()).await),
+        ErrorStatus::Conflict
+    );
+
+    let key = new_idempotency_key();
+    let mut exact = checkout("pm_tok_visa");
+    exact.expected_total = Some(subtotal);
+    let order = client.checkout(exact.clone(), key).await.unwrap();
+    assert_eq!(order.status, OrderStatus::PendingPayment);
+    assert_eq!(order.total, subtotal);
+    assert_eq!(order.user_id, grant.user_id);
+    assert_eq!(
+        client.get_cart(None).await.unwrap().item_count,
+        0,
+        "ordered lines leave the cart"
+    );
+
+    // The same key again: the same order, nothing reserved twice.
+    let again = client.checkout(exact.clone(), key).await.unwrap();
+    assert_eq!(again.id, order.id);
+    let mut different = exact;
+    different.payment_method_token = "pm_tok_other".into();
+    assert_eq!(
+        status(client.checkout(different, key).await),
+        ErrorStatus::Conflict,
+        "a key reused for another checkout"
+    );
+
+    assert_eq!(order_settles(&client, order.id).await, OrderStatus::Paid);
+    let shirts = level(&admin, &shirt).await;
+    assert_eq!((shirts.on_hand, shirts.reserved), (48, 0), "sold once");
+    let payment = client.payment_status(order.id).await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Captured);
+    assert_eq!(payment.amount, subtotal);
+    assert_eq!(
+        status(client.cancel_order(order.id).await),
+        ErrorStatus::Conflict,
+        "a paid order cannot be cancelled"
+    );
+
+    // Two more orders; history is newest first and pages.
+    let mut ids = vec![order.id];
+    for _ in 0..2 {
+        client.add_to_cart(None, &mug, 1).await.unwrap();
+        ids.push(
+            client
+                .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let first = client.list_orders(None, 2).await.unwrap();
+    assert_eq!(
+        first.orders.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
+    let rest = client.list_orders(first.next_cursor, 2).await.unwrap();
+    assert_eq!(
+        rest.orders.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+
+    // Nobody else sees the order.
+    other
+        .register("eve@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        status(other.get_order(order.id).await),
+        ErrorStatus::NotFound
+    );
+    assert_eq!(
+        status(other.cancel_order(order.id).await),
+        ErrorStatus::NotFound
+    );
+    assert!(other.list_orders(None, 10).await.unwrap().orders.is_empty());
+    // Without signing in there is no checkout.
+    let anonymous = connect(&running.server).await;
+    assert_eq!(
+        status(
+            anonymous
+                .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+                .await
+        ),
+        ErrorStatus::Unauthenticated
+    );
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_whose_second_line_is_sold_out_reserves_nothing() {
+    let running = start(|_| {});
+    let admin = admin(&running.server).await;
+    // SKUs on both shards, so that the reservation spans them.
+    let mut skus = Vec::new();
+    for n in 1..20 {
+        skus.push(sku_of(&admin, n).await);
+    }
+    let hello = admin.hello().await.unwrap();
+    assert_eq!(hello.shard_count, 2);
+    let first = skus[0].clone();
+    let second = skus[1..].iter().find(|s| **s != first).unwrap().clone();
+    admin
+        .admin_restock(&first, 10, RestockMode::Set)
+        .await
+        .unwrap();
+    admin
+        .admin_restock(&second, 0, RestockMode::Set)
+        .await
+        .unwrap();
+
+    let client = connect(&running.server).await;
+    client
+        .register("bo@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    client.add_to_cart(None, &first, 2).await.unwrap();
+    client.add_to_cart(None, &second, 1).await.unwrap();
+    let refused = client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await;
+    assert_eq!(status(refused), ErrorStatus::InsufficientStock);
+    let first_level = level(&admin, &first).await;
+    assert_eq!(
+        (first_level.available, first_level.reserved),
+        (10, 0),
+        "the first line is untouched"
+    );
+    assert_eq!(
+        client.get_cart(None).await.unwrap().item_count,
+        3,
+        "the cart is kept"
+    );
+    assert!(
+        client
+            .list_orders(None, 10)
+            .await
+            .unwrap()
+            .orders
+            .is_empty(),
+        "no partial order"
+    );
+
+    // With the sold-out line removed, the same cart goes through.
+    client.remove_cart_line(None, &second).await.unwrap();
+    let order = client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await
+        .unwrap();
+    assert_eq!(order.lines.len(), 1);
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_orders_expire_cancelled_and_declined_ones_return_their_stock() {
+    // Payment takes longer than the reservation lasts.
+    let running = start(|config| {
+        config.reservation_ttl = Duration::from_secs(1);
+        config.payment_latency = Duration::from_millis(2500);
+        config.purchase_limit = 3;
+    });
+    let admin = admin(&running.server).await;
+    let sku = sku_of(&admin, 3).await;
+    admin
+        .admin_restock(&sku, 10, RestockMode::Set)
+        .await
+        .unwrap();
+    let client = connect(&running.server).await;
+    client
+        .register("cy@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+
+    client.add_to_cart(None, &sku, 2).await.unwrap();
+    let lapsing = client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await
+        .unwrap();
+    assert_eq!(level(&admin, &sku).await.reserved, 2);
+
+    // The purchase limit counts the pending order.
+    client.add_to_cart(None, &sku, 2).await.unwrap();
+    let over = client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await;
+    assert_eq!(status(over), ErrorStatus::LimitExceeded);
+    client.update_cart_line(None, &sku, 1).await.unwrap();
+    let cancelled = client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await
+        .unwrap();
+    let cancelled = client.cancel_order(cancelled.id).await.unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert_eq!(
+        status(client.cancel_order(cancelled.id).await),
+        ErrorStatus::Conflict
+    );
+    assert_eq!(
+        level(&admin, &sku).await.reserved,
+        2,
+        "the cancelled unit is back"
+    );
+
+    assert_eq!(
+        order_settles(&client, lapsing.id).await,
+        OrderStatus::Expired
+    );
+    let after = level(&admin, &sku).await;
+    assert_eq!(
+        (after.on_hand, after.reserved, after.available),
+        (10, 0, 10)
+    );
+    // The late payment finds the order expired and charges nothing.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        client.get_order(lapsing.id).await.unwrap().status,
+        OrderStatus::Expired
+    );
+    assert_eq!(level(&admin, &sku).await.available, 10);
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_payment_cancels_the_order_and_returns_the_stock() {
+    let running = start(|_| {});
+    let admin = admin(&running.server).await;
+    let sku = sku_of(&admin, 4).await;
+    admin
+        .admin_restock(&sku, 5, RestockMode::Set)
+        .await
+        .unwrap();
+    let client = connect(&running.server).await;
+    client
+        .register("di@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    client.add_to_cart(None, &sku, 5).await.unwrap();
+    let order = client
+        .checkout(
+            checkout("pm_decline_insufficient_funds"),
+            new_idempotency_key(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        order_settles(&client, order.id).await,
+        OrderStatus::Cancelled
+    );
+    let payment = client.payment_status(order.id).await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Failed);
+    assert!(payment.last_error.is_some());
+    assert_eq!(level(&admin, &sku).await.available, 5);
+    running.server.shutdown().unwrap();
+}
+
+/// Buyers per flash sale, each on a connection of their own.
+const BUYERS: usize = 100;
+/// Checkouts each buyer attempts: 2,000 in all, for 100 units.
+const ATTEMPTS: usize = 20;
+const UNITS: i64 = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_sells_exactly_the_stock() {
+    let running = start(|config| config.purchase_limit = ATTEMPTS as i64);
+    let admin = admin(&running.server).await;
+    let sku = sku_of(&admin, 5).await;
+    admin
+        .admin_restock(&sku, UNITS, RestockMode::Set)
+        .await
+        .unwrap();
+
+    let mut buyers = Vec::new();
+    for n in 0..BUYERS {
+        let client = connect(&running.server).await;
+        client
+            .register(&format!("buyer{n}@example.org"), PASSWORD, None)
+            .await
+            .unwrap();
+        buyers.push(client);
+    }
+    let sold = Arc::new(AtomicUsize::new(0));
+    let sold_out = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for client in buyers {
+        let (sku, sold, sold_out) = (sku.clone(), sold.clone(), sold_out.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut orders = Vec::new();
+            for _ in 0..ATTEMPTS {
+                client.update_cart_line(None, &sku, 1).await.unwrap();
+                let key: IdempotencyKey = new_idempotency_key();
+                match client.checkout(checkout("pm_tok_visa"), key).await {
+                    Ok(order) => {
+                        sold.fetch_add(1, Ordering::Relaxed);
+                        orders.push(order.id);
+                    }
+                    Err(error) => {
+                        assert_eq!(
+                            error.status(),
+                            Some(ErrorStatus::InsufficientStock),
+                            "{error}"
+                        );
+                        sold_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            (client, orders)
+        }));
+    }
+    let mut stored = 0;
+    for task in tasks {
+        let (client, orders) = task.await.unwrap();
+        for id in &orders {
+            assert_eq!(order_settles(&client, *id).await, OrderStatus::Paid);
+        }
+        stored += client.list_orders(None, 100).await.unwrap().orders.len();
+        assert_eq!(
+            client.list_orders(None, 100).await.unwrap().orders.len(),
+            orders.len()
+        );
+    }
+    assert_eq!(
+        sold.load(Ordering::Relaxed),
+        UNITS as usize,
+        "exactly the stock is sold"
+    );
+    assert_eq!(
+        sold_out.load(Ordering::Relaxed),
+        BUYERS * ATTEMPTS - UNITS as usize
+    );
+    assert_eq!(stored, UNITS as usize, "one stored order per unit sold");
+    let end = level(&admin, &sku).await;
+    assert_eq!((end.on_hand, end.reserved, end.available), (0, 0, 0));
+    running.server.shutdown().unwrap();
+}
