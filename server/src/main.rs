@@ -1,5 +1,6 @@
 //! The `souk` binary.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -42,15 +43,22 @@ fn serve(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!(
-        "souk listening on {} (QUIC, ALPN souk/1) with {} shards\ncertificate SHA-256 fingerprint: {}",
+    let mut banner = format!(
+        "souk listening on {} (QUIC, ALPN souk/1) with {} shards\ncertificate SHA-256 fingerprint: {}\n",
         server.local_addr(),
         config.shards,
         hex::encode(server.fingerprint())
     );
     if config.tls == souk_server::config::TlsSource::SelfSigned {
-        println!("(self-signed: clients pin this fingerprint)");
+        banner.push_str("(self-signed: clients pin this fingerprint)\n");
     }
+    // One write, errors ignored: a supervisor that closed stdout after
+    // reading the address must not bring the shop down.
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
     if let Err(error) = wait_for_signal() {
         error!("cannot wait for signals: {error}");
     }
