@@ -9,6 +9,7 @@
 
 pub mod echo;
 pub mod postgres;
+pub mod redis;
 
 use std::cell::RefCell;
 use std::future::Future;
