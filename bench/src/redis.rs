@@ -30,7 +30,9 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("redis-server cannot be started ({e}); apt install redis-server"))?;
+            .map_err(|e| {
+                format!("redis-server cannot be started ({e}); apt install redis-server")
+            })?;
         let redis = Redis {
             child,
             port,

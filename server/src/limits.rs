@@ -98,3 +98,11 @@ pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// hashing one is bounded work.
 pub const PASSWORD_CHARS_MIN: usize = 8;
 pub const PASSWORD_BYTES_MAX: usize = 256;
+
+/// How long a checkout's idempotency key returns its order: a day, as
+/// payment APIs keep theirs, is far longer than any client retries.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Idempotency keys one shard remembers within the window; at about 64
+/// bytes each, a million is 64 MiB at most.
+pub const PLACED_KEYS_MAX: usize = 1_000_000;

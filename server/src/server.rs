@@ -19,7 +19,7 @@ use crate::domain::accounts::{self, TokenKeys};
 use crate::domain::cart::Carts;
 use crate::domain::catalog::Catalog;
 use crate::domain::inventory::Inventory;
-use crate::domain::orders::{IdGenerator, Pending, SimulatedGateway};
+use crate::domain::orders::{IdGenerator, Pending, Placed, SimulatedGateway};
 use crate::domain::{AdminKey, CommerceConfig, ShardState};
 use crate::io::cid::CidKey;
 use crate::io::shard::{self, ShardSetup};
@@ -78,6 +78,8 @@ impl Server {
         let data = block_on(&storage_runtime, load_catalog(store.as_ref(), config))?;
         let catalog = Arc::new(Catalog::build(&data));
         let orders = block_on(&storage_runtime, load_orders(store.as_ref()))?;
+        let mut orders_by_age: Vec<&OrderRecord> = orders.iter().collect();
+        orders_by_age.sort_by_key(|o| (o.created_at, o.id));
         let tokens = Arc::new(TokenKeys::new(&token_key(&data_dir)?));
         let commerce = CommerceConfig {
             reservation_ttl: config.reservation_ttl,
@@ -122,11 +124,16 @@ impl Server {
                 config.purchase_limit,
             );
             let mut pending = Pending::default();
-            for order in &orders {
-                if order.status == OrderStatus::PendingPayment
-                    && placement.user_owner(order.user_id) == shard
-                {
+            let mut placed = Placed::default();
+            for order in orders_by_age
+                .iter()
+                .filter(|o| placement.user_owner(o.user_id) == shard)
+            {
+                if order.status == OrderStatus::PendingPayment {
                     pending.insert(order.id, order.expires_at);
+                }
+                if let Some(key) = order.idempotency_key {
+                    placed.insert(order.user_id, key, order.id, order.created_at);
                 }
             }
             let setup = ShardSetup {
@@ -144,6 +151,7 @@ impl Server {
                     tokens: tokens.clone(),
                     commerce,
                     checkouts: Default::default(),
+                    placed,
                 },
                 socket,
                 cid_key: cid_key.clone(),

@@ -498,3 +498,51 @@ async fn a_flash_sale_sells_exactly_the_stock() {
     assert_eq!((end.on_hand, end.reserved, end.available), (0, 0, 0));
     running.server.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_retried_after_a_restart_returns_the_same_order() {
+    let data = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        shards: 2,
+        data_dir: data.path().to_path_buf(),
+        admin_key: Some(ADMIN_KEY.into()),
+        demo_products: 60,
+        pin_threads: false,
+        payment_latency: Duration::from_millis(10),
+        ..Config::default()
+    };
+    let server = Server::start(&config).unwrap();
+    let admin_client = admin(&server).await;
+    let sku = sku_of(&admin_client, 6).await;
+    admin_client
+        .admin_restock(&sku, 10, RestockMode::Set)
+        .await
+        .unwrap();
+    let client = connect(&server).await;
+    let grant = client
+        .register("eo@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    client.add_to_cart(None, &sku, 3).await.unwrap();
+    let key = new_idempotency_key();
+    let order = client.checkout(checkout("pm_tok_visa"), key).await.unwrap();
+    assert_eq!(order_settles(&client, order.id).await, OrderStatus::Paid);
+    server.shutdown().unwrap();
+
+    let server = Server::start(&config).unwrap();
+    let client = connect(&server).await;
+    client.authenticate(&grant.access_token).await.unwrap();
+    client.add_to_cart(None, &sku, 3).await.unwrap();
+    let again = client.checkout(checkout("pm_tok_visa"), key).await.unwrap();
+    assert_eq!(again.id, order.id, "the key still names the order");
+    assert_eq!(again.status, OrderStatus::Paid);
+    let admin_client = admin(&server).await;
+    let level = level(&admin_client, &sku).await;
+    assert_eq!(
+        (level.on_hand, level.reserved),
+        (7, 0),
+        "sold once, across the restart"
+    );
+    server.shutdown().unwrap();
+}

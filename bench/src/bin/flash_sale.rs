@@ -71,7 +71,9 @@ const ADMIN_KEY: &str = "flash-sale-benchmark-admin";
 
 fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
     let data = tempfile::tempdir()?;
-    let shards = args.shards.unwrap_or_else(souk_server::config::available_cores);
+    let shards = args
+        .shards
+        .unwrap_or_else(souk_server::config::available_cores);
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         shards,
@@ -87,7 +89,10 @@ fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
         .build()?;
     let local = tokio::task::LocalSet::new();
     let client_config = {
-        let mut c = ClientConfig::new(server.local_addr(), Trust::Fingerprint(server.fingerprint()));
+        let mut c = ClientConfig::new(
+            server.local_addr(),
+            Trust::Fingerprint(server.fingerprint()),
+        );
         c.request_timeout = Duration::from_secs(30);
         c.retry = RetryPolicy::default();
         c
@@ -97,22 +102,35 @@ fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
         admin.authenticate(ADMIN_KEY).await?;
         let product = admin.get_product(&demo::product_id(1)).await?;
         let sku = product.variants[0].sku.clone();
-        admin.admin_restock(&sku, args.units, RestockMode::Set).await?;
+        admin
+            .admin_restock(&sku, args.units, RestockMode::Set)
+            .await?;
         let mut buyers = Vec::with_capacity(args.buyers);
         for n in 0..args.buyers {
             let client = Client::connect(client_config.clone()).await?;
             client
-                .register(&format!("buyer{n}@example.org"), "flash-sale-password", None)
+                .register(
+                    &format!("buyer{n}@example.org"),
+                    "flash-sale-password",
+                    None,
+                )
                 .await?;
             buyers.push(client);
         }
         let sold = Rc::new(Cell::new(0i64));
         let last_sale = Rc::new(Cell::new(Instant::now()));
-        let histogram = Rc::new(std::cell::RefCell::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+        let histogram = Rc::new(std::cell::RefCell::new(Histogram::<u64>::new_with_bounds(
+            1, 60_000_000, 3,
+        )?));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for client in buyers {
-            let (sku, sold, last_sale, histogram) = (sku.clone(), sold.clone(), last_sale.clone(), histogram.clone());
+            let (sku, sold, last_sale, histogram) = (
+                sku.clone(),
+                sold.clone(),
+                last_sale.clone(),
+                histogram.clone(),
+            );
             tasks.push(tokio::task::spawn_local(async move {
                 let checkout = Checkout {
                     device_id: None,
@@ -123,11 +141,16 @@ fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
                 loop {
                     let began = Instant::now();
                     client.update_cart_line(None, &sku, 1).await?;
-                    match client.checkout(checkout.clone(), new_idempotency_key()).await {
+                    match client
+                        .checkout(checkout.clone(), new_idempotency_key())
+                        .await
+                    {
                         Ok(_) => {
                             sold.set(sold.get() + 1);
                             last_sale.set(Instant::now());
-                            histogram.borrow_mut().saturating_record(began.elapsed().as_micros() as u64);
+                            histogram
+                                .borrow_mut()
+                                .saturating_record(began.elapsed().as_micros() as u64);
                         }
                         Err(error) if error.status() == Some(ErrorStatus::InsufficientStock) => {
                             return anyhow::Ok(());
@@ -142,8 +165,17 @@ fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
         }
         let elapsed = last_sale.get() - start;
         let level = admin.admin_restock(&sku, 0, RestockMode::Add).await?;
-        anyhow::ensure!(sold.get() == args.units, "sold {} of {} units: oversell or undersell", sold.get(), args.units);
-        anyhow::ensure!(level.available == 0, "{} units left after the sale", level.available);
+        anyhow::ensure!(
+            sold.get() == args.units,
+            "sold {} of {} units: oversell or undersell",
+            sold.get(),
+            args.units
+        );
+        anyhow::ensure!(
+            level.available == 0,
+            "{} units left after the sale",
+            level.available
+        );
         let histogram = histogram.borrow();
         anyhow::Ok(Sale {
             per_second: sold.get() as f64 / elapsed.as_secs_f64(),
@@ -182,10 +214,19 @@ fn redis_sale(redis: &Redis, args: &Args) -> anyhow::Result<Sale> {
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
-        let pool = Builder::from_config(RedisConfig::from_url(&redis.url())?).build_pool(args.clients)?;
+        let pool =
+            Builder::from_config(RedisConfig::from_url(&redis.url())?).build_pool(args.clients)?;
         pool.init().await?;
         let client = pool.next().clone();
-        let _: () = fred::interfaces::KeysInterface::set(&client, "stock", 1_000_000_000i64, None, None, false).await?;
+        let _: () = fred::interfaces::KeysInterface::set(
+            &client,
+            "stock",
+            1_000_000_000i64,
+            None,
+            None,
+            false,
+        )
+        .await?;
         let sha: String = client.script_load(DECREMENT).await?;
         let operation = move || {
             let (client, sha) = (pool.next().clone(), sha.clone());
@@ -194,7 +235,13 @@ fn redis_sale(redis: &Redis, args: &Args) -> anyhow::Result<Sale> {
                 matches!(sold, Ok(1))
             }
         };
-        let measured = closed_loop(args.clients, Duration::from_secs(1), Duration::from_secs(args.seconds), operation).await;
+        let measured = closed_loop(
+            args.clients,
+            Duration::from_secs(1),
+            Duration::from_secs(args.seconds),
+            operation,
+        )
+        .await;
         anyhow::Ok(Sale {
             per_second: measured.per_second(),
             p50_us: measured.p50_us(),
@@ -207,8 +254,14 @@ fn report(name: &str, runs: &[Sale]) -> f64 {
     let rate = median(runs.iter().map(|s| s.per_second).collect());
     let p50 = median(runs.iter().map(|s| s.p50_us as f64).collect());
     let p99 = median(runs.iter().map(|s| s.p99_us as f64).collect());
-    let each: Vec<String> = runs.iter().map(|s| format!("{:.0}", s.per_second)).collect();
-    println!("{name:<44} {rate:>10.0}/s  p50 {p50:>7.0} µs  p99 {p99:>7.0} µs  (runs: {})", each.join(", "));
+    let each: Vec<String> = runs
+        .iter()
+        .map(|s| format!("{:.0}", s.per_second))
+        .collect();
+    println!(
+        "{name:<44} {rate:>10.0}/s  p50 {p50:>7.0} µs  p99 {p99:>7.0} µs  (runs: {})",
+        each.join(", ")
+    );
     rate
 }
 
@@ -223,7 +276,10 @@ fn main() -> anyhow::Result<()> {
         souk.push(souk_sale(&args)?);
     }
     let souk_rate = report("souk checkout (cart + reserve + durable order)", &souk);
-    println!("  oversell: 0 (every run sold exactly {} units and ended at 0 available)", args.units);
+    println!(
+        "  oversell: 0 (every run sold exactly {} units and ended at 0 available)",
+        args.units
+    );
 
     if args.no_postgres {
         println!("PostgreSQL: skipped (--no-postgres)");
@@ -231,7 +287,9 @@ fn main() -> anyhow::Result<()> {
         match Postgres::start() {
             Err(why) => println!("PostgreSQL: skipped: {why}"),
             Ok(postgres) => {
-                let runs: Result<Vec<Sale>, String> = (0..args.runs).map(|_| postgres_sale(&postgres, &args)).collect();
+                let runs: Result<Vec<Sale>, String> = (0..args.runs)
+                    .map(|_| postgres_sale(&postgres, &args))
+                    .collect();
                 match runs {
                     Ok(runs) => {
                         let rate = report("PostgreSQL hot-row UPDATE (fsync on)", &runs);
@@ -248,7 +306,8 @@ fn main() -> anyhow::Result<()> {
         match Redis::start("always") {
             Err(why) => println!("Redis: skipped: {why}"),
             Ok(redis) => {
-                let runs: anyhow::Result<Vec<Sale>> = (0..args.runs).map(|_| redis_sale(&redis, &args)).collect();
+                let runs: anyhow::Result<Vec<Sale>> =
+                    (0..args.runs).map(|_| redis_sale(&redis, &args)).collect();
                 let rate = report("Redis Lua decrement (appendfsync always)", &runs?);
                 println!("  souk / Redis: {:.2}x", souk_rate / rate);
             }

@@ -42,7 +42,8 @@ fn sku() -> Sku {
 }
 
 fn in_core(seconds: u64) -> f64 {
-    let mut inventory = Inventory::load([(sku(), STOCK.min(souk_wire::limits::STOCK_UNITS_MAX))], 0);
+    let mut inventory =
+        Inventory::load([(sku(), STOCK.min(souk_wire::limits::STOCK_UNITS_MAX))], 0);
     let lines = vec![(sku(), 1)];
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
@@ -69,8 +70,7 @@ fn cross_shard(seconds: u64, in_flight: usize) -> f64 {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let mut inventory =
-                Inventory::load([(sku(), souk_wire::limits::STOCK_UNITS_MAX)], 0);
+            let mut inventory = Inventory::load([(sku(), souk_wire::limits::STOCK_UNITS_MAX)], 0);
             while let Some(envelope) = inbox.recv().await {
                 let answer = match envelope.call {
                     ShardCall::Reserve { order, user, lines } => {
@@ -91,19 +91,34 @@ fn cross_shard(seconds: u64, in_flight: usize) -> f64 {
     let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
     let measured = local.block_on(&runtime, async move {
         let operation = move || {
-            let (caller, n) = (caller.clone(), next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            let (caller, n) = (
+                caller.clone(),
+                next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            );
             async move {
                 let reserve = ShardCall::Reserve {
                     order: OrderId(n),
                     user: UserId(n % 1000),
                     lines: vec![(sku(), 1)],
                 };
-                let reserved = matches!(caller.call(ShardId(1), reserve).await, Ok(ShardAnswer::Reserved(Ok(()))));
-                let committed = matches!(caller.call(ShardId(1), ShardCall::Commit(OrderId(n))).await, Ok(ShardAnswer::Settled(true)));
+                let reserved = matches!(
+                    caller.call(ShardId(1), reserve).await,
+                    Ok(ShardAnswer::Reserved(Ok(())))
+                );
+                let committed = matches!(
+                    caller.call(ShardId(1), ShardCall::Commit(OrderId(n))).await,
+                    Ok(ShardAnswer::Settled(true))
+                );
                 reserved && committed
             }
         };
-        closed_loop(in_flight, Duration::from_millis(500), Duration::from_secs(seconds), operation).await
+        closed_loop(
+            in_flight,
+            Duration::from_millis(500),
+            Duration::from_secs(seconds),
+            operation,
+        )
+        .await
     });
     drop(local);
     drop(runtime);
@@ -120,8 +135,14 @@ fn main() {
     let remote: Vec<f64> = (0..args.runs)
         .map(|_| cross_shard(args.seconds, args.in_flight))
         .collect();
-    println!("reserve + commit of one unit on one hot SKU, {} runs of {} s, medians", args.runs, args.seconds);
-    println!("  on the owner's core:           {:>12.0} reservations/s", median(local));
+    println!(
+        "reserve + commit of one unit on one hot SKU, {} runs of {} s, medians",
+        args.runs, args.seconds
+    );
+    println!(
+        "  on the owner's core:           {:>12.0} reservations/s",
+        median(local)
+    );
     println!(
         "  from another shard (mesh):     {:>12.0} reservations/s per owner core ({} in flight)",
         median(remote),

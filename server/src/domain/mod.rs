@@ -72,6 +72,8 @@ pub struct ShardState {
     /// Checkouts under way on this shard, by user and idempotency key: a
     /// concurrent duplicate is refused instead of racing the first.
     pub checkouts: std::collections::HashSet<(UserId, IdempotencyKey)>,
+    /// Recent checkouts of this shard's users, by idempotency key.
+    pub placed: orders::Placed,
 }
 
 /// The operator's settings for selling.

@@ -7,7 +7,7 @@
 //! state change is a conditional write on the stored order, so payment,
 //! expiry and cancellation racing for one order settle it exactly once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use souk_storage::model::OrderRecord;
 use souk_wire::api::{
@@ -18,6 +18,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::cart::line_name;
 use super::catalog::Catalog;
+use crate::limits::{IDEMPOTENCY_WINDOW, PLACED_KEYS_MAX};
 use crate::shard::ShardId;
 
 /// Makes order and user ids: milliseconds since the epoch, then the shard,
@@ -221,6 +222,47 @@ impl Pending {
     }
 }
 
+/// Checkouts placed recently on this shard, by user and idempotency key:
+/// what makes a retried checkout return its order instead of placing
+/// another. It is derived from the orders (each stores its key), so it
+/// needs no write of its own and is rebuilt at start. A key is honoured
+/// for `IDEMPOTENCY_WINDOW` and the shard remembers at most
+/// `PLACED_KEYS_MAX` keys, oldest forgotten first.
+#[derive(Debug, Default)]
+pub struct Placed {
+    by_key: HashMap<(UserId, IdempotencyKey), OrderId>,
+    by_age: VecDeque<(UnixMillis, UserId, IdempotencyKey)>,
+}
+
+impl Placed {
+    /// Records a placed order. Calls come in creation order.
+    pub fn insert(&mut self, user: UserId, key: IdempotencyKey, order: OrderId, at: UnixMillis) {
+        if self.by_key.insert((user, key), order).is_none() {
+            self.by_age.push_back((at, user, key));
+        }
+        let cutoff = UnixMillis(at.0.saturating_sub(IDEMPOTENCY_WINDOW.as_millis() as u64));
+        while let Some(&(placed_at, user, key)) = self.by_age.front() {
+            if placed_at >= cutoff && self.by_age.len() <= PLACED_KEYS_MAX {
+                break;
+            }
+            self.by_age.pop_front();
+            self.by_key.remove(&(user, key));
+        }
+    }
+
+    pub fn get(&self, user: UserId, key: IdempotencyKey) -> Option<OrderId> {
+        self.by_key.get(&(user, key)).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
 /// The built-in stand-in for a payment provider: it answers after a set
 /// latency, declines a set share of payments, and, like a real provider
 /// called with an idempotency key, gives the same answer for the same
@@ -311,6 +353,19 @@ mod tests {
         assert_eq!(pending.due(UnixMillis(25)), vec![OrderId(2)]);
         assert_eq!(pending.due(UnixMillis(30)), vec![OrderId(1)]);
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn placed_keys_are_remembered_for_the_window() {
+        let mut placed = Placed::default();
+        let key = IdempotencyKey(9);
+        placed.insert(UserId(1), key, OrderId(1), UnixMillis(0));
+        assert_eq!(placed.get(UserId(1), key), Some(OrderId(1)));
+        assert_eq!(placed.get(UserId(2), key), None, "keys are per user");
+        let later = UnixMillis(IDEMPOTENCY_WINDOW.as_millis() as u64 + 1);
+        placed.insert(UserId(2), key, OrderId(2), later);
+        assert_eq!(placed.get(UserId(1), key), None, "past the window");
+        assert_eq!(placed.len(), 1);
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
                 },
             },
             checkouts: Default::default(),
+            placed: Default::default(),
         })
         .collect()
 }

@@ -5,26 +5,24 @@
 //! Checkout runs on the user's shard (which owns the cart, the user's
 //! pending orders and the idempotency guard):
 //!
-//! 1. claim the idempotency key durably (the record names the order id);
+//! 1. look the idempotency key up among the shard's recent orders: a
+//!    retry gets its order back;
 //! 2. price the cart from the catalog;
 //! 3. reserve every line on its SKU's owner shard, all or nothing;
-//! 4. write the order `PendingPayment` durably;
+//! 4. write the order `PendingPayment` durably, with its key;
 //! 5. only then acknowledge, and start the payment.
 //!
-//! A crash before 4 leaves reservations only in memory, gone with the
-//! process; the rebuild at start counts exactly the durable orders. A retry
-//! with the same key finds the claim: if the order exists it is returned,
-//! if not, the earlier attempt never completed and is made again under the
-//! same order id.
+//! One durable write per checkout. A crash before 4 leaves reservations
+//! only in memory, gone with the process; the rebuild at start counts
+//! exactly the durable orders and re-indexes their keys, so a retry after
+//! a crash finds an order that was stored and places one that was not.
+//! Concurrent duplicates are refused with `Busy` while the first runs.
 
 use std::rc::Rc;
 
 use futures_util::future::join_all;
-use sha2::{Digest, Sha256};
 use souk_storage::StorageError;
-use souk_storage::model::{
-    IdempotencyRecord, Inserted, OrderRecord, PaymentRecord, RefreshTokenRecord, UserRecord,
-};
+use souk_storage::model::{OrderRecord, PaymentRecord, RefreshTokenRecord, UserRecord};
 use souk_wire::api::{
     ApiError, CartView, Cursor, DeviceId, ErrorStatus, Identity, OrderId, OrderPage, OrderStatus,
     PaymentStatus, PaymentView, Request, RequestBody, Response, ResponseBody, Role, SessionGrant,
@@ -433,26 +431,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn checkout_digest(call: &CheckoutCall) -> [u8; 32] {
-    let checkout = &call.checkout;
-    let mut digest = Sha256::new();
-    digest.update(b"checkout/1");
-    digest.update(call.user.0.to_le_bytes());
-    digest.update(checkout.payment_method_token.as_bytes());
-    digest.update([0]);
-    digest.update(
-        checkout
-            .shipping_address_id
-            .map_or(0, |a| a.0)
-            .to_le_bytes(),
-    );
-    if let Some(total) = checkout.expected_total {
-        digest.update(total.minor_units.to_le_bytes());
-        digest.update(total.currency.as_str().as_bytes());
-    }
-    digest.finalize().into()
-}
-
 pub async fn place_order(shard: &Rc<Shard>, call: CheckoutCall) -> ShardAnswer {
     ShardAnswer::Placed(place(shard, call).await.map(Box::new))
 }
@@ -470,43 +448,24 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
         key: guard_key,
     };
     let now = now();
-    let digest = checkout_digest(&call);
-    let candidate = OrderId(shard.state.borrow_mut().ids.next(now));
-    let claim = IdempotencyRecord {
-        scope: format!("checkout:{}", call.user.0),
-        key: call.key,
-        request_digest: digest,
-        outcome: candidate.0.to_le_bytes().to_vec(),
-        created_at: now,
-    };
-    let order_id = match shard
-        .store
-        .put_idempotency(&claim)
-        .await
-        .map_err(storage_failure)?
+    let earlier = shard.state.borrow().placed.get(call.user, call.key);
+    if let Some(id) = earlier
+        && let Some(order) = shard.store.order(id).await.map_err(storage_failure)?
     {
-        Inserted::New => candidate,
-        Inserted::Existing(earlier) => {
-            if earlier.request_digest != digest {
-                return Err(ApiError::new(
-                    ErrorStatus::Conflict,
-                    "this idempotency key was used for a different checkout",
-                ));
-            }
-            let id = earlier
-                .outcome
-                .as_slice()
-                .try_into()
-                .map(|bytes| OrderId(u64::from_le_bytes(bytes)))
-                .map_err(|_| {
-                    ApiError::new(ErrorStatus::Internal, "unreadable idempotency record")
-                })?;
-            if let Some(order) = shard.store.order(id).await.map_err(storage_failure)? {
-                return Ok(orders::view(&order));
-            }
-            id
+        let same = order.payment_method_token == call.checkout.payment_method_token
+            && call
+                .checkout
+                .expected_total
+                .is_none_or(|t| t == order.total);
+        if !same {
+            return Err(ApiError::new(
+                ErrorStatus::Conflict,
+                "this idempotency key was used for a different checkout",
+            ));
         }
-    };
+        return Ok(orders::view(&order));
+    }
+    let order_id = OrderId(shard.state.borrow_mut().ids.next(now));
 
     let lines = {
         let mut state = shard.state.borrow_mut();
@@ -549,6 +508,7 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
             now,
         );
         state.pending.insert(record.id, record.expires_at);
+        state.placed.insert(call.user, call.key, record.id, now);
     }
     tokio::task::spawn_local(pay(shard.clone(), record.id));
     Ok(orders::view(&record))
