@@ -142,6 +142,12 @@ pub struct Options {
     #[arg(long, env = "SOUK_PAYMENT_LATENCY_MS", value_name = "MS")]
     pub payment_latency_ms: Option<u64>,
 
+    /// How long a shard serves a catalog reply from its cache; 0 turns the
+    /// cache off. Catalog changes clear the caches at once; only the stock
+    /// figures in product details can be this old. [default: 1000]
+    #[arg(long, env = "SOUK_CATALOG_CACHE_TTL_MS", value_name = "MS")]
+    pub catalog_cache_ttl_ms: Option<u64>,
+
     /// Payments the simulated gateway declines, per 10,000. [default: 0]
     #[arg(long, env = "SOUK_PAYMENT_DECLINES_PER_10K", value_name = "N")]
     pub payment_declines_per_10k: Option<u32>,
@@ -214,6 +220,7 @@ pub struct Config {
     pub reservation_ttl: std::time::Duration,
     pub payment_latency: std::time::Duration,
     pub payment_declines_per_10k: u32,
+    pub catalog_cache_ttl: std::time::Duration,
 }
 
 impl Default for Config {
@@ -235,6 +242,7 @@ impl Default for Config {
             reservation_ttl: std::time::Duration::from_secs(900),
             payment_latency: std::time::Duration::from_millis(50),
             payment_declines_per_10k: 0,
+            catalog_cache_ttl: std::time::Duration::from_millis(1000),
         }
     }
 }
@@ -315,6 +323,10 @@ impl Config {
                 .payment_declines_per_10k
                 .or(file.payment_declines_per_10k)
                 .unwrap_or(defaults.payment_declines_per_10k),
+            catalog_cache_ttl: cli
+                .catalog_cache_ttl_ms
+                .or(file.catalog_cache_ttl_ms)
+                .map_or(defaults.catalog_cache_ttl, std::time::Duration::from_millis),
         };
         config.validate()?;
         Ok(config)

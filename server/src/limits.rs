@@ -106,3 +106,8 @@ pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Idempotency keys one shard remembers within the window; at about 64
 /// bytes each, a million is 64 MiB at most.
 pub const PLACED_KEYS_MAX: usize = 1_000_000;
+
+/// Catalog replies one shard caches. Replies are a few KiB at most (a
+/// browse page of 100 summaries), so 20,000 bound the cache near 50 MiB
+/// even if every entry were a full page.
+pub const CACHED_REPLIES_MAX: usize = 20_000;

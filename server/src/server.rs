@@ -77,6 +77,7 @@ impl Server {
         let store = block_on(&storage_runtime, open_store(config, &data_dir))?;
         let data = block_on(&storage_runtime, load_catalog(store.as_ref(), config))?;
         let catalog = Arc::new(Catalog::build(&data));
+        let catalog_feed = Arc::new(watch::Sender::new(catalog.clone()));
         let orders = block_on(&storage_runtime, load_orders(store.as_ref()))?;
         let mut orders_by_age: Vec<&OrderRecord> = orders.iter().collect();
         orders_by_age.sort_by_key(|o| (o.created_at, o.id));
@@ -166,6 +167,8 @@ impl Server {
                 drained: drained.clone(),
                 core: cores.as_ref().map(|c| c[shard.index() % c.len()]),
                 connections_max: config.max_connections_per_shard,
+                catalog_feed: catalog_feed.clone(),
+                cache_ttl: config.catalog_cache_ttl,
                 ready: ready_tx.clone(),
             };
             threads.push(shard::spawn(setup)?);

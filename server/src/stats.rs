@@ -23,6 +23,10 @@ pub struct ShardStats {
     pub datagrams_forwarded: Counter,
     /// Packets for another shard dropped because its queue was full.
     pub datagrams_forward_dropped: Counter,
+    /// Catalog reads answered from the shard's reply cache, and those that
+    /// had to be built.
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
 }
 
 /// A monotonically increasing count with a single writer.
@@ -58,6 +62,17 @@ impl Stats {
 
     pub fn shards(&self) -> &[ShardStats] {
         &self.shards
+    }
+
+    /// Share of cacheable catalog reads answered from the reply caches.
+    pub fn cache_hit_rate(&self) -> f64 {
+        let hits = self.total(|s| &s.cache_hits) as f64;
+        let misses = self.total(|s| &s.cache_misses) as f64;
+        if hits + misses == 0.0 {
+            0.0
+        } else {
+            hits / (hits + misses)
+        }
     }
 
     /// The sum of one counter over all shards.

@@ -462,3 +462,63 @@ async fn the_catalog_is_imported_once_and_restocks_survive_a_restart() {
     assert_eq!(variant.available, 9);
     server.shutdown().unwrap();
 }
+
+#[tokio::test]
+async fn catalog_replies_are_cached_and_an_admin_change_reaches_every_shard_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path(), "127.0.0.1:0".parse().unwrap());
+    // Long enough that only the change event can explain a fresh reply.
+    config.catalog_cache_ttl = Duration::from_secs(600);
+    let server = Server::start(&config).unwrap();
+    let admin = connect(&server).await;
+    admin.authenticate(ADMIN_KEY).await.unwrap();
+    let id = demo::product_id(3);
+    let before = admin.get_product(&id).await.unwrap();
+    // Connections on both shards, each reading the product twice.
+    let mut clients = Vec::new();
+    let mut shards = HashSet::new();
+    while shards.len() < 2 {
+        let client = connect(&server).await;
+        shards.insert(client.hello().await.unwrap().shard);
+        assert_eq!(client.get_product(&id).await.unwrap(), before);
+        assert_eq!(client.get_product(&id).await.unwrap(), before);
+        clients.push(client);
+        assert!(clients.len() < 50, "connections never reached both shards");
+    }
+    let stats = server.stats();
+    assert!(stats.total(|s| &s.cache_hits) >= clients.len() as u64);
+    assert!(stats.cache_hit_rate() > 0.0);
+
+    let mut changed = before.clone();
+    changed.name = "Renamed by the operator".into();
+    changed.variants[0].price.minor_units += 100;
+    let stored = admin
+        .call(souk_client::api::RequestBody::AdminUpsertProduct(Box::new(
+            changed.clone(),
+        )))
+        .await
+        .unwrap();
+    assert!(matches!(
+        stored,
+        souk_client::api::ResponseBody::ProductDetail(_)
+    ));
+    for client in &clients {
+        let seen = client.get_product(&id).await.unwrap();
+        assert_eq!(
+            seen.name, changed.name,
+            "every shard serves the change at once"
+        );
+        assert_eq!(seen.variants[0].price, changed.variants[0].price);
+    }
+    let customer = connect(&server).await;
+    let refused = customer
+        .call(souk_client::api::RequestBody::AdminUpsertProduct(Box::new(
+            changed,
+        )))
+        .await;
+    assert_eq!(
+        refused.unwrap_err().status(),
+        Some(ErrorStatus::Unauthenticated)
+    );
+    server.shutdown().unwrap();
+}

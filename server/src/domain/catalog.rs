@@ -111,12 +111,18 @@ impl Catalog {
         for category in &data.categories {
             members.entry(category.id.clone()).or_default();
         }
+        // Counts come from the products, so they stay right whatever the
+        // stored categories say after products change.
+        let mut categories = data.categories.clone();
+        for category in &mut categories {
+            category.product_count = members.get(&category.id).map_or(0, |m| m.len() as u32);
+        }
         let by_category = members
             .into_iter()
             .map(|(category, positions)| (category, Orderings::build(positions, &products)))
             .collect();
         Catalog {
-            categories: data.categories.clone(),
+            categories,
             products,
             by_id,
             by_sku,
@@ -137,6 +143,66 @@ impl Catalog {
 
     pub fn sku(&self, sku: &Sku) -> Option<SkuEntry> {
         self.by_sku.get(sku).copied()
+    }
+
+    /// Checks a product an admin wants to store, against this catalog.
+    pub fn check_upsert(&self, product: &Product) -> Result<(), ApiError> {
+        if product.name.trim().is_empty() {
+            return Err(ApiError::bad_request("a product needs a name"));
+        }
+        let Some(first) = product.variants.first() else {
+            return Err(ApiError::bad_request(
+                "a product needs at least one variant",
+            ));
+        };
+        for (n, variant) in product.variants.iter().enumerate() {
+            if variant.price.minor_units < 0 {
+                return Err(ApiError::bad_request(format!(
+                    "{}: a price cannot be negative",
+                    variant.sku
+                )));
+            }
+            if variant.price.currency != first.price.currency {
+                return Err(ApiError::bad_request(
+                    "all variants of a product are priced in one currency",
+                ));
+            }
+            if product.variants[..n].iter().any(|v| v.sku == variant.sku) {
+                return Err(ApiError::bad_request(format!(
+                    "{} appears twice",
+                    variant.sku
+                )));
+            }
+            if let Some((owner, _)) = self.sku_variant(&variant.sku)
+                && owner.id != product.id
+            {
+                return Err(ApiError::new(
+                    ErrorStatus::Conflict,
+                    format!("{} belongs to product {}", variant.sku, owner.id),
+                ));
+            }
+        }
+        for category in &product.category_ids {
+            if !self.categories.iter().any(|c| &c.id == category) {
+                return Err(ApiError::bad_request(format!("no category {category}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// This catalog with `product` added or replaced. Built whole: admin
+    /// changes are rare and the result is shared by every shard.
+    pub fn with_product(&self, product: Product) -> Catalog {
+        let mut products: Vec<Product> = self.products.iter().map(|e| e.product.clone()).collect();
+        match self.by_id.get(&product.id) {
+            Some(&position) => products[position as usize] = product,
+            None => products.push(product),
+        }
+        Catalog::build(&CatalogData {
+            categories: self.categories.clone(),
+            products,
+            stock: Vec::new(),
+        })
     }
 
     /// The product and variant a SKU belongs to.

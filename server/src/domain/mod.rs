@@ -21,8 +21,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use souk_wire::api::{
     AdminRestock, ApiError, Checkout, ErrorStatus, Hello, HelloReply, IdempotencyKey, Identity,
-    Order, OrderId, PROTOCOL_VERSION, ProductId, Request, RequestBody, Response, ResponseBody,
-    Role, Sku, StockLevel, StockStatus, UnixMillis, UserId,
+    Order, OrderId, PROTOCOL_VERSION, Product, ProductId, Request, RequestBody, Response,
+    ResponseBody, Role, Sku, StockLevel, StockStatus, UnixMillis, UserId,
 };
 
 use crate::limits;
@@ -113,7 +113,14 @@ pub enum ShardCall {
     Commit(OrderId),
     /// Place an order from the cart of a user the receiver owns.
     Checkout(Box<CheckoutCall>),
+    /// Store a product and publish the new catalog; sent to the catalog
+    /// owner (`CATALOG_OWNER`), which orders all catalog changes.
+    UpsertProduct(Box<Product>),
 }
+
+/// The shard through which every catalog change goes, so that concurrent
+/// admin changes apply one after another instead of overwriting each other.
+pub const CATALOG_OWNER: ShardId = ShardId(0);
 
 /// A checkout, as the connection's shard hands it to the user's shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +141,7 @@ pub enum ShardAnswer {
     /// Whether the order held a reservation on the receiver.
     Settled(bool),
     Placed(Result<Box<Order>, ApiError>),
+    Upserted(Result<Box<Product>, ApiError>),
 }
 
 /// What handling a request needs next.
@@ -180,6 +188,18 @@ pub fn handle(
         }
         R::GetProduct { product_id } => product_stock(state, product_id),
         R::AdminRestock(restock) => admin_restock(state, session, restock, now),
+        R::AdminUpsertProduct(product) => {
+            if let Err(error) = require_admin(session, now) {
+                return reply(Err(error));
+            }
+            if let Err(error) = state.catalog.check_upsert(product) {
+                return reply(Err(error));
+            }
+            Step::Owner {
+                owner: CATALOG_OWNER,
+                call: ShardCall::UpsertProduct(product.clone()),
+            }
+        }
         other => reply(Err(ApiError::new(
             ErrorStatus::Unavailable,
             format!(
@@ -367,7 +387,9 @@ pub fn answer(
         }
         ShardCall::Release(order) => (ShardAnswer::Settled(state.inventory.release(order)), None),
         ShardCall::Commit(order) => (ShardAnswer::Settled(state.inventory.commit(order)), None),
-        ShardCall::Checkout(_) => unreachable!("checkout is placed by the I/O layer"),
+        other @ (ShardCall::Checkout(_) | ShardCall::UpsertProduct(_)) => {
+            unreachable!("the I/O layer runs {other:?}")
+        }
     }
 }
 
@@ -409,6 +431,7 @@ fn assert_owned(state: &ShardState, sku: &Sku) {
 pub fn owner_reply(answer: ShardAnswer) -> Response {
     match answer {
         ShardAnswer::Restocked(result) => result.map(ResponseBody::StockLevel),
+        ShardAnswer::Upserted(result) => result.map(ResponseBody::ProductDetail),
         other => unreachable!("{other:?} does not answer an Owner step"),
     }
 }

@@ -2,6 +2,7 @@
 //! sockets. It reads frames, hands decoded requests to `domain`, carries out
 //! the steps it returns, and writes the replies.
 
+pub mod cache;
 pub mod cid;
 mod commerce;
 pub mod forward;

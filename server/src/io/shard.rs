@@ -15,13 +15,13 @@ use std::cell::{Cell, RefCell};
 use std::net::UdpSocket;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, Runtime, SendStream};
 use souk_storage::Store;
 use souk_storage::model::StockRecord;
-use souk_wire::api::{ApiError, ErrorStatus, Request, Response, UnixMillis};
+use souk_wire::api::{ApiError, ErrorStatus, Product, Request, Response, StockStatus, UnixMillis};
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits as wire_limits};
 use tokio::sync::{Barrier, watch};
@@ -29,9 +29,11 @@ use tokio::task::LocalSet;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::cache::ReplyCache;
 use super::cid::CidKey;
 use super::commerce;
 use super::forward::{Datagram, ForwardQueue, ShardSocket};
+use crate::domain::catalog::Catalog;
 use crate::domain::{self, Effect, Session, ShardAnswer, ShardCall, ShardState, Step};
 use crate::limits;
 use crate::shard::ShardId;
@@ -71,6 +73,10 @@ pub struct ShardSetup {
     pub drained: Arc<Barrier>,
     pub core: Option<core_affinity::CoreId>,
     pub connections_max: usize,
+    /// Publishes each new catalog to every shard.
+    pub catalog_feed: Arc<watch::Sender<Arc<Catalog>>>,
+    /// Lifetime of a cached catalog reply; zero turns the cache off.
+    pub cache_ttl: std::time::Duration,
     /// Told once the endpoint is listening, or why it could not be.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
@@ -81,6 +87,8 @@ pub(super) struct Shard {
     pub(super) state: RefCell<ShardState>,
     pub(super) store: Arc<dyn Store>,
     mesh: ShardMesh,
+    cache: RefCell<ReplyCache>,
+    catalog_feed: Arc<watch::Sender<Arc<Catalog>>>,
     stats: Arc<Stats>,
     encoder: RefCell<Encoder>,
     /// Request streams in flight: shutdown waits for them.
@@ -146,6 +154,8 @@ async fn run(setup: ShardSetup) {
         cid_key,
         forward_peers,
         forwarded,
+        catalog_feed,
+        cache_ttl,
         ..
     } = setup;
     let id = state.shard;
@@ -169,6 +179,8 @@ async fn run(setup: ShardSetup) {
         state: RefCell::new(state),
         store,
         mesh,
+        cache: RefCell::new(ReplyCache::new(cache_ttl, limits::CACHED_REPLIES_MAX)),
+        catalog_feed,
         stats,
         encoder: RefCell::new(Encoder::new()),
         requests: TaskTracker::new(),
@@ -178,6 +190,7 @@ async fn run(setup: ShardSetup) {
     });
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
     let expiry_task = tokio::task::spawn_local(commerce::expire_lapsed(shard.clone()));
+    let catalog_task = tokio::task::spawn_local(follow_catalog(shard.clone()));
     // Payments that a stop interrupted resume; the gateway is idempotent.
     let pending = shard.state.borrow().pending.ids();
     for order in pending {
@@ -191,6 +204,7 @@ async fn run(setup: ShardSetup) {
     drained.wait().await;
     inbox_task.abort();
     expiry_task.abort();
+    catalog_task.abort();
     debug!(shard = id.0, "stopped");
 }
 
@@ -223,6 +237,8 @@ async fn drain(shard: &Shard, endpoint: &Endpoint) {
         connections = stats.connections_accepted.get(),
         connections_refused = stats.connections_refused.get(),
         datagrams_forwarded = stats.datagrams_forwarded.get(),
+        cache_hits = stats.cache_hits.get(),
+        cache_misses = stats.cache_misses.get(),
         "shard drained"
     );
 }
@@ -343,7 +359,7 @@ enum ReadFailure {
     Gone,
 }
 
-async fn read_request(recv: &mut RecvStream) -> Result<Request, ReadFailure> {
+async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure> {
     let read = async {
         let mut header = [0u8; wire_limits::FRAME_HEADER_BYTES];
         recv.read_exact(&mut header)
@@ -357,7 +373,7 @@ async fn read_request(recv: &mut RecvStream) -> Result<Request, ReadFailure> {
         recv.read_exact(&mut buffer[wire_limits::FRAME_HEADER_BYTES..])
             .await
             .map_err(|_| ReadFailure::Gone)?;
-        codec::decode_request(&buffer).map_err(|e| ReadFailure::Refused(e.to_string()))
+        Ok(buffer)
     };
     match tokio::time::timeout(limits::REQUEST_READ_TIMEOUT, read).await {
         Ok(result) => result,
@@ -375,13 +391,31 @@ async fn serve_stream(
     mut recv: RecvStream,
 ) {
     shard.stats().requests.increment();
-    let response = match read_request(&mut recv).await {
-        Ok(request) => {
+    let decoded = match read_frame(&mut recv).await {
+        Ok(frame) => {
+            let cached = shard.cache.borrow_mut().get(&frame, Instant::now());
+            if let Some(reply) = cached {
+                shard.stats().cache_hits.increment();
+                send_reply(&mut send, reply).await;
+                return;
+            }
+            codec::decode_request(&frame)
+                .map(|request| (request, frame))
+                .map_err(|e| ReadFailure::Refused(e.to_string()))
+        }
+        Err(failure) => Err(failure),
+    };
+    let mut cache_key = None;
+    let response = match decoded {
+        Ok((request, frame)) => {
             let mut handshake = connection.handshake_done.clone();
             if !request.body.operation().is_safe_read()
                 && handshake.wait_for(|done| *done).await.is_err()
             {
                 return;
+            }
+            if shard.cache.borrow().caches(request.body.operation()) {
+                cache_key = Some(frame);
             }
             execute(&shard, &connection.session, request).await
         }
@@ -397,12 +431,38 @@ async fn serve_stream(
         shard.stats().request_errors.increment();
     }
     let bytes = encode(&shard, &response);
+    if let Some(key) = cache_key
+        && response.is_ok()
+    {
+        shard.stats().cache_misses.increment();
+        shard
+            .cache
+            .borrow_mut()
+            .put(&key, bytes.clone(), Instant::now());
+    }
+    send_reply(&mut send, bytes).await;
+}
+
+async fn send_reply(send: &mut SendStream, bytes: Bytes) {
     if send.write_chunk(bytes).await.is_err() || send.finish().is_err() {
         return;
     }
     // The task (and so the shard's drain) lasts until the client has the
     // whole reply: closing a connection abandons unacknowledged data.
     let _ = tokio::time::timeout(limits::SHUTDOWN_DRAIN, send.stopped()).await;
+}
+
+/// Swaps in each catalog the catalog owner publishes, and drops the
+/// replies built from the old one. A restock re-publishes the same
+/// catalog, which only drops the replies.
+async fn follow_catalog(shard: Rc<Shard>) {
+    let mut feed = shard.catalog_feed.subscribe();
+    while feed.changed().await.is_ok() {
+        let catalog = feed.borrow_and_update().clone();
+        shard.state.borrow_mut().catalog = catalog;
+        shard.cache.borrow_mut().clear();
+        debug!(shard = shard.id.0, "catalog updated; reply cache cleared");
+    }
 }
 
 fn encode(shard: &Shard, response: &Response) -> Bytes {
@@ -478,6 +538,7 @@ pub(super) async fn call_owner(
 async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
     let call = match call {
         ShardCall::Checkout(checkout) => return commerce::place_order(shard, *checkout).await,
+        ShardCall::UpsertProduct(product) => return upsert_product(shard, *product).await,
         call => call,
     };
     let (answer, effect) = domain::answer(&mut shard.state.borrow_mut(), call, now());
@@ -497,7 +558,12 @@ async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
         }
     };
     match persisted {
-        Ok(()) => answer,
+        Ok(()) => {
+            // An operator's stock change shows everywhere at once: every
+            // shard drops its cached replies, as for a catalog change.
+            shard.catalog_feed.send_modify(|_| {});
+            answer
+        }
         Err(error) => {
             warn!(shard = shard.id.0, %error, "could not persist; change undone");
             domain::undo(
@@ -507,6 +573,33 @@ async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
             )
         }
     }
+}
+
+/// Stores a product and publishes the catalog that includes it. Runs on
+/// the catalog owner only, one change after another.
+async fn upsert_product(shard: &Shard, mut product: Product) -> ShardAnswer {
+    let now = now();
+    let catalog = shard.state.borrow().catalog.clone();
+    if let Err(error) = catalog.check_upsert(&product) {
+        return ShardAnswer::Upserted(Err(error));
+    }
+    product.created_at = catalog.product(&product.id).map_or(now, |p| p.created_at);
+    product.updated_at = now;
+    for variant in &mut product.variants {
+        // Stock is the owners' counters', never the product record's.
+        variant.available = 0;
+        variant.stock_status = StockStatus::Unknown;
+    }
+    if let Err(error) = shard.store.upsert_product(&product).await {
+        return ShardAnswer::Upserted(Err(domain::storage_failure(error)));
+    }
+    // Changes are applied in the order they were stored: the catalog is
+    // re-read after the write, in case another change landed meanwhile.
+    let latest = shard.catalog_feed.borrow().clone();
+    shard
+        .catalog_feed
+        .send_replace(Arc::new(latest.with_product(product.clone())));
+    ShardAnswer::Upserted(Ok(Box::new(product)))
 }
 
 /// Answers other shards' calls for the state this shard owns. Each call
