@@ -28,6 +28,25 @@ pub struct Cli {
 pub enum Command {
     /// Run the shop (the default when no command is given).
     Serve,
+    /// Import products from a CSV file into the store (souk's own columns,
+    /// superstore.csv or @vendure/create's products.csv). Run it with the
+    /// server stopped; re-running updates and never duplicates.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// The CSV file.
+    pub file: PathBuf,
+    /// The file's layout. [default: told from the header]
+    #[arg(long, value_enum)]
+    pub format: Option<crate::import::Format>,
+    /// Currency of prices the file gives without one.
+    #[arg(long, default_value = "USD")]
+    pub currency: String,
+    /// Units on hand for new SKUs the file gives no stock for.
+    #[arg(long, default_value_t = 100)]
+    pub initial_stock: i64,
 }
 
 /// Options of `souk serve`. Every field is optional here so that a value
@@ -37,35 +56,48 @@ pub enum Command {
 #[serde(deny_unknown_fields)]
 pub struct Options {
     /// TOML configuration file; its keys are the long flag names with `_`.
-    #[arg(short, long, env = "SOUK_CONFIG", value_name = "FILE")]
+    #[arg(global = true, short, long, env = "SOUK_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// UDP address the QUIC endpoint listens on. [default: 0.0.0.0:4433]
-    #[arg(long, env = "SOUK_LISTEN", value_name = "ADDR")]
+    #[arg(global = true, long, env = "SOUK_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
     /// Number of shards (pinned threads). [default: the number of cores]
-    #[arg(long, env = "SOUK_SHARDS", value_name = "N")]
+    #[arg(global = true, long, env = "SOUK_SHARDS", value_name = "N")]
     pub shards: Option<usize>,
 
     /// Directory for the store and the generated certificate. [default: ./data]
-    #[arg(long, env = "SOUK_DATA_DIR", value_name = "DIR")]
+    #[arg(global = true, long, env = "SOUK_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// TLS certificate chain (PEM). Without it, souk creates a self-signed
     /// certificate in the data directory on first start and prints its
     /// SHA-256 fingerprint for clients to pin.
-    #[arg(long, env = "SOUK_CERT", value_name = "PEM", requires = "key")]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_CERT",
+        value_name = "PEM",
+        requires = "key"
+    )]
     pub cert: Option<PathBuf>,
 
     /// TLS private key (PEM) for --cert.
-    #[arg(long, env = "SOUK_KEY", value_name = "PEM", requires = "cert")]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_KEY",
+        value_name = "PEM",
+        requires = "cert"
+    )]
     pub key: Option<PathBuf>,
 
     /// Interim admin credential: a connection that authenticates with this
     /// key as its access token may run admin operations. Unset: no admin.
     #[arg(
+        global = true,
         long,
         env = "SOUK_ADMIN_KEY",
         value_name = "KEY",
@@ -74,36 +106,43 @@ pub struct Options {
     pub admin_key: Option<String>,
 
     /// Log line format. [default: human]
-    #[arg(long, env = "SOUK_LOG_FORMAT", value_enum)]
+    #[arg(global = true, long, env = "SOUK_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
-    /// Log filter, as in RUST_LOG (for example `info,souk_server=debug`). [default: info]
-    #[arg(long, env = "SOUK_LOG", value_name = "FILTER")]
+    /// Log filter, as in RUST_LOG (for example `info,souk_server=debug`).
+    /// [default: info,fjall=warn,lsm_tree=warn]
+    #[arg(global = true, long, env = "SOUK_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 
     /// Products in the generated demo catalog served when the store is empty. [default: 500]
-    #[arg(long, env = "SOUK_DEMO_PRODUCTS", value_name = "N")]
+    #[arg(global = true, long, env = "SOUK_DEMO_PRODUCTS", value_name = "N")]
     pub demo_products: Option<usize>,
 
     /// Seed of the demo catalog generator. [default: 1]
-    #[arg(long, env = "SOUK_DEMO_SEED", value_name = "SEED")]
+    #[arg(global = true, long, env = "SOUK_DEMO_SEED", value_name = "SEED")]
     pub demo_seed: Option<u64>,
 
     /// Open connections one shard accepts; more are refused before any
     /// handshake work. [default: 10000]
-    #[arg(long, env = "SOUK_MAX_CONNECTIONS_PER_SHARD", value_name = "N")]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_MAX_CONNECTIONS_PER_SHARD",
+        value_name = "N"
+    )]
     pub max_connections_per_shard: Option<usize>,
 
     /// Where orders, users and the catalog are kept. [default: embedded]
-    #[arg(long, env = "SOUK_STORAGE", value_enum)]
+    #[arg(global = true, long, env = "SOUK_STORAGE", value_enum)]
     pub storage: Option<StorageKind>,
 
     /// The embedded store's engine. [default: fjall]
-    #[arg(long, env = "SOUK_EMBEDDED_ENGINE", value_enum)]
+    #[arg(global = true, long, env = "SOUK_EMBEDDED_ENGINE", value_enum)]
     pub embedded_engine: Option<EmbeddedEngine>,
 
     /// ScyllaDB nodes (host:port, comma-separated) for --storage scylla.
     #[arg(
+        global = true,
         long,
         env = "SOUK_SCYLLA_NODES",
         value_name = "HOST:PORT,...",
@@ -112,44 +151,69 @@ pub struct Options {
     pub scylla_nodes: Option<Vec<String>>,
 
     /// ScyllaDB keyspace. [default: souk]
-    #[arg(long, env = "SOUK_SCYLLA_KEYSPACE", value_name = "NAME")]
+    #[arg(global = true, long, env = "SOUK_SCYLLA_KEYSPACE", value_name = "NAME")]
     pub scylla_keyspace: Option<String>,
 
     /// Replicas per datacenter when souk creates the keyspace. [default: 3]
-    #[arg(long, env = "SOUK_SCYLLA_REPLICATION_FACTOR", value_name = "N")]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_SCYLLA_REPLICATION_FACTOR",
+        value_name = "N"
+    )]
     pub scylla_replication_factor: Option<u32>,
 
     /// This node's name among the souk nodes sharing a ScyllaDB cluster.
     /// [default: the host name]
-    #[arg(long, env = "SOUK_NODE_NAME", value_name = "NAME")]
+    #[arg(global = true, long, env = "SOUK_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
 
     /// Pin each shard's thread to its own core. [default: true]
-    #[arg(long, env = "SOUK_PIN_THREADS", value_name = "BOOL")]
+    #[arg(global = true, long, env = "SOUK_PIN_THREADS", value_name = "BOOL")]
     pub pin_threads: Option<bool>,
 
     /// Units of one SKU one customer may hold in unpaid and paid orders
     /// (bot protection); 0 for no limit. [default: 10]
-    #[arg(long, env = "SOUK_PURCHASE_LIMIT", value_name = "UNITS")]
+    #[arg(global = true, long, env = "SOUK_PURCHASE_LIMIT", value_name = "UNITS")]
     pub purchase_limit: Option<i64>,
 
     /// Seconds a checkout holds its stock while payment completes; unpaid
     /// orders then expire and their stock returns. [default: 900]
-    #[arg(long, env = "SOUK_RESERVATION_TTL_SECS", value_name = "SECS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_RESERVATION_TTL_SECS",
+        value_name = "SECS"
+    )]
     pub reservation_ttl_secs: Option<u64>,
 
     /// Latency of the built-in simulated payment gateway. [default: 50]
-    #[arg(long, env = "SOUK_PAYMENT_LATENCY_MS", value_name = "MS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_PAYMENT_LATENCY_MS",
+        value_name = "MS"
+    )]
     pub payment_latency_ms: Option<u64>,
 
     /// How long a shard serves a catalog reply from its cache; 0 turns the
     /// cache off. Catalog changes clear the caches at once; only the stock
     /// figures in product details can be this old. [default: 1000]
-    #[arg(long, env = "SOUK_CATALOG_CACHE_TTL_MS", value_name = "MS")]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_CATALOG_CACHE_TTL_MS",
+        value_name = "MS"
+    )]
     pub catalog_cache_ttl_ms: Option<u64>,
 
     /// Payments the simulated gateway declines, per 10,000. [default: 0]
-    #[arg(long, env = "SOUK_PAYMENT_DECLINES_PER_10K", value_name = "N")]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_PAYMENT_DECLINES_PER_10K",
+        value_name = "N"
+    )]
     pub payment_declines_per_10k: Option<u32>,
 }
 
@@ -232,7 +296,8 @@ impl Default for Config {
             tls: TlsSource::SelfSigned,
             admin_key: None,
             log_format: LogFormat::Human,
-            log: "info".into(),
+            // The storage engines narrate every table they open at info.
+            log: "info,fjall=warn,lsm_tree=warn".into(),
             demo_products: souk_storage::demo::DEMO_PRODUCTS_DEFAULT,
             demo_seed: 1,
             max_connections_per_shard: limits::CONNECTIONS_PER_SHARD_MAX,

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod import;
 pub mod io;
 pub mod limits;
 pub mod server;

@@ -4,25 +4,119 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use souk_server::Server;
-use souk_server::config::{Cli, Command, Config, LogFormat};
+use souk_server::config::{Cli, Command, Config, ImportArgs, LogFormat};
+use souk_server::import;
+use souk_wire::api::{Currency, UnixMillis};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::resolve(cli.options) {
+    let config = match Config::resolve(cli.options.clone()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("souk: {error}");
             return ExitCode::from(2);
         }
     };
+    let command = cli.command.unwrap_or(Command::Serve);
+    let mut config = config;
+    if matches!(command, Command::Import(_)) && cli.options.log.is_none() {
+        // A tool's output is its summary; only problems are logged.
+        config.log = "warn".into();
+    }
     init_logging(&config);
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(&config),
+        Command::Import(args) => import(&config, &args),
     }
 }
+
+fn import(config: &Config, args: &ImportArgs) -> ExitCode {
+    match run_import(config, args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("souk import: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let currency = Currency::new(&args.currency)
+        .map_err(|_| anyhow::anyhow!("--currency {:?} is not an ISO 4217 code", args.currency))?;
+    anyhow::ensure!(
+        (0..=souk_wire::limits::STOCK_UNITS_MAX).contains(&args.initial_stock),
+        "--initial-stock out of range"
+    );
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let rows = ProgressBar::new_spinner().with_message("reading rows");
+    let defaults = import::Defaults {
+        currency,
+        stock: args.initial_stock,
+    };
+    let parsed = import::parse(std::io::BufReader::new(file), args.format, defaults, |n| {
+        rows.set_position(n)
+    })?;
+    rows.finish_and_clear();
+    let (runtime, store) = souk_server::server::open_store_for_tool(config)
+        .context("cannot open the store (is souk running on this data directory? stop it first)")?;
+    let bar = ProgressBar::new(parsed.products.len() as u64).with_style(
+        ProgressStyle::with_template("writing products {bar:40} {pos}/{len}")
+            .expect("a valid template"),
+    );
+    let now = UnixMillis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+    );
+    let summary = runtime.block_on(async {
+        let summary =
+            import::store(store.as_ref(), &parsed, now, |n| bar.set_position(n as u64)).await;
+        let closed = store.close().await;
+        summary.and_then(|s| closed.map(|()| s).map_err(Into::into))
+    })?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}: {} rows read; products: {} new, {} updated, {} unchanged; {} new SKUs stocked; {} categories; {} rows rejected",
+        args.file.display(),
+        parsed.rows,
+        summary.new,
+        summary.updated,
+        summary.unchanged,
+        summary.stocked,
+        parsed.categories.len(),
+        parsed.rejected.len() + summary.conflicts.len(),
+    );
+    for rejected in parsed.rejected.iter().take(REJECTIONS_SHOWN) {
+        let _ = writeln!(
+            out,
+            "  rejected line {}: {}",
+            rejected.line, rejected.reason
+        );
+    }
+    if parsed.rejected.len() > REJECTIONS_SHOWN {
+        let _ = writeln!(
+            out,
+            "  ... and {} more",
+            parsed.rejected.len() - REJECTIONS_SHOWN
+        );
+    }
+    for conflict in &summary.conflicts {
+        let _ = writeln!(out, "  rejected {conflict}");
+    }
+    Ok(())
+}
+
+/// Rejected rows listed one by one; past this only their count is shown.
+const REJECTIONS_SHOWN: usize = 50;
 
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));

@@ -261,6 +261,20 @@ impl Drop for Server {
     }
 }
 
+/// Opens the configured store for a command-line tool (`souk import`),
+/// with the runtime its calls run on.
+pub fn open_store_for_tool(
+    config: &Config,
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<dyn Store>)> {
+    let data_dir = DataDir::open(&config.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let store = runtime.block_on(open_store(config, &data_dir))?;
+    Ok((runtime, store))
+}
+
 /// Opens the configured store.
 async fn open_store(config: &Config, data_dir: &DataDir) -> anyhow::Result<Arc<dyn Store>> {
     match &config.storage {
