@@ -1,10 +1,12 @@
 //! The `souk` binary as an operator runs it: help, start, SIGTERM, exit 0.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use souk_client::{Client, ClientConfig, Trust};
+use souk_client::Client;
+use support::Souk;
+
+mod support;
 
 #[test]
 fn help_documents_every_option_with_its_environment_variable() {
@@ -47,39 +49,17 @@ fn help_documents_every_option_with_its_environment_variable() {
 #[test]
 fn sigterm_stops_the_server_cleanly_with_exit_status_zero() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--log-format",
-            "json",
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = stdout.next().unwrap().unwrap();
-    let addr = listening
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let fingerprint = stdout.next().unwrap().unwrap();
-    let fingerprint: [u8; 32] = hex::decode(fingerprint.rsplit(' ').next().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let souk = Souk::spawn(
+        &["--shards", "2", "--log-format", "json"],
+        data.path(),
+        Stdio::piped(),
+    );
+    let config = souk.client_config();
+    let mut child = souk.child;
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let hello = runtime.block_on(async {
-        let client =
-            Client::connect(ClientConfig::new(addr, Trust::Fingerprint(fingerprint))).await?;
+        let client = Client::connect(config).await?;
         client.hello().await
     });
     assert_eq!(hello.unwrap().shard_count, 2);

