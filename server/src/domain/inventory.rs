@@ -112,7 +112,8 @@ pub struct Inventory {
     counters: HashMap<Sku, Counter>,
     reservations: HashMap<OrderId, Reservation>,
     /// Units of each SKU an account holds (reserved or bought): what the
-    /// purchase limit is checked against.
+    /// purchase limit is checked against. The limit is per account and
+    /// SKU for the life of the shop, as a limited edition's is.
     holdings: HashMap<(UserId, Sku), i64>,
     settled: Settled,
     /// Units of one SKU one account may hold; 0 means no limit.
@@ -182,10 +183,7 @@ impl Inventory {
                             warn!(%sku, ?counter, "more sold than received; the stock record is behind");
                             counter.received = counter.sold;
                         }
-                        *inventory
-                            .holdings
-                            .entry((order.user_id, sku.clone()))
-                            .or_default() += units;
+                        inventory.add_holding(order.user_id, sku, *units);
                     }
                     inventory.settled.insert(order.id);
                 }
@@ -207,9 +205,17 @@ impl Inventory {
     fn replay_reservation(&mut self, order: OrderId, user: UserId, lines: Vec<(Sku, i64)>) {
         for (sku, units) in &lines {
             self.counters.entry(sku.clone()).or_default().reserved += units;
-            *self.holdings.entry((user, sku.clone())).or_default() += units;
+            self.add_holding(user, sku, *units);
         }
         self.reservations.insert(order, Reservation { user, lines });
+    }
+
+    /// Counts units an account holds. Only kept while a limit is set: with
+    /// none, nothing reads it, and it would grow with every buyer.
+    fn add_holding(&mut self, user: UserId, sku: &Sku, units: i64) {
+        if self.purchase_limit > 0 {
+            *self.holdings.entry((user, sku.clone())).or_default() += units;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -291,7 +297,7 @@ impl Inventory {
             let counter = self.counters.entry(sku.clone()).or_default();
             counter.reserved += units;
             counter.assert_valid(sku);
-            *self.holdings.entry((user, sku.clone())).or_default() += units;
+            self.add_holding(user, sku, *units);
         }
         self.reservations.insert(order, Reservation { user, lines });
         Ok(())
