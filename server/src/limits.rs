@@ -111,3 +111,6 @@ pub const PLACED_KEYS_MAX: usize = 1_000_000;
 /// browse page of 100 summaries), so 20,000 bound the cache near 50 MiB
 /// even if every entry were a full page.
 pub const CACHED_REPLIES_MAX: usize = 20_000;
+
+/// Interrupted payments a shard resumes at once after a start.
+pub const PAYMENTS_RESUMED_AT_ONCE: usize = 64;

@@ -316,22 +316,10 @@ async fn load_catalog(store: &dyn Store, config: &Config) -> anyhow::Result<Cata
 /// them, over every shard number a server can have, so that a restart with
 /// a different shard count still finds them all.
 async fn load_orders(store: &dyn Store) -> anyhow::Result<Vec<OrderRecord>> {
-    let mut orders = Vec::new();
-    for shard in 0..limits::SHARDS_MAX as u16 {
-        let mut after = None;
-        loop {
-            let page = store
-                .orders_of_shard(shard, after, 10_000)
-                .await
-                .context("reading orders to rebuild stock")?;
-            orders.extend(page.items);
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-    }
-    Ok(orders)
+    store
+        .all_orders(limits::SHARDS_MAX as u16)
+        .await
+        .context("reading orders to rebuild stock")
 }
 
 /// The key that signs access tokens: `token.key` in the data directory,

@@ -92,6 +92,25 @@ pub trait OrderStore: Send + Sync {
         after: Option<OrderId>,
         limit: usize,
     ) -> Result<Page<OrderRecord, OrderId>>;
+
+    /// Every stored order, each once, placed by shards `0..shards`: what a
+    /// server replays at start. The default reads each shard's orders in
+    /// turn; a backend that can scan its orders whole does so instead.
+    async fn all_orders(&self, shards: u16) -> Result<Vec<OrderRecord>> {
+        let mut orders = Vec::new();
+        for shard in 0..shards {
+            let mut after = None;
+            loop {
+                let page = self.orders_of_shard(shard, after, usize::MAX).await?;
+                orders.extend(page.items);
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(orders)
+    }
 }
 
 #[async_trait]

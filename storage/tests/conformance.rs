@@ -341,6 +341,37 @@ async fn orders_insert_once_transition_checked_and_page(f: &Fixture) {
     assert_eq!(ids, (20..25).map(|n| base + n).collect::<Vec<_>>());
 }
 
+async fn all_orders_returns_each_order_once_in_its_last_state(f: &Fixture) {
+    let store = &f.store;
+    let base = f.salt * 1000 + 600;
+    let ours = |o: &&OrderRecord| (base..base + 30).contains(&o.id.0);
+    for n in 0..30 {
+        let placed_by = (n % 3) as u16;
+        store
+            .insert_order(&order(base + n, f.salt * 10 + 7, placed_by))
+            .await
+            .unwrap();
+    }
+    let mut paid = order(base + 2, f.salt * 10 + 7, 2);
+    paid.status = OrderStatus::Paid;
+    store
+        .update_order(&paid, OrderStatus::PendingPayment)
+        .await
+        .unwrap();
+    let all = store.all_orders(3).await.unwrap();
+    let mut ids: Vec<u64> = all.iter().filter(ours).map(|o| o.id.0).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (base..base + 30).collect::<Vec<_>>(),
+        "each order once"
+    );
+    let stored = all.iter().find(|o| o.id.0 == base + 2).unwrap();
+    assert_eq!(stored.status, OrderStatus::Paid);
+    let fewer = store.all_orders(2).await.unwrap();
+    assert_eq!(fewer.iter().filter(ours).count(), 20, "only shards 0 and 1");
+}
+
 async fn payments_round_trip(f: &Fixture) {
     let payment = PaymentRecord {
         order_id: OrderId(f.salt * 1000 + 50),
@@ -510,6 +541,7 @@ macro_rules! conformance {
             check!(addresses_belong_to_their_user);
             check!(refresh_tokens_rotate_once_and_families_revoke);
             check!(orders_insert_once_transition_checked_and_page);
+            check!(all_orders_returns_each_order_once_in_its_last_state);
             check!(payments_round_trip);
             check!(idempotency_keeps_the_first_outcome);
             check!(event_logs_append_read_and_keep_offsets);

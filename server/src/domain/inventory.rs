@@ -177,12 +177,7 @@ impl Inventory {
                 }
                 OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::Refunded => {
                     for (sku, units) in &lines {
-                        let counter = inventory.counters.entry(sku.clone()).or_default();
-                        counter.sold += units;
-                        if counter.sold > counter.received {
-                            warn!(%sku, ?counter, "more sold than received; the stock record is behind");
-                            counter.received = counter.sold;
-                        }
+                        inventory.counters.entry(sku.clone()).or_default().sold += units;
                         inventory.add_holding(order.user_id, sku, *units);
                     }
                     inventory.settled.insert(order.id);
@@ -190,12 +185,14 @@ impl Inventory {
                 OrderStatus::Cancelled | OrderStatus::Expired => inventory.settled.insert(order.id),
             }
         }
-        // Pending reservations may have been replayed before the sales
-        // that preceded them; only now are the totals final.
+        // Only now are the totals final. A store whose stock records are
+        // behind its orders (restored from an older backup, say) would
+        // leave more sold or reserved than received: received is raised to
+        // cover them, so that every reservation can still be released.
         for (sku, counter) in &mut inventory.counters {
-            if counter.reserved > counter.on_hand() {
-                warn!(%sku, ?counter, "more reserved than on hand after replay; clamped");
-                counter.reserved = counter.on_hand();
+            if counter.sold + counter.reserved > counter.received {
+                warn!(%sku, ?counter, "orders hold more than was received; units received raised to match");
+                counter.received = counter.sold + counter.reserved;
             }
             counter.assert_valid(sku);
         }

@@ -669,6 +669,15 @@ pub async fn pay(shard: Rc<Shard>, order_id: OrderId) {
     }
 }
 
+/// Resumes the payments a stop interrupted, a bounded number at a time, so
+/// that a start after a busy sale does not spawn a task per pending order
+/// at once.
+pub async fn resume_payments(shard: Rc<Shard>, orders: Vec<OrderId>) {
+    for chunk in orders.chunks(limits::PAYMENTS_RESUMED_AT_ONCE) {
+        join_all(chunk.iter().map(|id| pay(shard.clone(), *id))).await;
+    }
+}
+
 /// Moves a pending order to `status` if it is still pending, and settles
 /// its reservation. Whether this call made the change.
 async fn transition(

@@ -193,9 +193,7 @@ async fn run(setup: ShardSetup) {
     let catalog_task = tokio::task::spawn_local(follow_catalog(shard.clone()));
     // Payments that a stop interrupted resume; the gateway is idempotent.
     let pending = shard.state.borrow().pending.ids();
-    for order in pending {
-        tokio::task::spawn_local(commerce::pay(shard.clone(), order));
-    }
+    let resume_task = tokio::task::spawn_local(commerce::resume_payments(shard.clone(), pending));
     let _ = ready.send(Ok(()));
     debug!(shard = id.0, "listening");
 
@@ -205,6 +203,7 @@ async fn run(setup: ShardSetup) {
     inbox_task.abort();
     expiry_task.abort();
     catalog_task.abort();
+    resume_task.abort();
     debug!(shard = id.0, "stopped");
 }
 

@@ -515,7 +515,35 @@ impl OrderStore for EmbeddedStore {
         };
         self.orders_by_index(Table::OrdersByShard, scan)
     }
+
+    /// One scan of the orders table: no index, no lookup per order.
+    async fn all_orders(&self, shards: u16) -> Result<Vec<OrderRecord>> {
+        let mut orders: Vec<OrderRecord> = Vec::new();
+        loop {
+            let from = orders.last().map(|o| keys::order(OrderId(o.id.0 + 1)));
+            if orders.last().is_some_and(|o| o.id.0 == u64::MAX) {
+                break;
+            }
+            let scan = Scan {
+                prefix: b"",
+                from: from.as_ref().map(|k| k.as_slice()),
+                descending: false,
+                limit: ALL_ORDERS_PAGE,
+            };
+            let page: Vec<OrderRecord> = self.scan_records(Table::Orders, scan)?;
+            let done = page.len() < ALL_ORDERS_PAGE;
+            orders.extend(page);
+            if done {
+                break;
+            }
+        }
+        orders.retain(|o| o.shard < shards);
+        Ok(orders)
+    }
 }
+
+/// Orders decoded per scan of `all_orders`.
+const ALL_ORDERS_PAGE: usize = 10_000;
 
 #[async_trait]
 impl PaymentStore for EmbeddedStore {
