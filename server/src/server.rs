@@ -88,6 +88,7 @@ impl Server {
                 latency: config.payment_latency,
                 declines_per_10k: config.payment_declines_per_10k,
             },
+            purchase_limit: config.purchase_limit,
         };
 
         let sockets = socket::bind_shared(config.listen, config.shards)

@@ -546,3 +546,50 @@ async fn a_checkout_retried_after_a_restart_returns_the_same_order() {
     );
     server.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_guest_cart_is_capped_by_stock_and_the_purchase_limit() {
+    let running = start(|config| config.purchase_limit = 4);
+    let admin = admin(&running.server).await;
+    let scarce = sku_of(&admin, 7).await;
+    let limited = sku_of(&admin, 8).await;
+    admin
+        .admin_restock(&scarce, 2, RestockMode::Set)
+        .await
+        .unwrap();
+    admin
+        .admin_restock(&limited, 100, RestockMode::Set)
+        .await
+        .unwrap();
+    let client = connect(&running.server).await;
+    let tablet = DeviceId::new("tablet-19").unwrap();
+    client
+        .add_to_cart(Some(tablet.clone()), &scarce, 5)
+        .await
+        .unwrap();
+    client
+        .add_to_cart(Some(tablet.clone()), &limited, 9)
+        .await
+        .unwrap();
+    client
+        .register("fu@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    let merged = client.merge_cart(tablet.clone()).await.unwrap();
+    let units = |sku: &Sku| {
+        merged
+            .lines
+            .iter()
+            .find(|l| &l.sku == sku)
+            .unwrap()
+            .quantity
+    };
+    assert_eq!(units(&scarce), 2, "no more than in stock");
+    assert_eq!(units(&limited), 4, "no more than the customer may buy");
+    assert_eq!(
+        client.get_cart(Some(tablet)).await.unwrap().item_count,
+        6,
+        "signed in, the user's cart"
+    );
+    running.server.shutdown().unwrap();
+}

@@ -45,9 +45,12 @@ pub enum CartChange {
     Remove {
         sku: Sku,
     },
-    /// Adds another cart's lines (a guest cart at login), capped per line.
+    /// Adds another cart's lines (a guest cart at login). Each summed line
+    /// is capped by `caps` (what is in stock and what the customer may
+    /// buy, as the caller found them) and by the line bound.
     Merge {
         lines: Vec<(Sku, u32)>,
+        caps: Vec<(Sku, u32)>,
     },
     /// Empties the cart and returns what it held (the guest half of a merge).
     Take,
@@ -103,10 +106,17 @@ impl Carts {
                     cart.lines.remove(i);
                 }
             }
-            CartChange::Merge { lines } => {
+            CartChange::Merge { lines, caps } => {
                 for (sku, units) in lines {
                     let current = position(&cart.lines, &sku).map_or(0, |i| cart.lines[i].1);
-                    let total = current.saturating_add(units).min(CART_LINE_UNITS_MAX);
+                    let cap = caps
+                        .iter()
+                        .find(|(s, _)| *s == sku)
+                        .map_or(CART_LINE_UNITS_MAX, |(_, cap)| *cap);
+                    // A line already over the cap is not cut down by a merge.
+                    let total = current
+                        .max(current.saturating_add(units).min(cap))
+                        .min(CART_LINE_UNITS_MAX);
                     // A merge keeps what fits: a full cart drops the rest
                     // instead of failing the login that merges it.
                     let _ = set_line(&mut cart.lines, sku, total);
@@ -344,15 +354,21 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        let merged = carts
-            .apply(&user, CartChange::Merge { lines: taken }, NOW)
-            .unwrap();
-        assert_eq!(merged, vec![(sku(2), CART_LINE_UNITS_MAX), (sku(1), 2)]);
+        let merge = CartChange::Merge {
+            lines: taken,
+            caps: vec![(sku(1), 1)],
+        };
+        let merged = carts.apply(&user, merge, NOW).unwrap();
+        assert_eq!(
+            merged,
+            vec![(sku(2), CART_LINE_UNITS_MAX), (sku(1), 1)],
+            "summed, capped by the line bound and by the caller's cap"
+        );
         let after = carts
             .apply(
                 &user,
                 CartChange::Deduct {
-                    lines: vec![(sku(2), 10), (sku(1), 2)],
+                    lines: vec![(sku(2), 10), (sku(1), 1)],
                 },
                 NOW,
             )

@@ -82,6 +82,9 @@ pub struct CommerceConfig {
     /// How long a checkout holds its stock while payment completes.
     pub reservation_ttl: std::time::Duration,
     pub gateway: SimulatedGateway,
+    /// Units of one SKU one customer may hold; 0 for no limit. Enforced by
+    /// the SKU owners at reservation; carts use it to cap merged lines.
+    pub purchase_limit: i64,
 }
 
 /// Per-connection state, owned by the connection's task.

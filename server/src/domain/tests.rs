@@ -39,6 +39,7 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
                     latency: std::time::Duration::ZERO,
                     declines_per_10k: 0,
                 },
+                purchase_limit: 0,
             },
             checkouts: Default::default(),
             placed: Default::default(),

@@ -412,7 +412,20 @@ fn group_by_owner<T>(items: Vec<T>, owner: impl Fn(&T) -> ShardId) -> Vec<(Shard
 /// Moves a device's guest cart into the user's cart.
 async fn merge_guest_cart(shard: &Rc<Shard>, user: UserId, device: DeviceId) -> Response {
     let taken = cart_lines(shard, CartKey::Guest(device), CartChange::Take).await?;
-    let merge = CartChange::Merge { lines: taken };
+    let skus = taken.iter().map(|(sku, _)| sku.clone()).collect();
+    let limit = shard.state.borrow().commerce.purchase_limit;
+    let caps = stock_levels(shard, skus)
+        .await?
+        .into_iter()
+        .map(|level| {
+            let mut cap = level.available.max(0);
+            if limit > 0 {
+                cap = cap.min(limit);
+            }
+            (level.sku, u32::try_from(cap).unwrap_or(u32::MAX))
+        })
+        .collect();
+    let merge = CartChange::Merge { lines: taken, caps };
     cart_change(shard, CartKey::User(user), merge).await
 }
 
