@@ -207,6 +207,11 @@ pub struct Options {
     )]
     pub catalog_cache_ttl_ms: Option<u64>,
 
+    /// TCP address of the Prometheus metrics endpoint (`GET /metrics`).
+    /// Unset: no endpoint.
+    #[arg(global = true, long, env = "SOUK_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Payments the simulated gateway declines, per 10,000. [default: 0]
     #[arg(
         global = true,
@@ -285,6 +290,7 @@ pub struct Config {
     pub payment_latency: std::time::Duration,
     pub payment_declines_per_10k: u32,
     pub catalog_cache_ttl: std::time::Duration,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -308,6 +314,7 @@ impl Default for Config {
             payment_latency: std::time::Duration::from_millis(50),
             payment_declines_per_10k: 0,
             catalog_cache_ttl: std::time::Duration::from_millis(1000),
+            metrics_listen: None,
         }
     }
 }
@@ -392,6 +399,7 @@ impl Config {
                 .catalog_cache_ttl_ms
                 .or(file.catalog_cache_ttl_ms)
                 .map_or(defaults.catalog_cache_ttl, std::time::Duration::from_millis),
+            metrics_listen: cli.metrics_listen.or(file.metrics_listen),
         };
         config.validate()?;
         Ok(config)

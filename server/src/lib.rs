@@ -21,6 +21,7 @@ pub mod domain;
 pub mod import;
 pub mod io;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod shard;
 pub mod stats;

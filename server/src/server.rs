@@ -24,15 +24,16 @@ use crate::domain::{AdminKey, CommerceConfig, ShardState};
 use crate::io::cid::CidKey;
 use crate::io::shard::{self, ShardSetup};
 use crate::io::{forward, quic, socket};
-use crate::limits;
 use crate::shard::{Placement, mesh};
 use crate::stats::Stats;
 use crate::tls;
+use crate::{limits, metrics};
 
 /// A running server. Dropping it without `shutdown` leaves its threads
 /// running until the process exits.
 pub struct Server {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     fingerprint: [u8; 32],
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
@@ -102,6 +103,22 @@ impl Server {
             stats.clone(),
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let metrics_addr = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                let bound = listener.local_addr()?;
+                let serving = metrics::serve(listener, stats.clone(), shutdown_rx.clone());
+                storage_runtime.spawn(async move {
+                    if let Err(error) = serving.await {
+                        tracing::warn!(%error, "the metrics endpoint stopped");
+                    }
+                });
+                info!(addr = %bound, "metrics at /metrics");
+                Some(bound)
+            }
+        };
         let drained = Arc::new(Barrier::new(config.shards));
         let cores = config
             .pin_threads
@@ -176,6 +193,7 @@ impl Server {
         }
         let server = Server {
             local_addr,
+            metrics_addr,
             fingerprint: identity.fingerprint,
             stats,
             shutdown,
@@ -205,6 +223,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// SHA-256 of the server certificate, for clients that pin it.

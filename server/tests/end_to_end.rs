@@ -469,6 +469,7 @@ async fn catalog_replies_are_cached_and_an_admin_change_reaches_every_shard_at_o
     let mut config = config(data.path(), "127.0.0.1:0".parse().unwrap());
     // Long enough that only the change event can explain a fresh reply.
     config.catalog_cache_ttl = Duration::from_secs(600);
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     let server = Server::start(&config).unwrap();
     let admin = connect(&server).await;
     admin.authenticate(ADMIN_KEY).await.unwrap();
@@ -488,6 +489,15 @@ async fn catalog_replies_are_cached_and_an_admin_change_reaches_every_shard_at_o
     let stats = server.stats();
     assert!(stats.total(|s| &s.cache_hits) >= clients.len() as u64);
     assert!(stats.cache_hit_rate() > 0.0);
+    let metrics = scrape(server.metrics_addr().unwrap()).await;
+    let ratio: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("souk_catalog_cache_hit_ratio "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ratio > 0.0 && ratio < 1.0, "{metrics}");
+    assert!(metrics.contains("souk_catalog_cache_hits_total{shard=\"1\"}"));
 
     let mut changed = before.clone();
     changed.name = "Renamed by the operator".into();
@@ -521,4 +531,18 @@ async fn catalog_replies_are_cached_and_an_admin_change_reaches_every_shard_at_o
         Some(ErrorStatus::Unauthenticated)
     );
     server.shutdown().unwrap();
+}
+
+/// `GET /metrics` over plain HTTP/1.1, as a Prometheus scraper sends it.
+async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: souk\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }

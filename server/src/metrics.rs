@@ -1,0 +1,150 @@
+//! The metrics endpoint: every shard's counters in the Prometheus text
+//! format at `GET /metrics` on `--metrics-listen`. It runs on the storage
+//! runtime, off the shards, and only reads counters (one writer each), so
+//! scraping never slows a request.
+
+use std::fmt::Write;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
+use tokio::sync::watch;
+
+use crate::stats::{Counter, ShardStats, Stats};
+
+type Read = fn(&ShardStats) -> &Counter;
+
+/// Every per-shard counter: its metric name and what it counts.
+const COUNTERS: &[(&str, &str, Read)] = &[
+    ("souk_requests_total", "Requests received.", |s| &s.requests),
+    (
+        "souk_request_errors_total",
+        "Requests answered with an error status.",
+        |s| &s.request_errors,
+    ),
+    (
+        "souk_bad_frames_total",
+        "Request frames refused before decoding.",
+        |s| &s.bad_frames,
+    ),
+    (
+        "souk_cross_shard_calls_total",
+        "Calls sent to another shard.",
+        |s| &s.cross_shard_calls,
+    ),
+    (
+        "souk_cross_shard_busy_total",
+        "Calls refused because the owner's inbox was full.",
+        |s| &s.cross_shard_busy,
+    ),
+    (
+        "souk_cross_shard_served_total",
+        "Calls from other shards answered.",
+        |s| &s.cross_shard_served,
+    ),
+    (
+        "souk_connections_accepted_total",
+        "Connections accepted.",
+        |s| &s.connections_accepted,
+    ),
+    (
+        "souk_connections_refused_total",
+        "Connections refused at the per-shard limit.",
+        |s| &s.connections_refused,
+    ),
+    (
+        "souk_connections_closed_total",
+        "Connections closed.",
+        |s| &s.connections_closed,
+    ),
+    (
+        "souk_datagrams_forwarded_total",
+        "Packets of migrated connections handed to their shard.",
+        |s| &s.datagrams_forwarded,
+    ),
+    (
+        "souk_datagrams_forward_dropped_total",
+        "Forwarded packets dropped on a full queue.",
+        |s| &s.datagrams_forward_dropped,
+    ),
+    (
+        "souk_catalog_cache_hits_total",
+        "Catalog reads answered from the reply cache.",
+        |s| &s.cache_hits,
+    ),
+    (
+        "souk_catalog_cache_misses_total",
+        "Catalog reads that built their reply.",
+        |s| &s.cache_misses,
+    ),
+];
+
+/// The exposition text.
+pub fn render(stats: &Stats) -> String {
+    let mut out = String::with_capacity(4096);
+    for (name, help, read) in COUNTERS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (shard, counters) in stats.shards().iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(counters).get());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP souk_catalog_cache_hit_ratio Share of catalog reads answered from the reply caches.\n\
+         # TYPE souk_catalog_cache_hit_ratio gauge\n\
+         souk_catalog_cache_hit_ratio {}",
+        stats.cache_hit_rate()
+    );
+    out
+}
+
+/// Serves `/metrics` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let body = render(&stats);
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::ShardId;
+
+    #[test]
+    fn every_counter_is_rendered_per_shard() {
+        let stats = Stats::new(2);
+        stats.shard(ShardId(1)).cache_hits.increment();
+        stats.shard(ShardId(1)).cache_hits.increment();
+        stats.shard(ShardId(0)).cache_misses.increment();
+        let text = render(&stats);
+        assert!(
+            text.contains("souk_catalog_cache_hits_total{shard=\"1\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("souk_catalog_cache_hits_total{shard=\"0\"} 0\n"));
+        let ratio = text
+            .lines()
+            .find(|l| l.starts_with("souk_catalog_cache_hit_ratio "))
+            .unwrap();
+        let ratio: f64 = ratio.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!((ratio - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(text.matches("# TYPE").count(), COUNTERS.len() + 1);
+    }
+}
