@@ -108,6 +108,18 @@ pub struct StockRecord {
     pub updated_at: UnixMillis,
 }
 
+/// A cart as its owner shard last flushed it. Carts are written behind
+/// (every few hundred milliseconds, and at shutdown), not per change: a
+/// crash may lose the last moments of cart edits, never an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartRecord {
+    /// `u:<user id>` or `g:<device id>`.
+    pub key: String,
+    /// Empty: the cart is gone (emptied, merged or evicted).
+    pub lines: Vec<(Sku, u32)>,
+    pub updated_at: UnixMillis,
+}
+
 /// One page of a list and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T, C> {

@@ -15,8 +15,8 @@ use souk_wire::api::{
 use crate::CatalogData;
 use crate::error::Result;
 use crate::model::{
-    EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord, RefreshTokenRecord,
-    StockRecord, UserRecord,
+    CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
+    RefreshTokenRecord, StockRecord, UserRecord,
 };
 
 #[async_trait]
@@ -134,6 +134,15 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> Result<Option<IdempotencyRecord>>;
 }
 
+#[async_trait]
+pub trait CartStore: Send + Sync {
+    /// Writes carts whole, in one write; a record with no lines deletes
+    /// its cart.
+    async fn put_carts(&self, carts: &[CartRecord]) -> Result<()>;
+    /// Every stored cart: what a server loads at start.
+    async fn carts(&self) -> Result<Vec<CartRecord>>;
+}
+
 /// Each shard's append-only log of events (the outbox). A shard is its
 /// log's only writer and numbers its events; consumers keep offsets.
 #[async_trait]
@@ -160,6 +169,7 @@ pub trait Store:
     + PaymentStore
     + IdempotencyStore
     + EventLog
+    + CartStore
 {
     /// The backend's name, for logs.
     fn backend(&self) -> &'static str;

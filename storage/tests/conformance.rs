@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
 use souk_storage::model::{
-    EventRecord, IdempotencyRecord, Inserted, OrderRecord, PaymentRecord, RefreshTokenRecord,
-    StockRecord, UserRecord,
+    CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, PaymentRecord,
+    RefreshTokenRecord, StockRecord, UserRecord,
 };
 use souk_storage::{StorageError, Store, demo};
 use souk_wire::api::{
@@ -372,6 +372,45 @@ async fn all_orders_returns_each_order_once_in_its_last_state(f: &Fixture) {
     assert_eq!(fewer.iter().filter(ours).count(), 20, "only shards 0 and 1");
 }
 
+async fn carts_are_written_whole_and_deleted_when_empty(f: &Fixture) {
+    let store = &f.store;
+    let key = |n: u64| format!("u:{}", f.salt * 100 + n);
+    let sku = |s: &str| Sku::new(s).unwrap();
+    let cart = |n: u64, lines: Vec<(Sku, u32)>| CartRecord {
+        key: key(n),
+        lines,
+        updated_at: UnixMillis(n),
+    };
+    store
+        .put_carts(&[
+            cart(1, vec![(sku("A-1"), 2)]),
+            cart(2, vec![(sku("B-1"), 1), (sku("C-1"), 9)]),
+        ])
+        .await
+        .unwrap();
+    store
+        .put_carts(&[cart(1, vec![(sku("A-1"), 5)]), cart(2, Vec::new())])
+        .await
+        .unwrap();
+    let ours: Vec<CartRecord> = store
+        .carts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.key == key(1) || c.key == key(2))
+        .collect();
+    assert_eq!(
+        ours,
+        vec![cart(1, vec![(sku("A-1"), 5)])],
+        "replaced whole; the empty one deleted"
+    );
+    let long_key = CartRecord {
+        key: "g:".to_owned() + &"x".repeat(2000),
+        ..cart(3, vec![(sku("A-1"), 1)])
+    };
+    assert!(store.put_carts(&[long_key]).await.is_err());
+}
+
 async fn payments_round_trip(f: &Fixture) {
     let payment = PaymentRecord {
         order_id: OrderId(f.salt * 1000 + 50),
@@ -542,6 +581,7 @@ macro_rules! conformance {
             check!(refresh_tokens_rotate_once_and_families_revoke);
             check!(orders_insert_once_transition_checked_and_page);
             check!(all_orders_returns_each_order_once_in_its_last_state);
+            check!(carts_are_written_whole_and_deleted_when_empty);
             check!(payments_round_trip);
             check!(idempotency_keeps_the_first_outcome);
             check!(event_logs_append_read_and_keep_offsets);

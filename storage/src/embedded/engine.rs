@@ -25,10 +25,11 @@ pub enum Table {
     Idempotency,
     Events,
     EventOffsets,
+    Carts,
 }
 
 impl Table {
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Meta,
         Table::Categories,
         Table::Products,
@@ -45,6 +46,7 @@ impl Table {
         Table::Idempotency,
         Table::Events,
         Table::EventOffsets,
+        Table::Carts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Table {
             Table::Idempotency => "idempotency",
             Table::Events => "events",
             Table::EventOffsets => "event_offsets",
+            Table::Carts => "carts",
         }
     }
 

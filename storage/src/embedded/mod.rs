@@ -23,12 +23,12 @@ use crate::codec::{decode, encode};
 use crate::error::{Result, StorageError};
 use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX, check_len};
 use crate::model::{
-    EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord, RefreshTokenRecord,
-    StockRecord, UserRecord,
+    CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
+    RefreshTokenRecord, StockRecord, UserRecord,
 };
 use crate::store::{
-    CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore, Store,
-    TokenStore, UserStore,
+    CartStore, CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore,
+    Store, TokenStore, UserStore,
 };
 use commit::Committer;
 use engine::{Engine, Scan, Table, WriteTxn};
@@ -544,6 +544,36 @@ impl OrderStore for EmbeddedStore {
 
 /// Orders decoded per scan of `all_orders`.
 const ALL_ORDERS_PAGE: usize = 10_000;
+
+#[async_trait]
+impl CartStore for EmbeddedStore {
+    async fn put_carts(&self, carts: &[CartRecord]) -> Result<()> {
+        let mut writes = Vec::with_capacity(carts.len());
+        for cart in carts {
+            let key = keys::text(&cart.key, "cart key")?;
+            let value = if cart.lines.is_empty() {
+                None
+            } else {
+                Some(encode("cart", cart, RECORD_BYTES_MAX)?)
+            };
+            writes.push((key, value));
+        }
+        self.write(move |txn| {
+            for (key, value) in &writes {
+                match value {
+                    Some(value) => txn.put(Table::Carts, key, value)?,
+                    None => txn.delete(Table::Carts, key)?,
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn carts(&self) -> Result<Vec<CartRecord>> {
+        self.scan_records(Table::Carts, Scan::prefix(b"", usize::MAX))
+    }
+}
 
 #[async_trait]
 impl PaymentStore for EmbeddedStore {

@@ -19,8 +19,9 @@ const fn definition(name: &'static str) -> TableDefinition<'static, Bytes, Bytes
     TableDefinition::new(name)
 }
 
-/// In `Table::ALL` order.
-const DEFINITIONS: [TableDefinition<'static, Bytes, Bytes>; 16] = [
+/// In `Table::ALL` order; sized by it, so a new table without its
+/// definition does not compile.
+const DEFINITIONS: [TableDefinition<'static, Bytes, Bytes>; Table::ALL.len()] = [
     definition("meta"),
     definition("categories"),
     definition("products"),
@@ -37,6 +38,7 @@ const DEFINITIONS: [TableDefinition<'static, Bytes, Bytes>; 16] = [
     definition("idempotency"),
     definition("events"),
     definition("event_offsets"),
+    definition("carts"),
 ];
 
 fn table(table: Table) -> TableDefinition<'static, Bytes, Bytes> {

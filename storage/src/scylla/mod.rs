@@ -35,12 +35,12 @@ use crate::codec::{decode, encode};
 use crate::error::{Result, StorageError};
 use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX, check_len};
 use crate::model::{
-    EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord, RefreshTokenRecord,
-    StockRecord, UserRecord,
+    CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
+    RefreshTokenRecord, StockRecord, UserRecord,
 };
 use crate::store::{
-    CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore, Store,
-    TokenStore, UserStore,
+    CartStore, CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore,
+    Store, TokenStore, UserStore,
 };
 use statements::Statements;
 
@@ -616,6 +616,28 @@ impl OrderStore for ScyllaStore {
             .then(|| items.last().map(|o| o.id))
             .flatten();
         Ok(Page { items, next })
+    }
+}
+
+#[async_trait]
+impl CartStore for ScyllaStore {
+    async fn put_carts(&self, carts: &[CartRecord]) -> Result<()> {
+        for cart in carts {
+            check_len("cart key", cart.key.len(), crate::limits::KEY_BYTES_MAX)?;
+            if cart.lines.is_empty() {
+                self.run(&self.statements.delete_cart, (cart.key.as_str(),))
+                    .await?;
+            } else {
+                let record = encode("cart", cart, RECORD_BYTES_MAX)?;
+                self.run(&self.statements.put_cart, (cart.key.as_str(), record))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn carts(&self) -> Result<Vec<CartRecord>> {
+        self.records("cart", &self.statements.all_carts, ()).await
     }
 }
 
