@@ -114,3 +114,9 @@ pub const CACHED_REPLIES_MAX: usize = 20_000;
 
 /// Interrupted payments a shard resumes at once after a start.
 pub const PAYMENTS_RESUMED_AT_ONCE: usize = 64;
+
+/// How often each shard writes its changed carts to the store. Carts are
+/// written behind, in one write per interval, so that browsing and
+/// filling carts add no durable write per request; a crash loses at most
+/// this much of cart edits (never an order).
+pub const CART_FLUSH_INTERVAL: Duration = Duration::from_millis(250);

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::config::{Config, StorageConfig};
 use crate::domain::accounts::{self, TokenKeys};
-use crate::domain::cart::Carts;
+use crate::domain::cart::{CartKey, Carts};
 use crate::domain::catalog::Catalog;
 use crate::domain::inventory::Inventory;
 use crate::domain::orders::{IdGenerator, Pending, Placed, SimulatedGateway};
@@ -80,6 +80,19 @@ impl Server {
         let catalog = Arc::new(Catalog::build(&data));
         let catalog_feed = Arc::new(watch::Sender::new(catalog.clone()));
         let orders = block_on(&storage_runtime, load_orders(store.as_ref()))?;
+        let mut carts_per_shard: Vec<Carts> =
+            (0..config.shards).map(|_| Carts::default()).collect();
+        for cart in block_on(&storage_runtime, store.carts()).context("reading carts")? {
+            match CartKey::from_storage_key(&cart.key) {
+                Some(key) => {
+                    let owner = key.owner(placement).index();
+                    carts_per_shard[owner].restore(key, cart.lines, cart.updated_at);
+                }
+                None => {
+                    tracing::warn!(key = %cart.key, "a stored cart with a key souk does not write; skipped")
+                }
+            }
+        }
         let mut orders_by_age: Vec<&OrderRecord> = orders.iter().collect();
         orders_by_age.sort_by_key(|o| (o.created_at, o.id));
         let tokens = Arc::new(TokenKeys::new(&token_key(&data_dir)?));
@@ -164,7 +177,7 @@ impl Server {
                     inventory,
                     admin_key: admin_key.clone(),
                     server_version: env!("CARGO_PKG_VERSION"),
-                    carts: Carts::default(),
+                    carts: std::mem::take(&mut carts_per_shard[shard.index()]),
                     pending,
                     ids: IdGenerator::new(shard),
                     tokens: tokens.clone(),

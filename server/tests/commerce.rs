@@ -500,7 +500,7 @@ async fn a_flash_sale_sells_exactly_the_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkout_retried_after_a_restart_returns_the_same_order() {
+async fn a_checkout_retried_after_a_restart_returns_the_same_order_and_carts_survive() {
     let data = tempfile::tempdir().unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
@@ -528,12 +528,30 @@ async fn a_checkout_retried_after_a_restart_returns_the_same_order() {
     let key = new_idempotency_key();
     let order = client.checkout(checkout("pm_tok_visa"), key).await.unwrap();
     assert_eq!(order_settles(&client, order.id).await, OrderStatus::Paid);
+    // Carts are kept too: the user's and a guest's.
+    client.add_to_cart(None, &sku, 3).await.unwrap();
+    let phone = DeviceId::new("phone-restart").unwrap();
+    let guest = connect(&server).await;
+    guest
+        .add_to_cart(Some(phone.clone()), &sku, 2)
+        .await
+        .unwrap();
     server.shutdown().unwrap();
 
     let server = Server::start(&config).unwrap();
+    let guest = connect(&server).await;
+    assert_eq!(
+        guest.get_cart(Some(phone)).await.unwrap().item_count,
+        2,
+        "the guest cart survived"
+    );
     let client = connect(&server).await;
     client.authenticate(&grant.access_token).await.unwrap();
-    client.add_to_cart(None, &sku, 3).await.unwrap();
+    assert_eq!(
+        client.get_cart(None).await.unwrap().item_count,
+        3,
+        "the user's cart survived"
+    );
     let again = client.checkout(checkout("pm_tok_visa"), key).await.unwrap();
     assert_eq!(again.id, order.id, "the key still names the order");
     assert_eq!(again.status, OrderStatus::Paid);

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use souk_client::api::{Checkout, OrderId, OrderStatus, RestockMode, Sku};
+use souk_client::api::{Checkout, DeviceId, OrderId, OrderStatus, RestockMode, Sku};
 use souk_client::{Client, RetryPolicy, new_idempotency_key};
 use support::Souk;
 
@@ -17,7 +17,7 @@ use souk_storage::demo;
 const ADMIN_KEY: &str = "crash-test-admin-key-0001";
 const PASSWORD: &str = "correct horse battery";
 const BUYERS: usize = 24;
-const UNITS: i64 = 5000;
+const UNITS: i64 = 20_000;
 
 fn spawn(data: &Path) -> Souk {
     let args = [
@@ -44,6 +44,10 @@ async fn connect(souk: &Souk) -> Client {
     config.request_timeout = Duration::from_secs(10);
     config.retry = RetryPolicy::none();
     Client::connect(config).await.unwrap()
+}
+
+fn phone() -> DeviceId {
+    DeviceId::new("crash-test-phone").unwrap()
 }
 
 fn checkout() -> Checkout {
@@ -79,6 +83,9 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
                 .unwrap();
             skus.push(sku);
         }
+        // A guest cart, written behind within CART_FLUSH_INTERVAL.
+        let guest = connect(&souk).await;
+        guest.add_to_cart(Some(phone()), &skus[0], 4).await.unwrap();
         let mut buyers = Vec::new();
         for n in 0..BUYERS {
             let client = connect(&souk).await;
@@ -112,7 +119,9 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
         }
         skus
     });
-    // Let orders pile up (some paid, some pending), then kill mid-load.
+    // Let orders pile up (some paid, some pending), then kill mid-load;
+    // at least a second after the guest cart was filled.
+    std::thread::sleep(Duration::from_millis(1000));
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(50));
         if acknowledged.lock().unwrap().len() >= 60 {
@@ -142,6 +151,12 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
                 .unwrap();
             buyers.push(client);
         }
+        let guest = connect(&souk).await;
+        let cart = guest.get_cart(Some(phone())).await.unwrap();
+        assert_eq!(
+            cart.item_count, 4,
+            "a cart older than the flush interval survives the kill"
+        );
         for (n, id) in &acknowledged {
             let order = buyers[*n].get_order(*id).await;
             assert!(order.is_ok(), "acknowledged order {} lost: {order:?}", id.0);

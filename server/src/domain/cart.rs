@@ -3,7 +3,7 @@
 //! SKUs and quantities; prices and stock are read fresh whenever a cart is
 //! shown or checked out, so a cart never shows a stale price.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use souk_wire::api::{
     ApiError, CartLine, CartView, DeviceId, ErrorStatus, Money, Sku, StockLevel, UnixMillis, UserId,
@@ -20,6 +20,23 @@ pub enum CartKey {
 }
 
 impl CartKey {
+    /// The key carts are stored under.
+    pub fn storage_key(&self) -> String {
+        match self {
+            CartKey::User(user) => format!("u:{}", user.0),
+            CartKey::Guest(device) => format!("g:{device}"),
+        }
+    }
+
+    /// The inverse of `storage_key`; `None` for a key souk did not write.
+    pub fn from_storage_key(key: &str) -> Option<CartKey> {
+        match key.split_once(':')? {
+            ("u", id) => id.parse().ok().map(|id| CartKey::User(UserId(id))),
+            ("g", device) => DeviceId::new(device).ok().map(CartKey::Guest),
+            _ => None,
+        }
+    }
+
     pub fn owner(&self, placement: Placement) -> ShardId {
         match self {
             CartKey::User(user) => placement.user_owner(*user),
@@ -70,6 +87,8 @@ struct Cart {
 #[derive(Debug, Default)]
 pub struct Carts {
     carts: HashMap<CartKey, Cart>,
+    /// Carts changed since the last flush to the store.
+    dirty: HashSet<CartKey>,
 }
 
 impl Carts {
@@ -90,6 +109,7 @@ impl Carts {
         if !self.carts.contains_key(key) {
             self.make_room();
         }
+        self.dirty.insert(key.clone());
         let cart = self.carts.entry(key.clone()).or_default();
         cart.touched = now;
         let position = |lines: &[(Sku, u32)], sku: &Sku| lines.iter().position(|(s, _)| s == sku);
@@ -164,7 +184,37 @@ impl Carts {
             .map(|(key, _)| key.clone());
         if let Some(key) = oldest {
             self.carts.remove(&key);
+            self.dirty.insert(key);
         }
+    }
+
+    /// Puts back carts read from the store at start.
+    pub fn restore(&mut self, key: CartKey, lines: Vec<(Sku, u32)>, touched: UnixMillis) {
+        if !lines.is_empty() {
+            self.carts.insert(key, Cart { lines, touched });
+        }
+    }
+
+    /// The carts changed since the last call, as they are now (no lines:
+    /// the cart is gone). The caller writes them; if that fails it hands
+    /// them back with `mark_dirty`.
+    pub fn take_dirty(&mut self) -> Vec<(CartKey, Vec<(Sku, u32)>, UnixMillis)> {
+        self.dirty
+            .drain()
+            .map(|key| {
+                let (lines, touched) = self
+                    .carts
+                    .get(&key)
+                    .map_or((Vec::new(), UnixMillis(0)), |c| {
+                        (c.lines.clone(), c.touched)
+                    });
+                (key, lines, touched)
+            })
+            .collect()
+    }
+
+    pub fn mark_dirty(&mut self, keys: impl IntoIterator<Item = CartKey>) {
+        self.dirty.extend(keys);
     }
 }
 
@@ -281,6 +331,48 @@ mod tests {
         };
         assert!(carts.apply(&key, zero, NOW).unwrap().is_empty());
         assert!(carts.is_empty(), "an empty cart takes no memory");
+    }
+
+    #[test]
+    fn changes_are_tracked_for_the_store_and_keys_round_trip() {
+        let mut carts = Carts::default();
+        let user = CartKey::User(UserId(7));
+        let guest = CartKey::Guest(DeviceId::new("phone-1").unwrap());
+        carts
+            .apply(
+                &user,
+                CartChange::Add {
+                    sku: sku(1),
+                    units: 2,
+                },
+                NOW,
+            )
+            .unwrap();
+        carts
+            .apply(
+                &guest,
+                CartChange::Add {
+                    sku: sku(2),
+                    units: 1,
+                },
+                NOW,
+            )
+            .unwrap();
+        carts.apply(&guest, CartChange::View, NOW).unwrap();
+        let mut dirty = carts.take_dirty();
+        dirty.sort_by_key(|(key, _, _)| key.storage_key());
+        assert_eq!(dirty.len(), 2);
+        assert_eq!(dirty[0].0.storage_key(), "g:phone-1");
+        assert_eq!(dirty[1].1, vec![(sku(1), 2)]);
+        assert!(carts.take_dirty().is_empty(), "a view changes nothing");
+        carts.apply(&guest, CartChange::Take, NOW).unwrap();
+        let gone = carts.take_dirty();
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].1.is_empty(), "a taken cart is written as gone");
+        for key in [user, guest] {
+            assert_eq!(CartKey::from_storage_key(&key.storage_key()), Some(key));
+        }
+        assert_eq!(CartKey::from_storage_key("x:1"), None);
     }
 
     #[test]

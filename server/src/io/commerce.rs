@@ -22,7 +22,7 @@ use std::rc::Rc;
 
 use futures_util::future::join_all;
 use souk_storage::StorageError;
-use souk_storage::model::{OrderRecord, PaymentRecord, RefreshTokenRecord, UserRecord};
+use souk_storage::model::{CartRecord, OrderRecord, PaymentRecord, RefreshTokenRecord, UserRecord};
 use souk_wire::api::{
     ApiError, CartView, Cursor, DeviceId, ErrorStatus, Identity, OrderId, OrderPage, OrderStatus,
     PaymentStatus, PaymentView, Request, RequestBody, Response, ResponseBody, Role, SessionGrant,
@@ -427,6 +427,39 @@ async fn merge_guest_cart(shard: &Rc<Shard>, user: UserId, device: DeviceId) -> 
         .collect();
     let merge = CartChange::Merge { lines: taken, caps };
     cart_change(shard, CartKey::User(user), merge).await
+}
+
+/// Writes this shard's changed carts to the store, every
+/// `CART_FLUSH_INTERVAL`, for the life of the shard.
+pub async fn flush_carts(shard: Rc<Shard>) {
+    let mut tick = tokio::time::interval(limits::CART_FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        flush_carts_once(&shard).await;
+    }
+}
+
+/// One write of every cart changed since the last; on failure they stay
+/// marked and go with the next.
+pub async fn flush_carts_once(shard: &Shard) {
+    let dirty = shard.state.borrow_mut().carts.take_dirty();
+    if dirty.is_empty() {
+        return;
+    }
+    let records: Vec<CartRecord> = dirty
+        .iter()
+        .map(|(key, lines, touched)| CartRecord {
+            key: key.storage_key(),
+            lines: lines.clone(),
+            updated_at: *touched,
+        })
+        .collect();
+    if let Err(error) = shard.store.put_carts(&records).await {
+        warn!(shard = shard.id.0, %error, carts = records.len(), "carts not written; retried");
+        let keys = dirty.into_iter().map(|(key, _, _)| key);
+        shard.state.borrow_mut().carts.mark_dirty(keys);
+    }
 }
 
 // ---------------------------------------------------------------------------

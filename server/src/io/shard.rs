@@ -191,6 +191,7 @@ async fn run(setup: ShardSetup) {
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
     let expiry_task = tokio::task::spawn_local(commerce::expire_lapsed(shard.clone()));
     let catalog_task = tokio::task::spawn_local(follow_catalog(shard.clone()));
+    let carts_task = tokio::task::spawn_local(commerce::flush_carts(shard.clone()));
     // Payments that a stop interrupted resume; the gateway is idempotent.
     let pending = shard.state.borrow().pending.ids();
     let resume_task = tokio::task::spawn_local(commerce::resume_payments(shard.clone(), pending));
@@ -200,6 +201,10 @@ async fn run(setup: ShardSetup) {
     accept_connections(&shard, &endpoint).await;
     drain(&shard, &endpoint).await;
     drained.wait().await;
+    // Every shard has drained, so no cart can change any more: the last
+    // changes are written before the store closes.
+    carts_task.abort();
+    commerce::flush_carts_once(&shard).await;
     inbox_task.abort();
     expiry_task.abort();
     catalog_task.abort();
