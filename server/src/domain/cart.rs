@@ -45,6 +45,10 @@ impl CartKey {
     }
 }
 
+/// A changed cart as it is now, for writing to the store: the key, its
+/// lines (none: the cart is gone) and when it was last changed.
+pub type DirtyCart = (CartKey, Vec<(Sku, u32)>, UnixMillis);
+
 /// A change to a cart, run on its owner shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CartChange {
@@ -198,7 +202,7 @@ impl Carts {
     /// The carts changed since the last call, as they are now (no lines:
     /// the cart is gone). The caller writes them; if that fails it hands
     /// them back with `mark_dirty`.
-    pub fn take_dirty(&mut self) -> Vec<(CartKey, Vec<(Sku, u32)>, UnixMillis)> {
+    pub fn take_dirty(&mut self) -> Vec<DirtyCart> {
         self.dirty
             .drain()
             .map(|key| {
@@ -304,6 +308,11 @@ mod tests {
 
     const NOW: UnixMillis = UnixMillis(1);
 
+    fn add(carts: &mut Carts, key: &CartKey, n: u32, units: u32) -> Vec<(Sku, u32)> {
+        let add = CartChange::Add { sku: sku(n), units };
+        carts.apply(key, add, NOW).unwrap()
+    }
+
     #[test]
     fn lines_are_added_set_and_removed() {
         let mut carts = Carts::default();
@@ -338,26 +347,8 @@ mod tests {
         let mut carts = Carts::default();
         let user = CartKey::User(UserId(7));
         let guest = CartKey::Guest(DeviceId::new("phone-1").unwrap());
-        carts
-            .apply(
-                &user,
-                CartChange::Add {
-                    sku: sku(1),
-                    units: 2,
-                },
-                NOW,
-            )
-            .unwrap();
-        carts
-            .apply(
-                &guest,
-                CartChange::Add {
-                    sku: sku(2),
-                    units: 1,
-                },
-                NOW,
-            )
-            .unwrap();
+        add(&mut carts, &user, 1, 2);
+        add(&mut carts, &guest, 2, 1);
         carts.apply(&guest, CartChange::View, NOW).unwrap();
         let mut dirty = carts.take_dirty();
         dirty.sort_by_key(|(key, _, _)| key.storage_key());
@@ -380,16 +371,7 @@ mod tests {
         let mut carts = Carts::default();
         let key = CartKey::User(UserId(1));
         for n in 0..CART_LINES_MAX as u32 {
-            carts
-                .apply(
-                    &key,
-                    CartChange::Add {
-                        sku: sku(n),
-                        units: 1,
-                    },
-                    NOW,
-                )
-                .unwrap();
+            add(&mut carts, &key, n, 1);
         }
         let error = carts
             .apply(
@@ -409,36 +391,9 @@ mod tests {
         let mut carts = Carts::default();
         let guest = CartKey::Guest(DeviceId::new("phone-1").unwrap());
         let user = CartKey::User(UserId(1));
-        carts
-            .apply(
-                &guest,
-                CartChange::Add {
-                    sku: sku(1),
-                    units: 2,
-                },
-                NOW,
-            )
-            .unwrap();
-        carts
-            .apply(
-                &guest,
-                CartChange::Add {
-                    sku: sku(2),
-                    units: 990,
-                },
-                NOW,
-            )
-            .unwrap();
-        carts
-            .apply(
-                &user,
-                CartChange::Add {
-                    sku: sku(2),
-                    units: 20,
-                },
-                NOW,
-            )
-            .unwrap();
+        add(&mut carts, &guest, 1, 2);
+        add(&mut carts, &guest, 2, 990);
+        add(&mut carts, &user, 2, 20);
         let taken = carts.apply(&guest, CartChange::Take, NOW).unwrap();
         assert!(
             carts
