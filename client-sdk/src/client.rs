@@ -10,10 +10,11 @@ use quinn::{
 };
 use rand::RngExt;
 use souk_wire::api::{
-    AdminRestock, ApiError, BrowseCategory, CartLineChange, CartView, Category, Checkout, Cursor,
-    DeviceId, Hello, HelloReply, IdempotencyKey, Identity, ListOrders, Login, Order, OrderId,
-    OrderPage, PROTOCOL_VERSION, PaymentView, Product, ProductId, ProductPage, Register, Request,
-    RequestBody, Response, ResponseBody, RestockMode, SessionGrant, Sku, StockLevel,
+    Address, AddressId, AdminRestock, ApiError, BrowseCategory, CartLineChange, CartView, Category,
+    Checkout, Cursor, DeviceId, Hello, HelloReply, IdempotencyKey, Identity, ListOrders, Login,
+    Order, OrderId, OrderPage, PROTOCOL_VERSION, PaymentView, Product, ProductId, ProductPage,
+    Profile, Register, Request, RequestBody, Response, ResponseBody, RestockMode, SessionGrant,
+    Sku, StockLevel,
 };
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits};
@@ -535,6 +536,40 @@ impl Client {
             ResponseBody::PaymentView(view) => Ok(view),
             other => Err(unexpected(other)),
         }
+    }
+
+    pub async fn profile(&self) -> Result<Profile, ClientError> {
+        match self.call(RequestBody::GetProfile).await? {
+            ResponseBody::Profile(profile) => Ok(profile),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn update_profile(&self, name: Option<String>) -> Result<Profile, ClientError> {
+        match self.call(RequestBody::UpdateProfile { name }).await? {
+            ResponseBody::Profile(profile) => Ok(profile),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_addresses(&self) -> Result<Vec<Address>, ClientError> {
+        match self.call(RequestBody::ListAddresses).await? {
+            ResponseBody::AddressList(addresses) => Ok(addresses),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates an address (id 0) or replaces one; returns it with its id.
+    pub async fn upsert_address(&self, address: Address) -> Result<Address, ClientError> {
+        match self.call(RequestBody::UpsertAddress(address)).await? {
+            ResponseBody::Address(address) => Ok(address),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_address(&self, address_id: AddressId) -> Result<(), ClientError> {
+        self.call(RequestBody::DeleteAddress { address_id }).await?;
+        Ok(())
     }
 
     /// Closes the connection; in-flight calls fail.

@@ -611,3 +611,121 @@ async fn a_merged_guest_cart_is_capped_by_stock_and_the_purchase_limit() {
     );
     running.server.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_and_addresses_belong_to_their_user() {
+    let running = start(|_| {});
+    let ada = connect(&running.server).await;
+    let grant = ada
+        .register("Gi@Example.org", PASSWORD, Some("Gi"))
+        .await
+        .unwrap();
+    let profile = ada.profile().await.unwrap();
+    assert_eq!(
+        (profile.user_id, profile.email.as_str()),
+        (grant.user_id, "gi@example.org")
+    );
+    let renamed = ada.update_profile(Some("Gi Tanaka".into())).await.unwrap();
+    assert_eq!(renamed.name.as_deref(), Some("Gi Tanaka"));
+
+    let address = |city: &str, is_default: bool| souk_client::api::Address {
+        city: Some(city.into()),
+        country: Some("JP".into()),
+        is_default,
+        ..Default::default()
+    };
+    let home = ada.upsert_address(address("Kyoto", true)).await.unwrap();
+    assert_ne!(home.id.0, 0, "a new address gets an id");
+    let work = ada.upsert_address(address("Osaka", true)).await.unwrap();
+    let listed = ada.list_addresses().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let defaults: Vec<_> = listed
+        .iter()
+        .filter(|a| a.is_default)
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(defaults, vec![work.id], "one default at a time");
+
+    let eve = connect(&running.server).await;
+    eve.register("eve2@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    assert!(eve.list_addresses().await.unwrap().is_empty());
+    assert_eq!(
+        status(eve.delete_address(home.id).await),
+        ErrorStatus::NotFound,
+        "not hers"
+    );
+    let mut stolen = home.clone();
+    stolen.city = Some("Elsewhere".into());
+    assert_eq!(
+        status(eve.upsert_address(stolen).await),
+        ErrorStatus::NotFound
+    );
+    assert_eq!(ada.list_addresses().await.unwrap().len(), 2, "untouched");
+
+    ada.delete_address(home.id).await.unwrap();
+    assert_eq!(
+        status(ada.delete_address(home.id).await),
+        ErrorStatus::NotFound
+    );
+    for n in 1..souk_wire::limits::ADDRESSES_MAX {
+        ada.upsert_address(address(&format!("Town {n}"), false))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        status(ada.upsert_address(address("One too many", false)).await),
+        ErrorStatus::LimitExceeded
+    );
+    let anonymous = connect(&running.server).await;
+    assert_eq!(
+        status(anonymous.profile().await),
+        ErrorStatus::Unauthenticated
+    );
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_a_reused_one_revokes_its_family_and_logout_revokes() {
+    let running = start(|_| {});
+    let client = connect(&running.server).await;
+    let first = client
+        .register("hu@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    let second = client.refresh(&first.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token, "rotated");
+    assert_eq!(second.user_id, first.user_id);
+    // The first token, used again: someone copied it. The whole family goes.
+    assert_eq!(
+        status(client.refresh(&first.refresh_token).await),
+        ErrorStatus::Unauthenticated
+    );
+    assert_eq!(
+        status(client.refresh(&second.refresh_token).await),
+        ErrorStatus::Unauthenticated,
+        "the rotated-to token is revoked with its family"
+    );
+    assert_eq!(
+        status(client.refresh("not-a-token").await),
+        ErrorStatus::Unauthenticated
+    );
+
+    let session = client
+        .login("hu@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    client.logout().await.unwrap();
+    assert_eq!(
+        status(client.list_orders(None, 10).await),
+        ErrorStatus::Unauthenticated,
+        "signed out"
+    );
+    assert_eq!(
+        status(client.refresh(&session.refresh_token).await),
+        ErrorStatus::Unauthenticated,
+        "logout revoked the session's refresh token"
+    );
+    running.server.shutdown().unwrap();
+}

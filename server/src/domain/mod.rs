@@ -91,6 +91,9 @@ pub struct CommerceConfig {
 #[derive(Debug, Default)]
 pub struct Session {
     pub identity: Option<Identity>,
+    /// The refresh-token family issued on this connection, which logout
+    /// revokes.
+    pub refresh_family: Option<[u8; 16]>,
 }
 
 /// A message from one shard to the owner of some state.
@@ -179,10 +182,6 @@ pub fn handle(
     match &request.body {
         R::Hello(hello) => reply(hello_reply(state, hello, now)),
         R::Authenticate { access_token } => reply(authenticate(state, session, access_token, now)),
-        R::Logout { .. } => {
-            session.identity = None;
-            reply(Ok(ResponseBody::Empty))
-        }
         R::ListCategories => reply(Ok(ResponseBody::CategoryList(
             state.catalog.categories().to_vec(),
         ))),

@@ -273,8 +273,11 @@ fn a_call_for_state_a_shard_does_not_own_is_a_bug() {
 fn operations_of_later_versions_are_unavailable_not_dropped() {
     let shards = shards(1);
     let mut session = Session::default();
-    let response = expect_reply(run(&shards[0], &mut session, RequestBody::GetProfile));
+    let watch = RequestBody::WatchProduct {
+        product_id: demo::product_id(1),
+    };
+    let response = expect_reply(run(&shards[0], &mut session, watch));
     let error = response.unwrap_err();
     assert_eq!(error.status, ErrorStatus::Unavailable);
-    assert!(error.message.contains("get_profile"));
+    assert!(error.message.contains("watch_product"), "{error}");
 }

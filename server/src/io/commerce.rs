@@ -24,9 +24,9 @@ use futures_util::future::join_all;
 use souk_storage::StorageError;
 use souk_storage::model::{CartRecord, OrderRecord, PaymentRecord, RefreshTokenRecord, UserRecord};
 use souk_wire::api::{
-    ApiError, CartView, Cursor, DeviceId, ErrorStatus, Identity, OrderId, OrderPage, OrderStatus,
-    PaymentStatus, PaymentView, Request, RequestBody, Response, ResponseBody, Role, SessionGrant,
-    Sku, StockLevel, UnixMillis, UserId,
+    Address, AddressId, ApiError, CartView, Cursor, DeviceId, ErrorStatus, Identity, OrderId,
+    OrderPage, OrderStatus, PaymentStatus, PaymentView, Profile, Request, RequestBody, Response,
+    ResponseBody, Role, SessionGrant, Sku, StockLevel, UnixMillis, UserId,
 };
 use tracing::{debug, warn};
 
@@ -37,6 +37,7 @@ use crate::domain::{
 };
 use crate::limits;
 use crate::shard::ShardId;
+use souk_wire::limits as wire_limits;
 
 /// Whether `execute` (rather than `domain::handle`) serves a request.
 pub fn serves(body: &RequestBody) -> bool {
@@ -45,6 +46,7 @@ pub fn serves(body: &RequestBody) -> bool {
         body,
         R::Register(_)
             | R::Login(_)
+            | R::Logout { .. }
             | R::Refresh { .. }
             | R::GetCart { .. }
             | R::AddToCart(_)
@@ -56,6 +58,11 @@ pub fn serves(body: &RequestBody) -> bool {
             | R::ListOrders(_)
             | R::CancelOrder { .. }
             | R::GetPaymentStatus { .. }
+            | R::GetProfile
+            | R::UpdateProfile { .. }
+            | R::ListAddresses
+            | R::UpsertAddress(_)
+            | R::DeleteAddress { .. }
     )
 }
 
@@ -69,14 +76,13 @@ pub async fn execute(
     let now = now();
     match request.body {
         R::Register(register) => {
-            let grant = register_user(shard, register, now).await?;
-            bind(session, &grant);
-            Ok(ResponseBody::SessionGrant(grant))
+            let granted = register_user(shard, register, now).await?;
+            Ok(ResponseBody::SessionGrant(bind(session, granted)))
         }
         R::Login(login) => {
             let device = login.device_id.clone();
-            let grant = log_in(shard, login, now).await?;
-            bind(session, &grant);
+            let granted = log_in(shard, login, now).await?;
+            let grant = bind(session, granted);
             if let Some(device) = device {
                 // A failed merge leaves the guest cart where it was; the
                 // login itself has succeeded.
@@ -87,9 +93,29 @@ pub async fn execute(
             Ok(ResponseBody::SessionGrant(grant))
         }
         R::Refresh { refresh_token } => {
-            let grant = refresh(shard, &refresh_token, now).await?;
-            bind(session, &grant);
-            Ok(ResponseBody::SessionGrant(grant))
+            let granted = refresh(shard, &refresh_token, now).await?;
+            Ok(ResponseBody::SessionGrant(bind(session, granted)))
+        }
+        R::Logout { all_devices } => {
+            if all_devices {
+                return Err(ApiError::new(
+                    ErrorStatus::Unavailable,
+                    "signing out every device is not offered by this server version",
+                ));
+            }
+            let family = {
+                let mut session = session.borrow_mut();
+                session.identity = None;
+                session.refresh_family.take()
+            };
+            if let Some(family) = family {
+                shard
+                    .store
+                    .revoke_token_family(&family)
+                    .await
+                    .map_err(storage_failure)?;
+            }
+            Ok(ResponseBody::Empty)
         }
         R::GetCart { device_id } => {
             let key = cart_key(identity.as_ref(), device_id, now)?;
@@ -158,16 +184,67 @@ pub async fn execute(
             let order = own_order(shard, identity.as_ref(), order_id, now).await?;
             payment_view(shard, &order).await
         }
+        R::GetProfile => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            profile(shard, user).await
+        }
+        R::UpdateProfile { name } => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            let mut record = user_record(shard, user).await?;
+            record.name = name.filter(|n| !n.trim().is_empty());
+            shard
+                .store
+                .update_user(&record)
+                .await
+                .map_err(storage_failure)?;
+            profile(shard, user).await
+        }
+        R::ListAddresses => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            let addresses = shard.store.addresses(user).await.map_err(storage_failure)?;
+            Ok(ResponseBody::AddressList(addresses))
+        }
+        R::UpsertAddress(address) => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            upsert_address(shard, user, address, now).await
+        }
+        R::DeleteAddress { address_id } => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            if shard
+                .store
+                .delete_address(user, address_id)
+                .await
+                .map_err(storage_failure)?
+            {
+                Ok(ResponseBody::Empty)
+            } else {
+                Err(ApiError::new(
+                    ErrorStatus::NotFound,
+                    format!("no address {}", address_id.0),
+                ))
+            }
+        }
         other => unreachable!("{} is not a commerce request", other.operation()),
     }
 }
 
-fn bind(session: &std::cell::RefCell<Session>, grant: &SessionGrant) {
-    session.borrow_mut().identity = Some(Identity {
-        user_id: grant.user_id,
-        role: grant.role,
-        access_expires_at: grant.access_expires_at,
+/// Credentials just issued, with the refresh-token family they belong to.
+struct Granted {
+    grant: SessionGrant,
+    family: [u8; 16],
+}
+
+/// Binds a grant's identity to the connection, remembering its refresh
+/// family so that logout can revoke it.
+fn bind(session: &std::cell::RefCell<Session>, granted: Granted) -> SessionGrant {
+    let mut session = session.borrow_mut();
+    session.identity = Some(Identity {
+        user_id: granted.grant.user_id,
+        role: granted.grant.role,
+        access_expires_at: granted.grant.access_expires_at,
     });
+    session.refresh_family = Some(granted.family);
+    granted.grant
 }
 
 fn sold_here(shard: &Rc<Shard>, sku: &Sku) -> Result<(), ApiError> {
@@ -187,7 +264,7 @@ async fn register_user(
     shard: &Rc<Shard>,
     register: souk_wire::api::Register,
     now: UnixMillis,
-) -> Result<SessionGrant, ApiError> {
+) -> Result<Granted, ApiError> {
     let email = accounts::normalize_email(&register.email)?;
     accounts::check_password(&register.password)?;
     let password = register.password;
@@ -224,7 +301,7 @@ async fn log_in(
     shard: &Rc<Shard>,
     login: souk_wire::api::Login,
     now: UnixMillis,
-) -> Result<SessionGrant, ApiError> {
+) -> Result<Granted, ApiError> {
     let refused = || ApiError::new(ErrorStatus::Unauthenticated, "wrong e-mail or password");
     let email = accounts::normalize_email(&login.email).map_err(|_| refused())?;
     if login.password.len() > limits::PASSWORD_BYTES_MAX {
@@ -255,7 +332,7 @@ async fn grant(
     user: &UserRecord,
     rotating: Option<(&[u8; 32], [u8; 16])>,
     now: UnixMillis,
-) -> Result<SessionGrant, ApiError> {
+) -> Result<Granted, ApiError> {
     let (access_token, access_expires_at) = shard.tokens().issue(user.id, user.role, now);
     let (refresh_token, token_hash) = accounts::new_refresh_token();
     let family = rotating.map_or_else(rand_family, |(_, family)| family);
@@ -282,13 +359,14 @@ async fn grant(
         }
         Err(error) => return Err(storage_failure(error)),
     }
-    Ok(SessionGrant {
+    let grant = SessionGrant {
         user_id: user.id,
         role: user.role,
         access_token,
         access_expires_at,
         refresh_token,
-    })
+    };
+    Ok(Granted { grant, family })
 }
 
 fn rand_family() -> [u8; 16] {
@@ -299,11 +377,7 @@ fn rand_family() -> [u8; 16] {
 /// Rotates a refresh token. Presenting one that was already rotated means
 /// it was copied: the whole family is revoked, the thief's copy with the
 /// owner's.
-async fn refresh(
-    shard: &Rc<Shard>,
-    token: &str,
-    now: UnixMillis,
-) -> Result<SessionGrant, ApiError> {
+async fn refresh(shard: &Rc<Shard>, token: &str, now: UnixMillis) -> Result<Granted, ApiError> {
     let refused = |why: &str| ApiError::new(ErrorStatus::Unauthenticated, why.to_owned());
     let hash = accounts::refresh_token_hash(token);
     let Some(record) = shard
@@ -333,6 +407,74 @@ async fn refresh(
         .map_err(storage_failure)?
         .ok_or_else(|| refused("the account no longer exists"))?;
     grant(shard, &user, Some((&hash, record.family)), now).await
+}
+
+async fn user_record(shard: &Rc<Shard>, user: UserId) -> Result<UserRecord, ApiError> {
+    shard
+        .store
+        .user(user)
+        .await
+        .map_err(storage_failure)?
+        .ok_or_else(|| ApiError::new(ErrorStatus::Unauthenticated, "the account no longer exists"))
+}
+
+async fn profile(shard: &Rc<Shard>, user: UserId) -> Response {
+    let record = user_record(shard, user).await?;
+    Ok(ResponseBody::Profile(Profile {
+        user_id: record.id,
+        email: record.email,
+        name: record.name,
+        role: record.role,
+        created_at: record.created_at,
+    }))
+}
+
+/// Creates (id 0) or replaces one of the user's addresses. At most
+/// `ADDRESSES_MAX` per user; one default, so setting a new default clears
+/// the old one.
+async fn upsert_address(
+    shard: &Rc<Shard>,
+    user: UserId,
+    mut address: Address,
+    now: UnixMillis,
+) -> Response {
+    let existing = shard.store.addresses(user).await.map_err(storage_failure)?;
+    if address.id == AddressId(0) {
+        if existing.len() >= wire_limits::ADDRESSES_MAX {
+            return Err(ApiError::new(
+                ErrorStatus::LimitExceeded,
+                format!(
+                    "at most {} addresses per account",
+                    wire_limits::ADDRESSES_MAX
+                ),
+            ));
+        }
+        address.id = AddressId(shard.state.borrow_mut().ids.next(now));
+    } else if !existing.iter().any(|a| a.id == address.id) {
+        return Err(ApiError::new(
+            ErrorStatus::NotFound,
+            format!("no address {}", address.id.0),
+        ));
+    }
+    if address.is_default {
+        for mut other in existing
+            .into_iter()
+            .filter(|a| a.is_default && a.id != address.id)
+        {
+            other.is_default = false;
+            shard
+                .store
+                .put_address(user, &other)
+                .await
+                .map_err(storage_failure)?;
+        }
+    }
+    shard
+        .store
+        .put_address(user, &address)
+        .await
+        .map_err(storage_failure)?;
+    Ok(ResponseBody::Address(address))
 }
 
 // ---------------------------------------------------------------------------
@@ -814,6 +956,7 @@ async fn own_order(
 ) -> Result<OrderRecord, ApiError> {
     let session = Session {
         identity: identity.cloned(),
+        refresh_family: None,
     };
     let user = domain::require_customer(&session, now)?;
     let is_admin = identity.is_some_and(|i| i.role == Role::Admin);
