@@ -120,3 +120,15 @@ pub const PAYMENTS_RESUMED_AT_ONCE: usize = 64;
 /// filling carts add no durable write per request; a crash loses at most
 /// this much of cart edits (never an order).
 pub const CART_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Failed logins allowed per account, and per source address, within
+/// `LOGIN_FAILURE_WINDOW`; beyond them logins are refused with
+/// `LimitExceeded` before any password is hashed. Five lets a person
+/// mistype; an address gets more because many people share one (NAT,
+/// offices, carrier gateways).
+pub const LOGIN_FAILURES_PER_ACCOUNT: usize = 5;
+pub const LOGIN_FAILURES_PER_ADDRESS: usize = 50;
+pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Keys one shard tracks failed logins for; past it the stalest is dropped.
+pub const THROTTLED_KEYS_MAX: usize = 100_000;

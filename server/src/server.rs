@@ -184,6 +184,7 @@ impl Server {
                     commerce,
                     checkouts: Default::default(),
                     placed,
+                    login_failures: Default::default(),
                 },
                 socket,
                 cid_key: cid_key.clone(),

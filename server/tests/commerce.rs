@@ -729,3 +729,46 @@ async fn refresh_tokens_rotate_a_reused_one_revokes_its_family_and_logout_revoke
     );
     running.server.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_limited_per_account_without_revealing_accounts() {
+    let running = start(|_| {});
+    let client = connect(&running.server).await;
+    client
+        .register("iv@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    let failures = souk_server::limits::LOGIN_FAILURES_PER_ACCOUNT;
+    for email in ["iv@example.org", "nobody@example.org"] {
+        for _ in 0..failures {
+            let guess = client.login(email, "wrong guess 123", None).await;
+            assert_eq!(status(guess), ErrorStatus::Unauthenticated);
+        }
+        let limited = client
+            .login(email, "wrong guess 123", None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            limited.status(),
+            Some(ErrorStatus::LimitExceeded),
+            "{email}"
+        );
+        let souk_client::ClientError::Api(error) = limited else {
+            panic!("an API error");
+        };
+        assert!(error.retry_after_ms > 0, "with a retry hint");
+    }
+    // Even the right password waits out the limit: the guesser cannot tell.
+    assert_eq!(
+        status(client.login("iv@example.org", PASSWORD, None).await),
+        ErrorStatus::LimitExceeded
+    );
+    // Another account from the same address is not locked out.
+    let other = connect(&running.server).await;
+    other
+        .register("jo@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    other.login("jo@example.org", PASSWORD, None).await.unwrap();
+    running.server.shutdown().unwrap();
+}

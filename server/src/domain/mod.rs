@@ -14,6 +14,7 @@ pub mod cart;
 pub mod catalog;
 pub mod inventory;
 pub mod orders;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,6 +75,36 @@ pub struct ShardState {
     pub checkouts: std::collections::HashSet<(UserId, IdempotencyKey)>,
     /// Recent checkouts of this shard's users, by idempotency key.
     pub placed: orders::Placed,
+    /// Failed logins of the accounts and source addresses this shard owns.
+    pub login_failures: LoginFailures,
+}
+
+/// Failed-login limits, per account and per source address.
+#[derive(Debug)]
+pub struct LoginFailures {
+    pub accounts: throttle::Throttle,
+    pub addresses: throttle::Throttle,
+}
+
+impl Default for LoginFailures {
+    fn default() -> LoginFailures {
+        use crate::limits::{
+            LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_PER_ACCOUNT, LOGIN_FAILURES_PER_ADDRESS,
+            THROTTLED_KEYS_MAX,
+        };
+        LoginFailures {
+            accounts: throttle::Throttle::new(
+                LOGIN_FAILURES_PER_ACCOUNT,
+                LOGIN_FAILURE_WINDOW,
+                THROTTLED_KEYS_MAX,
+            ),
+            addresses: throttle::Throttle::new(
+                LOGIN_FAILURES_PER_ADDRESS,
+                LOGIN_FAILURE_WINDOW,
+                THROTTLED_KEYS_MAX,
+            ),
+        }
+    }
 }
 
 /// The operator's settings for selling.
@@ -94,6 +125,8 @@ pub struct Session {
     /// The refresh-token family issued on this connection, which logout
     /// revokes.
     pub refresh_family: Option<[u8; 16]>,
+    /// The client's address, which failed logins are also counted by.
+    pub remote: Option<std::net::IpAddr>,
 }
 
 /// A message from one shard to the owner of some state.
@@ -122,6 +155,29 @@ pub enum ShardCall {
     /// Store a product and publish the new catalog; sent to the catalog
     /// owner (`CATALOG_OWNER`), which orders all catalog changes.
     UpsertProduct(Box<Product>),
+    /// A login attempt against the failure limit of a key the receiver
+    /// owns (`Placement::text_owner`).
+    LoginAttempt {
+        key: LoginKey,
+        attempt: throttle::Attempt,
+    },
+}
+
+/// What failed logins are counted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginKey {
+    /// The normalized e-mail, whether or not an account has it.
+    Account(String),
+    Address(std::net::IpAddr),
+}
+
+impl LoginKey {
+    pub fn text(&self) -> String {
+        match self {
+            LoginKey::Account(email) => format!("acct:{email}"),
+            LoginKey::Address(ip) => format!("addr:{ip}"),
+        }
+    }
 }
 
 /// The shard through which every catalog change goes, so that concurrent
@@ -148,6 +204,7 @@ pub enum ShardAnswer {
     Settled(bool),
     Placed(Result<Box<Order>, ApiError>),
     Upserted(Result<Box<Product>, ApiError>),
+    Throttled(Result<(), ApiError>),
 }
 
 /// What handling a request needs next.
@@ -389,6 +446,27 @@ pub fn answer(
         }
         ShardCall::Release(order) => (ShardAnswer::Settled(state.inventory.release(order)), None),
         ShardCall::Commit(order) => (ShardAnswer::Settled(state.inventory.commit(order)), None),
+        ShardCall::LoginAttempt { key, attempt } => {
+            let text = key.text();
+            let (throttle, attempt) = match key {
+                LoginKey::Account(_) => (&mut state.login_failures.accounts, attempt),
+                // A success clears an account's failures, but only takes
+                // back its own count from an address many people share.
+                LoginKey::Address(_) => {
+                    let attempt = match attempt {
+                        throttle::Attempt::Succeeded { .. } => {
+                            throttle::Attempt::Succeeded { forgive: false }
+                        }
+                        begin => begin,
+                    };
+                    (&mut state.login_failures.addresses, attempt)
+                }
+            };
+            (
+                ShardAnswer::Throttled(throttle.attempt(&text, attempt, now)),
+                None,
+            )
+        }
         other @ (ShardCall::Checkout(_) | ShardCall::UpsertProduct(_)) => {
             unreachable!("the I/O layer runs {other:?}")
         }

@@ -43,6 +43,7 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
             },
             checkouts: Default::default(),
             placed: Default::default(),
+            login_failures: Default::default(),
         })
         .collect()
 }

@@ -32,8 +32,10 @@ use tracing::{debug, warn};
 
 use super::shard::{Shard, call_owner, now};
 use crate::domain::cart::{self, CartChange, CartKey};
+use crate::domain::throttle::Attempt;
 use crate::domain::{
-    self, CheckoutCall, Session, ShardAnswer, ShardCall, accounts, orders, storage_failure,
+    self, CheckoutCall, LoginKey, Session, ShardAnswer, ShardCall, accounts, orders,
+    storage_failure,
 };
 use crate::limits;
 use crate::shard::ShardId;
@@ -81,7 +83,8 @@ pub async fn execute(
         }
         R::Login(login) => {
             let device = login.device_id.clone();
-            let granted = log_in(shard, login, now).await?;
+            let remote = session.borrow().remote;
+            let granted = log_in(shard, login, remote, now).await?;
             let grant = bind(session, granted);
             if let Some(device) = device {
                 // A failed merge leaves the guest cart where it was; the
@@ -300,6 +303,7 @@ const NO_SUCH_USER_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c291a3NvdWtzb3Vr
 async fn log_in(
     shard: &Rc<Shard>,
     login: souk_wire::api::Login,
+    remote: Option<std::net::IpAddr>,
     now: UnixMillis,
 ) -> Result<Granted, ApiError> {
     let refused = || ApiError::new(ErrorStatus::Unauthenticated, "wrong e-mail or password");
@@ -307,6 +311,10 @@ async fn log_in(
     if login.password.len() > limits::PASSWORD_BYTES_MAX {
         return Err(refused());
     }
+    let mut keys = vec![LoginKey::Account(email.clone())];
+    keys.extend(remote.map(LoginKey::Address));
+    // Refused before any hashing: a brute-force run costs us nothing more.
+    login_attempt(shard, &keys, Attempt::Begin).await?;
     let user = shard
         .store
         .user_by_email(&email)
@@ -320,9 +328,36 @@ async fn log_in(
         .await
         .map_err(|_| ApiError::new(ErrorStatus::Internal, "password check failed"))?;
     match user {
-        Some(user) if matches => grant(shard, &user, None, now).await,
+        Some(user) if matches => {
+            login_attempt(shard, &keys, Attempt::Succeeded { forgive: true }).await?;
+            grant(shard, &user, None, now).await
+        }
         _ => Err(refused()),
     }
+}
+
+/// Asks each key's owner about a login attempt; the first refusal wins.
+async fn login_attempt(
+    shard: &Rc<Shard>,
+    keys: &[LoginKey],
+    attempt: Attempt,
+) -> Result<(), ApiError> {
+    let placement = shard.placement();
+    let calls = keys.iter().map(|key| {
+        let owner = placement.text_owner(&key.text());
+        let call = ShardCall::LoginAttempt {
+            key: key.clone(),
+            attempt,
+        };
+        call_owner(shard, owner, call)
+    });
+    for answer in join_all(calls).await {
+        match answer? {
+            ShardAnswer::Throttled(result) => result?,
+            other => unreachable!("a login attempt answered with {other:?}"),
+        }
+    }
+    Ok(())
 }
 
 /// Issues an access token and a refresh token (of a new family, or of
@@ -956,7 +991,7 @@ async fn own_order(
 ) -> Result<OrderRecord, ApiError> {
     let session = Session {
         identity: identity.cloned(),
-        refresh_family: None,
+        ..Session::default()
     };
     let user = domain::require_customer(&session, now)?;
     let is_admin = identity.is_some_and(|i| i.role == Role::Admin);

@@ -324,7 +324,10 @@ async fn serve_connection(shard: Rc<Shard>, incoming: Incoming) {
         },
     };
     let state = Rc::new(ConnectionState {
-        session: RefCell::new(Session::default()),
+        session: RefCell::new(Session {
+            remote: Some(remote.ip()),
+            ..Session::default()
+        }),
         handshake_done,
     });
     debug!(%remote, shard = shard.id.0, "connection open");

@@ -65,6 +65,12 @@ impl Placement {
         self.by_hash(xxh3_64(&user.0.to_le_bytes()))
     }
 
+    /// The shard that owns a keyed limit (failed logins of an account or
+    /// an address).
+    pub fn text_owner(self, key: &str) -> ShardId {
+        self.by_hash(xxh3_64(key.as_bytes()))
+    }
+
     /// The shard that owns a device's guest cart.
     pub fn device_owner(self, device: &DeviceId) -> ShardId {
         self.by_hash(xxh3_64(device.as_str().as_bytes()))

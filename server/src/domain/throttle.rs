@@ -1,0 +1,184 @@
+//! Failed-attempt limits (login brute force): at most `max` attempts that
+//! did not succeed per key within a sliding `window`, after which attempts
+//! are refused with `LimitExceeded` and a retry hint until the oldest ages
+//! out.
+//!
+//! Keys are owned like any other state: `Placement::text_owner(key)` holds a
+//! key's failures, so every shard's logins for one account (or from one
+//! address) count together. A key is counted whether or not an account
+//! exists for it, so a refusal reveals nothing about which e-mails exist.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use souk_wire::api::{ApiError, ErrorStatus, UnixMillis};
+
+/// What a caller tells the key's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// An attempt starts: refused past the limit, else counted as a
+    /// failure until it is known to have succeeded. Counting up front
+    /// means a burst of concurrent guesses cannot all slip in while the
+    /// first ones are still being checked.
+    Begin,
+    /// The attempt succeeded: its count is taken back; with `forgive`,
+    /// every failure of the key is.
+    Succeeded { forgive: bool },
+}
+
+#[derive(Debug)]
+pub struct Throttle {
+    max: usize,
+    window: Duration,
+    /// Failure times per key, oldest first; at most `max` each.
+    failures: HashMap<String, VecDeque<UnixMillis>>,
+    keys_max: usize,
+}
+
+impl Throttle {
+    pub fn new(max: usize, window: Duration, keys_max: usize) -> Throttle {
+        Throttle {
+            max,
+            window,
+            failures: HashMap::new(),
+            keys_max,
+        }
+    }
+
+    pub fn attempt(
+        &mut self,
+        key: &str,
+        attempt: Attempt,
+        now: UnixMillis,
+    ) -> Result<(), ApiError> {
+        match attempt {
+            Attempt::Begin => {
+                self.check(key, now)?;
+                self.fail(key, now);
+                Ok(())
+            }
+            Attempt::Succeeded { forgive: true } => {
+                self.failures.remove(key);
+                Ok(())
+            }
+            Attempt::Succeeded { forgive: false } => {
+                if let Some(times) = self.failures.get_mut(key) {
+                    times.pop_back();
+                    if times.is_empty() {
+                        self.failures.remove(key);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn window_start(&self, now: UnixMillis) -> UnixMillis {
+        UnixMillis(now.0.saturating_sub(self.window.as_millis() as u64))
+    }
+
+    fn check(&mut self, key: &str, now: UnixMillis) -> Result<(), ApiError> {
+        let start = self.window_start(now);
+        let Some(times) = self.failures.get_mut(key) else {
+            return Ok(());
+        };
+        while times.front().is_some_and(|t| *t <= start) {
+            times.pop_front();
+        }
+        if times.len() < self.max {
+            return Ok(());
+        }
+        let oldest = times.front().copied().unwrap_or(now);
+        let retry_after = (oldest.0 + self.window.as_millis() as u64).saturating_sub(now.0);
+        let mut error = ApiError::new(
+            ErrorStatus::LimitExceeded,
+            "too many failed attempts: try again later",
+        );
+        error.retry_after_ms = u32::try_from(retry_after.max(1)).unwrap_or(u32::MAX);
+        Err(error)
+    }
+
+    fn fail(&mut self, key: &str, now: UnixMillis) {
+        if !self.failures.contains_key(key) && self.failures.len() >= self.keys_max {
+            let start = self.window_start(now);
+            self.failures
+                .retain(|_, times| times.back().is_some_and(|t| *t > start));
+            if self.failures.len() >= self.keys_max {
+                // Still full of live keys (an attack on many accounts):
+                // forget the key whose last failure is oldest.
+                let oldest = self
+                    .failures
+                    .iter()
+                    .min_by_key(|(_, times)| times.back().copied())
+                    .map(|(key, _)| key.clone());
+                if let Some(oldest) = oldest {
+                    self.failures.remove(&oldest);
+                }
+            }
+        }
+        let times = self.failures.entry(key.to_owned()).or_default();
+        times.push_back(now);
+        while times.len() > self.max {
+            times.pop_front();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.failures.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn failures_past_the_limit_are_refused_until_they_age_out() {
+        let mut throttle = Throttle::new(3, MINUTE, 100);
+        let at = |s: u64| UnixMillis(1_000_000 + s * 1000);
+        for s in 0..3 {
+            throttle.attempt("acct:a", Attempt::Begin, at(s)).unwrap();
+        }
+        let refused = throttle
+            .attempt("acct:a", Attempt::Begin, at(10))
+            .unwrap_err();
+        assert_eq!(refused.status, ErrorStatus::LimitExceeded);
+        assert_eq!(
+            refused.retry_after_ms, 50_000,
+            "until the first failure is a minute old"
+        );
+        throttle.attempt("acct:b", Attempt::Begin, at(10)).unwrap();
+        throttle.attempt("acct:a", Attempt::Begin, at(61)).unwrap();
+    }
+
+    #[test]
+    fn success_forgives_and_the_key_count_is_bounded() {
+        let mut throttle = Throttle::new(2, MINUTE, 2);
+        let now = UnixMillis(5_000);
+        throttle.attempt("a", Attempt::Begin, now).unwrap();
+        throttle.attempt("a", Attempt::Begin, now).unwrap();
+        assert!(throttle.attempt("a", Attempt::Begin, now).is_err());
+        throttle
+            .attempt("a", Attempt::Succeeded { forgive: false }, now)
+            .unwrap();
+        throttle.attempt("a", Attempt::Begin, now).unwrap();
+        assert!(
+            throttle.attempt("a", Attempt::Begin, now).is_err(),
+            "one taken back, one used"
+        );
+        throttle
+            .attempt("a", Attempt::Succeeded { forgive: true }, now)
+            .unwrap();
+        assert!(throttle.attempt("a", Attempt::Begin, now).is_ok());
+        for key in ["x", "y", "z"] {
+            throttle.attempt(key, Attempt::Begin, now).unwrap();
+        }
+        assert!(throttle.len() <= 2);
+    }
+}
