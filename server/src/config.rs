@@ -207,6 +207,26 @@ pub struct Options {
     )]
     pub catalog_cache_ttl_ms: Option<u64>,
 
+    /// Cart edits per second one customer (user or guest device) may make;
+    /// bursts of twice that (at least 5) pass. 0: no limit. [default: 20]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_RATE_CART_WRITES",
+        value_name = "PER_SEC"
+    )]
+    pub rate_cart_writes: Option<u32>,
+
+    /// Checkouts per second one user may start, with bursts as for cart
+    /// edits. 0: no limit. [default: 2]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_RATE_CHECKOUTS",
+        value_name = "PER_SEC"
+    )]
+    pub rate_checkouts: Option<u32>,
+
     /// TCP address of the Prometheus metrics endpoint (`GET /metrics`).
     /// Unset: no endpoint.
     #[arg(global = true, long, env = "SOUK_METRICS_LISTEN", value_name = "ADDR")]
@@ -291,6 +311,8 @@ pub struct Config {
     pub payment_declines_per_10k: u32,
     pub catalog_cache_ttl: std::time::Duration,
     pub metrics_listen: Option<SocketAddr>,
+    pub rate_cart_writes: u32,
+    pub rate_checkouts: u32,
 }
 
 impl Default for Config {
@@ -315,6 +337,8 @@ impl Default for Config {
             payment_declines_per_10k: 0,
             catalog_cache_ttl: std::time::Duration::from_millis(1000),
             metrics_listen: None,
+            rate_cart_writes: 20,
+            rate_checkouts: 2,
         }
     }
 }
@@ -400,6 +424,14 @@ impl Config {
                 .or(file.catalog_cache_ttl_ms)
                 .map_or(defaults.catalog_cache_ttl, std::time::Duration::from_millis),
             metrics_listen: cli.metrics_listen.or(file.metrics_listen),
+            rate_cart_writes: cli
+                .rate_cart_writes
+                .or(file.rate_cart_writes)
+                .unwrap_or(defaults.rate_cart_writes),
+            rate_checkouts: cli
+                .rate_checkouts
+                .or(file.rate_checkouts)
+                .unwrap_or(defaults.rate_checkouts),
         };
         config.validate()?;
         Ok(config)

@@ -132,3 +132,7 @@ pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Keys one shard tracks failed logins for; past it the stalest is dropped.
 pub const THROTTLED_KEYS_MAX: usize = 100_000;
+
+/// Customers one shard keeps rate buckets for; past it, buckets that have
+/// refilled are dropped (they hold nothing), then all.
+pub const RATE_LIMITED_KEYS_MAX: usize = 200_000;

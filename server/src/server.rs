@@ -20,6 +20,7 @@ use crate::domain::cart::{CartKey, Carts};
 use crate::domain::catalog::Catalog;
 use crate::domain::inventory::Inventory;
 use crate::domain::orders::{IdGenerator, Pending, Placed, SimulatedGateway};
+use crate::domain::throttle::{Rate, RateClass, RateLimits};
 use crate::domain::{AdminKey, CommerceConfig, ShardState};
 use crate::io::cid::CidKey;
 use crate::io::shard::{self, ShardSetup};
@@ -185,6 +186,13 @@ impl Server {
                     checkouts: Default::default(),
                     placed,
                     login_failures: Default::default(),
+                    rate_limits: RateLimits::new(
+                        [
+                            (RateClass::CartWrites, rate(config.rate_cart_writes)),
+                            (RateClass::Checkouts, rate(config.rate_checkouts)),
+                        ],
+                        limits::RATE_LIMITED_KEYS_MAX,
+                    ),
                 },
                 socket,
                 cid_key: cid_key.clone(),
@@ -380,6 +388,15 @@ fn token_key(data_dir: &DataDir) -> anyhow::Result<Vec<u8>> {
             Ok(key.to_vec())
         }
         Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// A per-second rate with its burst: twice the rate, and at least 5, so
+/// that a person's quick clicks never meet it.
+fn rate(per_second: u32) -> Rate {
+    Rate {
+        per_second,
+        burst: per_second.saturating_mul(2).max(5),
     }
 }
 

@@ -427,7 +427,13 @@ const UNITS: i64 = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_sale_sells_exactly_the_stock() {
-    let running = start(|config| config.purchase_limit = ATTEMPTS as i64);
+    let running = start(|config| {
+        config.purchase_limit = ATTEMPTS as i64;
+        // Each buyer retries as fast as it can: the sale tests stock, not
+        // the per-customer rates (tested on their own below).
+        config.rate_checkouts = 0;
+        config.rate_cart_writes = 0;
+    });
     let admin = admin(&running.server).await;
     let sku = sku_of(&admin, 5).await;
     admin
@@ -770,5 +776,48 @@ async fn password_guessing_is_limited_per_account_without_revealing_accounts() {
         .await
         .unwrap();
     other.login("jo@example.org", PASSWORD, None).await.unwrap();
+    running.server.shutdown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_checking_out_too_fast_is_told_when_to_retry() {
+    let running = start(|config| config.rate_checkouts = 1);
+    let admin = admin(&running.server).await;
+    let sku = sku_of(&admin, 9).await;
+    admin
+        .admin_restock(&sku, 100, RestockMode::Set)
+        .await
+        .unwrap();
+    let client = connect(&running.server).await;
+    client
+        .register("ka@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    // The burst (5 for a rate of 1 per second) passes, the next does not.
+    let mut outcomes = Vec::new();
+    for _ in 0..6 {
+        client.update_cart_line(None, &sku, 1).await.unwrap();
+        outcomes.push(
+            client
+                .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+                .await,
+        );
+    }
+    assert!(outcomes[..5].iter().all(|o| o.is_ok()), "{outcomes:?}");
+    let Err(ClientError::Api(limited)) = &outcomes[5] else {
+        panic!("the sixth is limited: {:?}", outcomes[5]);
+    };
+    assert_eq!(limited.status, ErrorStatus::LimitExceeded);
+    assert!((1..=1000).contains(&limited.retry_after_ms), "{limited}");
+    tokio::time::sleep(Duration::from_millis(u64::from(limited.retry_after_ms))).await;
+    client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await
+        .unwrap();
+    let placed = client.list_orders(None, 100).await.unwrap().orders.len();
+    assert_eq!(
+        placed, 6,
+        "five in the burst, one after waiting, none for the refused one"
+    );
     running.server.shutdown().unwrap();
 }

@@ -81,6 +81,9 @@ fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
         admin_key: Some(ADMIN_KEY.into()),
         demo_products: 50,
         purchase_limit: 0,
+        // Each buyer here is a load generator, not a person.
+        rate_checkouts: 0,
+        rate_cart_writes: 0,
         ..Config::default()
     };
     let server = Server::start(&config)?;

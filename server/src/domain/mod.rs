@@ -77,6 +77,8 @@ pub struct ShardState {
     pub placed: orders::Placed,
     /// Failed logins of the accounts and source addresses this shard owns.
     pub login_failures: LoginFailures,
+    /// Per-customer rates of the operations this shard runs for them.
+    pub rate_limits: throttle::RateLimits,
 }
 
 /// Failed-login limits, per account and per source address.
@@ -434,6 +436,20 @@ pub fn answer(
             }
         }
         ShardCall::Cart { key, change } => {
+            // Customers' own edits are rate limited; the merges and
+            // deductions souk makes for them are not.
+            let edit = matches!(
+                change,
+                CartChange::Add { .. } | CartChange::Set { .. } | CartChange::Remove { .. }
+            );
+            if edit
+                && let Err(error) =
+                    state
+                        .rate_limits
+                        .take(&key.storage_key(), throttle::RateClass::CartWrites, now)
+            {
+                return (ShardAnswer::Cart(Err(error)), None);
+            }
             let lines = state.carts.apply(&key, change, now);
             (ShardAnswer::Cart(lines), None)
         }

@@ -44,6 +44,7 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
             checkouts: Default::default(),
             placed: Default::default(),
             login_failures: Default::default(),
+            rate_limits: throttle::RateLimits::new([], 10),
         })
         .collect()
 }

@@ -182,3 +182,136 @@ mod tests {
         assert!(throttle.len() <= 2);
     }
 }
+
+/// What a per-customer rate is counted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateClass {
+    CartWrites,
+    Checkouts,
+}
+
+/// A rate: `per_second` sustained, `burst` at once. Zero turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Thousandths of a token, so refills need no floating point.
+    milli_tokens: u64,
+    refilled_at: UnixMillis,
+}
+
+/// Token buckets per customer (user or guest device) and class, held by
+/// the shard that runs the limited operation for that customer (the cart's
+/// and the user's owner), so a check is a local map lookup.
+#[derive(Debug)]
+pub struct RateLimits {
+    rates: HashMap<RateClass, Rate>,
+    buckets: HashMap<(String, RateClass), Bucket>,
+    keys_max: usize,
+}
+
+impl RateLimits {
+    pub fn new(rates: impl IntoIterator<Item = (RateClass, Rate)>, keys_max: usize) -> RateLimits {
+        RateLimits {
+            rates: rates.into_iter().collect(),
+            buckets: HashMap::new(),
+            keys_max,
+        }
+    }
+
+    /// Takes one token for `who` in `class`, or says when to retry.
+    pub fn take(&mut self, who: &str, class: RateClass, now: UnixMillis) -> Result<(), ApiError> {
+        let Some(rate) = self.rates.get(&class).copied().filter(|r| r.per_second > 0) else {
+            return Ok(());
+        };
+        let full = u64::from(rate.burst.max(1)) * 1000;
+        if self.buckets.len() >= self.keys_max {
+            // Buckets that refilled completely hold nothing worth keeping.
+            self.buckets.retain(|(_, class), bucket| {
+                let per_second = self.rates.get(class).map_or(0, |r| u64::from(r.per_second));
+                let elapsed = now.0.saturating_sub(bucket.refilled_at.0);
+                bucket.milli_tokens + elapsed * per_second < full
+            });
+            if self.buckets.len() >= self.keys_max {
+                self.buckets.clear();
+            }
+        }
+        let bucket = self
+            .buckets
+            .entry((who.to_owned(), class))
+            .or_insert(Bucket {
+                milli_tokens: full,
+                refilled_at: now,
+            });
+        let elapsed = now.0.saturating_sub(bucket.refilled_at.0);
+        bucket.milli_tokens =
+            (bucket.milli_tokens + elapsed * u64::from(rate.per_second)).min(full);
+        bucket.refilled_at = now;
+        if bucket.milli_tokens >= 1000 {
+            bucket.milli_tokens -= 1000;
+            return Ok(());
+        }
+        let missing = 1000 - bucket.milli_tokens;
+        let wait_ms = missing.div_ceil(u64::from(rate.per_second));
+        let mut error = ApiError::new(
+            ErrorStatus::LimitExceeded,
+            format!("too many requests: at most {} per second", rate.per_second),
+        );
+        error.retry_after_ms = u32::try_from(wait_ms.max(1)).unwrap_or(u32::MAX);
+        Err(error)
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let rate = Rate {
+            per_second: 2,
+            burst: 3,
+        };
+        let mut limits = RateLimits::new([(RateClass::Checkouts, rate)], 100);
+        let t = |ms: u64| UnixMillis(10_000 + ms);
+        for _ in 0..3 {
+            limits.take("u:1", RateClass::Checkouts, t(0)).unwrap();
+        }
+        let refused = limits.take("u:1", RateClass::Checkouts, t(0)).unwrap_err();
+        assert_eq!(refused.status, ErrorStatus::LimitExceeded);
+        assert_eq!(refused.retry_after_ms, 500, "one token every 500 ms");
+        limits.take("u:2", RateClass::Checkouts, t(0)).unwrap();
+        limits.take("u:1", RateClass::CartWrites, t(0)).unwrap();
+        assert!(limits.take("u:1", RateClass::Checkouts, t(499)).is_err());
+        limits.take("u:1", RateClass::Checkouts, t(500)).unwrap();
+    }
+
+    #[test]
+    fn a_zero_rate_is_no_limit_and_keys_stay_bounded() {
+        let off = Rate {
+            per_second: 0,
+            burst: 0,
+        };
+        let mut limits = RateLimits::new([(RateClass::Checkouts, off)], 2);
+        for _ in 0..100 {
+            limits
+                .take("u:1", RateClass::Checkouts, UnixMillis(1))
+                .unwrap();
+        }
+        let on = Rate {
+            per_second: 1,
+            burst: 1,
+        };
+        let mut limits = RateLimits::new([(RateClass::CartWrites, on)], 2);
+        for n in 0..10 {
+            limits
+                .take(&format!("u:{n}"), RateClass::CartWrites, UnixMillis(1))
+                .unwrap();
+        }
+        assert!(limits.buckets.len() <= 2);
+    }
+}

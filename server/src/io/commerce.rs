@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 use super::shard::{Shard, call_owner, now};
 use crate::domain::cart::{self, CartChange, CartKey};
-use crate::domain::throttle::Attempt;
+use crate::domain::throttle::{Attempt, RateClass};
 use crate::domain::{
     self, CheckoutCall, LoginKey, Session, ShardAnswer, ShardCall, accounts, orders,
     storage_failure,
@@ -688,6 +688,13 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
         }
         return Ok(orders::view(&order));
     }
+    // Replays above are free; each new checkout attempt counts.
+    let customer = CartKey::User(call.user).storage_key();
+    shard
+        .state
+        .borrow_mut()
+        .rate_limits
+        .take(&customer, RateClass::Checkouts, now)?;
     let order_id = OrderId(shard.state.borrow_mut().ids.next(now));
 
     let lines = {
