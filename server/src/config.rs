@@ -32,6 +32,19 @@ pub enum Command {
     /// superstore.csv or @vendure/create's products.csv). Run it with the
     /// server stopped; re-running updates and never duplicates.
     Import(ImportArgs),
+    /// Create an admin account in the store (run with the server stopped).
+    /// The password is read from standard input, never from the command
+    /// line, where other users of the machine could see it.
+    CreateAdmin(CreateAdminArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateAdminArgs {
+    /// The admin's e-mail, used to sign in.
+    #[arg(long)]
+    pub email: String,
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -89,3 +89,78 @@ fn sigterm_stops_the_server_cleanly_with_exit_status_zero() {
     );
     assert!(logs.contains("SIGTERM"), "{logs}");
 }
+
+#[test]
+fn an_admin_account_made_with_create_admin_can_restock_and_a_customer_cannot() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let mut create = Command::new(env!("CARGO_BIN_EXE_souk"))
+        .args(["create-admin", "--email", "Boss@Example.org", "--data-dir"])
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long admin password\n")
+        .unwrap();
+    let created = create.wait_with_output().unwrap();
+    assert!(created.status.success(), "{created:?}");
+    assert!(String::from_utf8_lossy(&created.stdout).contains("admin boss@example.org created"));
+
+    let souk = Souk::spawn(&["--shards", "2"], data.path(), Stdio::null());
+    let config = souk.client_config();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let admin = Client::connect(config.clone()).await.unwrap();
+        let grant = admin
+            .login("boss@example.org", "a long admin password", None)
+            .await
+            .unwrap();
+        assert_eq!(grant.role, souk_client::api::Role::Admin);
+        let product = admin
+            .get_product(&souk_storage::demo::product_id(1))
+            .await
+            .unwrap();
+        let sku = product.variants[0].sku.clone();
+        let level = admin
+            .admin_restock(&sku, 7, souk_client::api::RestockMode::Set)
+            .await
+            .unwrap();
+        assert_eq!(level.on_hand, 7);
+
+        let customer = Client::connect(config).await.unwrap();
+        customer
+            .register("cu@example.org", "a customer password", None)
+            .await
+            .unwrap();
+        let refused = customer
+            .admin_restock(&sku, 1_000, souk_client::api::RestockMode::Set)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.status(),
+            Some(souk_client::api::ErrorStatus::Forbidden)
+        );
+        let upsert = customer
+            .call(souk_client::api::RequestBody::AdminUpsertProduct(Box::new(
+                product,
+            )))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            upsert.status(),
+            Some(souk_client::api::ErrorStatus::Forbidden)
+        );
+        let level = admin
+            .admin_restock(&sku, 0, souk_client::api::RestockMode::Add)
+            .await
+            .unwrap();
+        assert_eq!(level.on_hand, 7, "the refused restock changed nothing");
+    });
+    souk.kill();
+}
