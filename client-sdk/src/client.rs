@@ -443,11 +443,7 @@ impl Client {
         sku: &Sku,
         quantity: u32,
     ) -> Result<CartView, ClientError> {
-        let change = CartLineChange {
-            device_id,
-            sku: sku.clone(),
-            quantity,
-        };
+        let change = cart_line(device_id, sku, quantity);
         Self::cart(self.call(RequestBody::AddToCart(change)).await?)
     }
 
@@ -458,11 +454,7 @@ impl Client {
         sku: &Sku,
         quantity: u32,
     ) -> Result<CartView, ClientError> {
-        let change = CartLineChange {
-            device_id,
-            sku: sku.clone(),
-            quantity,
-        };
+        let change = cart_line(device_id, sku, quantity);
         Self::cart(self.call(RequestBody::UpdateCartLine(change)).await?)
     }
 
@@ -575,6 +567,14 @@ impl Client {
     /// Closes the connection; in-flight calls fail.
     pub fn close(&self) {
         self.inner.endpoint.close(0u32.into(), b"client closed");
+    }
+}
+
+fn cart_line(device_id: Option<DeviceId>, sku: &Sku, quantity: u32) -> CartLineChange {
+    CartLineChange {
+        device_id,
+        sku: sku.clone(),
+        quantity,
     }
 }
 

@@ -669,11 +669,12 @@ fn superstore_unit_price(
     currency: Currency,
 ) -> Result<Money, String> {
     let sales = decimal(sales, 4).ok_or_else(|| format!("Sales {sales:?} is not an amount"))?;
+    // Bounded so that the integer arithmetic below cannot overflow.
     let quantity: i128 = quantity
         .parse()
         .ok()
-        .filter(|q| *q > 0)
-        .ok_or_else(|| format!("Quantity {quantity:?} is not a positive whole number"))?;
+        .filter(|q| (1..=1_000_000_000).contains(q))
+        .ok_or_else(|| format!("Quantity {quantity:?} is not a whole number in 1..=10^9"))?;
     let discount = match discount {
         "" => 0,
         text => decimal(text, 4).ok_or_else(|| format!("Discount {text:?} is not a fraction"))?,

@@ -10,7 +10,7 @@ use souk_storage::embedded::EmbeddedStore;
 use souk_storage::model::OrderRecord;
 use souk_storage::scylla::ScyllaStore;
 use souk_storage::{CatalogData, DataDir, Store, demo};
-use souk_wire::api::OrderStatus;
+use souk_wire::api::{OrderStatus, Sku};
 use tokio::sync::{Barrier, watch};
 use tracing::info;
 
@@ -94,8 +94,7 @@ impl Server {
                 }
             }
         }
-        let mut orders_by_age: Vec<&OrderRecord> = orders.iter().collect();
-        orders_by_age.sort_by_key(|o| (o.created_at, o.id));
+        let mut replay = Replay::partition(&data, &orders, placement);
         let tokens = Arc::new(TokenKeys::new(&token_key(&data_dir)?));
         let commerce = CommerceConfig {
             reservation_ttl: config.reservation_ttl,
@@ -148,20 +147,14 @@ impl Server {
         let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
         for (shard, ((socket, (mesh, inbox)), forwarded)) in placement.shards().zip(per_shard) {
             let inventory = Inventory::rebuild(
-                data.stock
-                    .iter()
-                    .filter(|(sku, _)| placement.sku_owner(sku) == shard)
-                    .cloned(),
-                &orders,
+                std::mem::take(&mut replay.stock[shard.index()]),
+                replay.sku_orders[shard.index()].iter().copied(),
                 |sku| placement.sku_owner(sku) == shard,
                 config.purchase_limit,
             );
             let mut pending = Pending::default();
             let mut placed = Placed::default();
-            for order in orders_by_age
-                .iter()
-                .filter(|o| placement.user_owner(o.user_id) == shard)
-            {
+            for order in &replay.user_orders[shard.index()] {
                 if order.status == OrderStatus::PendingPayment {
                     pending.insert(order.id, order.expires_at);
                 }
@@ -355,6 +348,56 @@ async fn load_catalog(store: &dyn Store, config: &Config) -> anyhow::Result<Cata
         );
     }
     store.load_catalog().await.context("loading the catalog")
+}
+
+/// What each shard replays at start, sorted out in one pass over the
+/// stored orders rather than one pass per shard.
+struct Replay<'a> {
+    /// Units received of the SKUs each shard owns.
+    stock: Vec<Vec<(Sku, i64)>>,
+    /// Orders with a line each shard owns the SKU of.
+    sku_orders: Vec<Vec<&'a OrderRecord>>,
+    /// Orders of the users each shard owns, oldest first (the idempotency
+    /// index takes them in creation order).
+    user_orders: Vec<Vec<&'a OrderRecord>>,
+}
+
+impl<'a> Replay<'a> {
+    fn partition(
+        data: &CatalogData,
+        orders: &'a [OrderRecord],
+        placement: Placement,
+    ) -> Replay<'a> {
+        let shards = placement.shard_count();
+        let mut replay = Replay {
+            stock: vec![Vec::new(); shards],
+            sku_orders: vec![Vec::new(); shards],
+            user_orders: vec![Vec::new(); shards],
+        };
+        for (sku, received) in &data.stock {
+            replay.stock[placement.sku_owner(sku).index()].push((sku.clone(), *received));
+        }
+        let mut owners = Vec::new();
+        for order in orders {
+            replay.user_orders[placement.user_owner(order.user_id).index()].push(order);
+            owners.clear();
+            owners.extend(
+                order
+                    .lines
+                    .iter()
+                    .map(|l| placement.sku_owner(&l.sku).index()),
+            );
+            owners.sort_unstable();
+            owners.dedup();
+            for &owner in &owners {
+                replay.sku_orders[owner].push(order);
+            }
+        }
+        for user_orders in &mut replay.user_orders {
+            user_orders.sort_by_key(|o| (o.created_at, o.id));
+        }
+        replay
+    }
 }
 
 /// Every stored order, which the shards replay to rebuild their stock

@@ -22,18 +22,23 @@ struct Running {
     _data: tempfile::TempDir,
 }
 
-fn start(tune: impl FnOnce(&mut Config)) -> Running {
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config {
+/// Two shards on an ephemeral port over `data`, with fast payments.
+fn config(data: &std::path::Path) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
         shards: 2,
-        data_dir: data.path().to_path_buf(),
+        data_dir: data.to_path_buf(),
         admin_key: Some(ADMIN_KEY.into()),
         demo_products: 60,
         pin_threads: false,
         payment_latency: Duration::from_millis(10),
         ..Config::default()
-    };
+    }
+}
+
+fn start(tune: impl FnOnce(&mut Config)) -> Running {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path());
     tune(&mut config);
     let server = Server::start(&config).unwrap();
     Running {
@@ -508,16 +513,7 @@ async fn a_flash_sale_sells_exactly_the_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_retried_after_a_restart_returns_the_same_order_and_carts_survive() {
     let data = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        shards: 2,
-        data_dir: data.path().to_path_buf(),
-        admin_key: Some(ADMIN_KEY.into()),
-        demo_products: 60,
-        pin_threads: false,
-        payment_latency: Duration::from_millis(10),
-        ..Config::default()
-    };
+    let config = config(data.path());
     let server = Server::start(&config).unwrap();
     let admin_client = admin(&server).await;
     let sku = sku_of(&admin_client, 6).await;

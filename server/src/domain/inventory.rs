@@ -242,11 +242,6 @@ impl Inventory {
         }
     }
 
-    /// Orders holding a reservation here.
-    pub fn reserved_orders(&self) -> impl Iterator<Item = OrderId> + '_ {
-        self.reservations.keys().copied()
-    }
-
     /// Reserves every line of an order, or none: if one line cannot be had
     /// (not enough available, or over the account's purchase limit), no
     /// counter changes. Reserving an order that already holds its
@@ -304,22 +299,19 @@ impl Inventory {
     /// expiry, cancellation, failed payment or a failed checkout. Whether
     /// anything was held.
     pub fn release(&mut self, order: OrderId) -> bool {
-        self.settled.insert(order);
-        let Some(reservation) = self.reservations.remove(&order) else {
-            return false;
-        };
-        for (sku, units) in &reservation.lines {
-            let counter = self.counters.entry(sku.clone()).or_default();
-            counter.reserved -= units;
-            counter.assert_valid(sku);
-            self.take_holding(reservation.user, sku, *units);
-        }
-        true
+        self.settle(order, false)
     }
 
     /// Turns an order's reserved units into sold ones, once it is paid.
     /// Whether anything was held.
     pub fn commit(&mut self, order: OrderId) -> bool {
+        self.settle(order, true)
+    }
+
+    /// Ends an order's reservation, once: its units leave `reserved`, into
+    /// `sold` if it was paid, back to the available stock (and out of the
+    /// account's holdings) if not.
+    fn settle(&mut self, order: OrderId, sold: bool) -> bool {
         self.settled.insert(order);
         let Some(reservation) = self.reservations.remove(&order) else {
             return false;
@@ -327,8 +319,13 @@ impl Inventory {
         for (sku, units) in &reservation.lines {
             let counter = self.counters.entry(sku.clone()).or_default();
             counter.reserved -= units;
-            counter.sold += units;
+            if sold {
+                counter.sold += units;
+            }
             counter.assert_valid(sku);
+            if !sold {
+                self.take_holding(reservation.user, sku, *units);
+            }
         }
         true
     }

@@ -319,33 +319,33 @@ fn authenticate(
     }
 }
 
-/// The customer the connection is authenticated as.
-pub fn require_customer(session: &Session, now: UnixMillis) -> Result<UserId, ApiError> {
-    match &session.identity {
+/// The identity bound to the connection, if there is one and its access
+/// token has not expired.
+pub fn current_identity(
+    identity: Option<&Identity>,
+    now: UnixMillis,
+) -> Result<&Identity, ApiError> {
+    match identity {
         None => Err(ApiError::new(ErrorStatus::Unauthenticated, "sign in first")),
         Some(identity) if identity.access_expires_at <= now => Err(ApiError::new(
             ErrorStatus::Unauthenticated,
             "access token expired: refresh",
         )),
-        Some(identity) => Ok(identity.user_id),
+        Some(identity) => Ok(identity),
     }
 }
 
+/// The customer the connection is authenticated as.
+pub fn require_customer(session: &Session, now: UnixMillis) -> Result<UserId, ApiError> {
+    current_identity(session.identity.as_ref(), now).map(|identity| identity.user_id)
+}
+
 pub fn require_admin(session: &Session, now: UnixMillis) -> Result<(), ApiError> {
-    match &session.identity {
-        None => Err(ApiError::new(
-            ErrorStatus::Unauthenticated,
-            "authenticate first",
-        )),
-        Some(identity) if identity.access_expires_at <= now => Err(ApiError::new(
-            ErrorStatus::Unauthenticated,
-            "access token expired: refresh",
-        )),
-        Some(identity) if identity.role != Role::Admin => {
-            Err(ApiError::new(ErrorStatus::Forbidden, "admin role required"))
-        }
-        Some(_) => Ok(()),
+    let identity = current_identity(session.identity.as_ref(), now)?;
+    if identity.role != Role::Admin {
+        return Err(ApiError::new(ErrorStatus::Forbidden, "admin role required"));
     }
+    Ok(())
 }
 
 fn product_stock(state: &ShardState, product_id: &ProductId) -> Step {

@@ -296,10 +296,6 @@ async fn register_user(
     grant(shard, &user, None, now).await
 }
 
-/// Hashing a password nobody has keeps a login for an unknown e-mail as
-/// slow as one with a wrong password, so timing does not reveal accounts.
-const NO_SUCH_USER_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c291a3NvdWtzb3Vrc291aw$W9Y2w3K0RkqQ0X2V0pU8w1c8l0H6iJgP6b4H0p0oXrw";
-
 async fn log_in(
     shard: &Rc<Shard>,
     login: souk_wire::api::Login,
@@ -322,7 +318,9 @@ async fn log_in(
         .map_err(storage_failure)?;
     let phc = user
         .as_ref()
-        .map_or(NO_SUCH_USER_HASH.to_owned(), |u| u.password_hash.clone());
+        .map_or(accounts::UNKNOWN_USER_HASH.to_owned(), |u| {
+            u.password_hash.clone()
+        });
     let password = login.password;
     let matches = tokio::task::spawn_blocking(move || accounts::verify_password(&phc, &password))
         .await
@@ -996,12 +994,8 @@ async fn own_order(
     order_id: OrderId,
     now: UnixMillis,
 ) -> Result<OrderRecord, ApiError> {
-    let session = Session {
-        identity: identity.cloned(),
-        ..Session::default()
-    };
-    let user = domain::require_customer(&session, now)?;
-    let is_admin = identity.is_some_and(|i| i.role == Role::Admin);
+    let identity = domain::current_identity(identity, now)?;
+    let (user, is_admin) = (identity.user_id, identity.role == Role::Admin);
     let not_found = || ApiError::new(ErrorStatus::NotFound, format!("no order {}", order_id.0));
     let order = shard
         .store
