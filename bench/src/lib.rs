@@ -9,7 +9,6 @@
 
 pub mod echo;
 pub mod postgres;
-pub mod redis;
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -11,10 +11,10 @@ use quinn::{
 use rand::RngExt;
 use souk_wire::api::{
     Address, AddressId, AdminRestock, ApiError, BrowseCategory, CartLineChange, CartView, Category,
-    Checkout, Cursor, DeviceId, Hello, HelloReply, IdempotencyKey, Identity, ListOrders, Login,
-    Order, OrderId, OrderPage, PROTOCOL_VERSION, PaymentView, Product, ProductId, ProductPage,
-    Profile, Register, Request, RequestBody, Response, ResponseBody, RestockMode, SessionGrant,
-    Sku, StockLevel,
+    Checkout, Cursor, DeviceId, ErrorStatus, Hello, HelloReply, IdempotencyKey, Identity,
+    ListOrders, Login, Operation, Order, OrderId, OrderPage, PROTOCOL_VERSION, PaymentView,
+    Product, ProductId, ProductPage, Profile, Register, Request, RequestBody, Response,
+    ResponseBody, RestockMode, SessionGrant, Sku, StockLevel,
 };
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits};
@@ -57,6 +57,13 @@ struct Inner {
     connection: Mutex<Option<Connection>>,
     /// The access token bound with `authenticate`, re-bound on reconnect.
     access_token: SyncMutex<Option<String>>,
+    /// The newest grant from register, login or refresh: its refresh token
+    /// renews the session when the access token expires. Apps that keep
+    /// the refresh token across restarts watch it (`session_updates`),
+    /// since each renewal rotates it.
+    session: tokio::sync::watch::Sender<Option<SessionGrant>>,
+    /// Held while renewing, so that calls failing together renew once.
+    renewing: Mutex<()>,
 }
 
 /// Why one try of a request failed.
@@ -137,6 +144,8 @@ impl Client {
                 quic,
                 connection: Mutex::new(None),
                 access_token: SyncMutex::new(None),
+                session: tokio::sync::watch::Sender::new(None),
+                renewing: Mutex::new(()),
             }),
         };
         client.hello().await?;
@@ -277,9 +286,97 @@ impl Client {
             idempotency_key,
             body,
         };
+        let operation = request.body.operation();
         let frame = encode(&request)?;
+        let sent_with = self.current_access_token();
         let (response, _) = self.send(&frame).await?;
-        response.map_err(ClientError::Api)
+        match response {
+            Err(error) if error.status == ErrorStatus::Unauthenticated && renews(operation) => {
+                // The access token expired (or the server forgot the
+                // connection): renew with the refresh token on this
+                // connection and try once more, with the same key.
+                if !self.renew(sent_with.as_deref()).await? {
+                    return Err(ClientError::Api(error));
+                }
+                let (response, _) = self.send(&frame).await?;
+                response.map_err(ClientError::Api)
+            }
+            response => response.map_err(ClientError::Api),
+        }
+    }
+
+    fn current_access_token(&self) -> Option<String> {
+        self.inner
+            .access_token
+            .lock()
+            .expect("not poisoned")
+            .clone()
+    }
+
+    /// Trades the held refresh token for new tokens, unless another call
+    /// already did since `stale` was sent. Whether there is a fresh access
+    /// token to try again with.
+    async fn renew(&self, stale: Option<&str>) -> Result<bool, ClientError> {
+        let _renewing = self.inner.renewing.lock().await;
+        if self.current_access_token().as_deref() != stale {
+            return Ok(true);
+        }
+        let Some(refresh_token) = self
+            .inner
+            .session
+            .borrow()
+            .as_ref()
+            .map(|grant| grant.refresh_token.clone())
+        else {
+            return Ok(false);
+        };
+        debug!("access token refused; renewing the session");
+        // Sent below `call`, which renews by calling this.
+        let request = Request {
+            idempotency_key: None,
+            body: RequestBody::Refresh { refresh_token },
+        };
+        let (response, _) = self.send(&encode(&request)?).await?;
+        match response {
+            Ok(body) => self.grant(body).map(|_| true),
+            Err(error) if error.status == ErrorStatus::Unauthenticated => {
+                // The refresh token is spent or revoked: only signing in
+                // again helps, so stop presenting it.
+                self.forget_session();
+                Ok(false)
+            }
+            Err(error) => Err(ClientError::Api(error)),
+        }
+    }
+
+    fn forget_session(&self) {
+        *self.inner.access_token.lock().expect("not poisoned") = None;
+        self.inner.session.send_replace(None);
+    }
+
+    /// The newest grant, now and after each renewal: an app that keeps its
+    /// refresh token across restarts stores each one it sees here, since a
+    /// renewal rotates it and the old one stops working.
+    pub fn session_updates(&self) -> tokio::sync::watch::Receiver<Option<SessionGrant>> {
+        self.inner.session.subscribe()
+    }
+
+    /// Resumes a session saved by an earlier run: binds its access token
+    /// if it is still good, and renews with its refresh token when it is
+    /// not (or when it later expires).
+    pub async fn resume(&self, grant: SessionGrant) -> Result<Identity, ClientError> {
+        let access_token = grant.access_token.clone();
+        self.inner.session.send_replace(Some(grant));
+        match self.authenticate(&access_token).await {
+            Err(ClientError::Api(error)) if error.status == ErrorStatus::Unauthenticated => {
+                if !self.renew(None).await? {
+                    return Err(ClientError::Api(error));
+                }
+                let token = self.current_access_token().unwrap_or_default();
+                self.authenticate(&token).await
+            }
+            result => result,
+        }
     }
 
     /// Sends a request that is already a frame (length header and FlatBuffers
@@ -324,7 +421,7 @@ impl Client {
     pub async fn logout(&self) -> Result<(), ClientError> {
         self.call(RequestBody::Logout { all_devices: false })
             .await?;
-        *self.inner.access_token.lock().expect("not poisoned") = None;
+        self.forget_session();
         Ok(())
     }
 
@@ -372,6 +469,7 @@ impl Client {
 
     fn remember(&self, grant: &SessionGrant) {
         *self.inner.access_token.lock().expect("not poisoned") = Some(grant.access_token.clone());
+        self.inner.session.send_replace(Some(grant.clone()));
     }
 
     fn grant(&self, body: ResponseBody) -> Result<SessionGrant, ClientError> {
@@ -576,6 +674,21 @@ fn cart_line(device_id: Option<DeviceId>, sku: &Sku, quantity: u32) -> CartLineC
         sku: sku.clone(),
         quantity,
     }
+}
+
+/// Whether an `Unauthenticated` reply to `operation` means the session
+/// needs renewing. Not for the calls that sign in or renew themselves,
+/// where it means wrong credentials.
+fn renews(operation: Operation) -> bool {
+    !matches!(
+        operation,
+        Operation::Hello
+            | Operation::Authenticate
+            | Operation::Refresh
+            | Operation::Logout
+            | Operation::Register
+            | Operation::Login
+    )
 }
 
 fn unexpected(body: ResponseBody) -> ClientError {

@@ -14,8 +14,10 @@
 //!   calls between shards (`shard::mesh`).
 //! - `domain` handles requests without I/O: bytes never reach it, time is
 //!   passed in, and its results are replies or steps for `io` to carry out.
+//! - `clock` is the one wall clock shards read; tests advance it.
 //! - `limits` names every bound with its reason; `stats` counts.
 
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod import;

@@ -14,6 +14,7 @@ use souk_wire::api::{OrderStatus, Sku};
 use tokio::sync::{Barrier, watch};
 use tracing::info;
 
+use crate::clock::Clock;
 use crate::config::{Config, StorageConfig};
 use crate::domain::accounts::{self, TokenKeys};
 use crate::domain::cart::{CartKey, Carts};
@@ -40,6 +41,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     store: Arc<dyn Store>,
+    clock: Clock,
     /// Drives the storage driver's own tasks (ScyllaDB connections) and the
     /// start-up and shut-down storage calls; shards await storage from
     /// their own runtimes. Always present; an `Option` only so that `Drop`
@@ -142,6 +144,7 @@ impl Server {
         let (forward_peers, forward_queues) = forward::queues(config.shards);
         let admin_key = config.admin_key.as_deref().map(AdminKey::new);
         let (ready_tx, ready) = std::sync::mpsc::channel();
+        let clock = Clock::default();
 
         let mut threads = Vec::with_capacity(config.shards);
         let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
@@ -202,6 +205,7 @@ impl Server {
                 connections_max: config.max_connections_per_shard,
                 catalog_feed: catalog_feed.clone(),
                 cache_ttl: config.catalog_cache_ttl,
+                clock: clock.clone(),
                 ready: ready_tx.clone(),
             };
             threads.push(shard::spawn(setup)?);
@@ -214,6 +218,7 @@ impl Server {
             shutdown,
             threads,
             store,
+            clock,
             storage_runtime: Some(storage_runtime),
             _data_dir: data_dir,
         };
@@ -248,6 +253,12 @@ impl Server {
     /// SHA-256 of the server certificate, for clients that pin it.
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
+    }
+
+    /// The clock every shard reads; a test advances it to pass an expiry
+    /// without waiting for it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn stats(&self) -> &Arc<Stats> {

@@ -817,3 +817,84 @@ async fn a_customer_checking_out_too_fast_is_told_when_to_retry() {
     );
     running.server.shutdown().unwrap();
 }
+
+/// The whole session life through the SDK, with the server's clock driven
+/// by the test: a guest cart joins the account at login, and when the
+/// access token expires the SDK renews it on the same connection by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_renews_itself_through_the_sdk() {
+    let running = start(|_| {});
+    let admin = admin(&running.server).await;
+    let lamp = sku_of(&admin, 3).await;
+    admin.admin_restock(&lamp, 20, RestockMode::Set).await.unwrap();
+
+    let client = connect(&running.server).await;
+    client
+        .register("lin@example.org", PASSWORD, Some("Lin"))
+        .await
+        .unwrap();
+    client.logout().await.unwrap();
+    let tablet = DeviceId::new("tablet-01").unwrap();
+    client
+        .add_to_cart(Some(tablet.clone()), &lamp, 2)
+        .await
+        .unwrap();
+    let grant = client
+        .login("lin@example.org", PASSWORD, Some(tablet))
+        .await
+        .unwrap();
+    assert_eq!(client.get_cart(None).await.unwrap().item_count, 2, "merged");
+
+    // Another connection bound with the access token alone (no refresh
+    // token to renew with) sees the expiry as it is.
+    let bare = connect(&running.server).await;
+    bare.authenticate(&grant.access_token).await.unwrap();
+    let mut updates = client.session_updates();
+    updates.borrow_and_update();
+
+    running.server.clock().advance(Duration::from_secs(16 * 60));
+    assert_eq!(
+        status(bare.get_cart(None).await),
+        ErrorStatus::Unauthenticated,
+        "an expired access token is refused until the client refreshes"
+    );
+    let order = client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await
+        .expect("the SDK renews the session and retries the checkout");
+    assert_eq!(order.user_id, grant.user_id);
+    assert!(updates.has_changed().unwrap(), "the renewal was published");
+    let renewed = updates.borrow_and_update().clone().unwrap();
+    assert_ne!(renewed.refresh_token, grant.refresh_token, "rotated");
+    assert!(renewed.access_expires_at > grant.access_expires_at);
+    assert_eq!(
+        status(bare.refresh(&grant.refresh_token).await),
+        ErrorStatus::Unauthenticated,
+        "the rotated-away refresh token is spent"
+    );
+    // That reuse looked like theft: the family is revoked, so the next
+    // renewal fails and the SDK stops presenting the refresh token.
+    running.server.clock().advance(Duration::from_secs(16 * 60));
+    assert_eq!(
+        status(client.list_orders(None, 10).await),
+        ErrorStatus::Unauthenticated
+    );
+    assert!(client.session_updates().borrow().is_none(), "forgotten");
+
+    // A fresh sign-in, then past the refresh token's own lifetime.
+    client
+        .login("lin@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    assert_eq!(client.list_orders(None, 10).await.unwrap().orders.len(), 1);
+    running
+        .server
+        .clock()
+        .advance(Duration::from_secs(31 * 24 * 3600));
+    assert_eq!(
+        status(client.list_orders(None, 10).await),
+        ErrorStatus::Unauthenticated,
+        "an expired refresh token cannot renew"
+    );
+    running.server.shutdown().unwrap();
+}

@@ -19,6 +19,7 @@ pub mod embedded;
 pub mod error;
 pub mod limits;
 pub mod model;
+pub mod redis;
 pub mod scylla;
 pub mod store;
 pub mod testing;

@@ -43,3 +43,64 @@ pub fn order(id: u64) -> OrderRecord {
         idempotency_key: Some(IdempotencyKey(u128::from(id) << 64 | 7)),
     }
 }
+
+/// A throwaway `redis-server` on a free loopback port, for the tests and
+/// benchmarks that need a real Redis; stopped and its directory removed
+/// when dropped. Made durable (append-only file, `appendfsync` as given)
+/// so that benchmarks compare it on souk's terms.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    /// Starts one, or says why it cannot: the caller skips with that
+    /// reason, which names the package to install.
+    pub fn start(appendfsync: &str) -> Result<RedisServer, String> {
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let dir = std::env::temp_dir().join(format!("souk-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", appendfsync])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                format!("redis-server cannot be started ({e}); apt install redis-server")
+            })?;
+        let redis = RedisServer { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not start listening within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

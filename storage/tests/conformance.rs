@@ -10,6 +10,7 @@ use souk_storage::model::{
     CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, PaymentRecord,
     RefreshTokenRecord, StockRecord, UserRecord,
 };
+use souk_storage::store::TokenStore;
 use souk_storage::{StorageError, Store, demo};
 use souk_wire::api::{
     Address, AddressId, Currency, IdempotencyKey, Money, OrderId, OrderLine, OrderStatus,
@@ -221,8 +222,11 @@ async fn addresses_belong_to_their_user(f: &Fixture) {
 }
 
 async fn refresh_tokens_rotate_once_and_families_revoke(f: &Fixture) {
-    let store = &f.store;
-    let salt = (f.salt % 200) as u8;
+    tokens_rotate_once_and_families_revoke(f.store.as_ref(), (f.salt % 200) as u8).await;
+}
+
+/// Shared with the Redis token store (`redis_tokens` below).
+async fn tokens_rotate_once_and_families_revoke(store: &dyn TokenStore, salt: u8) {
     let (first, second, third) = (
         token(salt, salt, 7),
         token(salt + 1, salt, 7),
@@ -594,3 +598,23 @@ macro_rules! conformance {
 conformance!(embedded_redb, embedded(EngineKind::Redb));
 conformance!(embedded_fjall, embedded(EngineKind::Fjall));
 conformance!(scylla_db, scylla());
+
+/// Refresh tokens kept in Redis (`--redis`) obey the same rules, checked
+/// against a real `redis-server` started on a free port.
+mod redis_tokens {
+    use souk_storage::redis::RedisState;
+    use souk_storage::testing::RedisServer;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_tokens_rotate_once_and_families_revoke() {
+        let redis = match RedisServer::start("everysec") {
+            Ok(redis) => redis,
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+        };
+        let state = RedisState::connect(&redis.url(), 2).await.unwrap();
+        super::tokens_rotate_once_and_families_revoke(&state, 3).await;
+    }
+}

@@ -25,7 +25,7 @@ use clap::Parser;
 use fred::prelude::{Builder, ClientLike, Config as RedisConfig, LuaInterface};
 use hdrhistogram::Histogram;
 use souk_bench::postgres::Postgres;
-use souk_bench::redis::Redis;
+use souk_storage::testing::RedisServer as Redis;
 use souk_bench::{closed_loop, median};
 use souk_client::api::{Checkout, ErrorStatus, RestockMode};
 use souk_client::{Client, ClientConfig, RetryPolicy, Trust, new_idempotency_key};

@@ -30,7 +30,7 @@ use souk_wire::api::{
 };
 use tracing::{debug, warn};
 
-use super::shard::{Shard, call_owner, now};
+use super::shard::{Shard, call_owner};
 use crate::domain::cart::{self, CartChange, CartKey};
 use crate::domain::throttle::{Attempt, RateClass};
 use crate::domain::{
@@ -75,7 +75,7 @@ pub async fn execute(
 ) -> Response {
     use RequestBody as R;
     let identity = session.borrow().identity.clone();
-    let now = now();
+    let now = shard.now();
     match request.body {
         R::Register(register) => {
             let granted = register_user(shard, register, now).await?;
@@ -668,7 +668,7 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
         shard,
         key: guard_key,
     };
-    let now = now();
+    let now = shard.now();
     let earlier = shard.state.borrow().placed.get(call.user, call.key);
     if let Some(id) = earlier
         && let Some(order) = shard.store.order(id).await.map_err(storage_failure)?
@@ -843,7 +843,7 @@ pub async fn pay(shard: Rc<Shard>, order_id: OrderId) {
             return;
         }
     };
-    let now = now();
+    let now = shard.now();
     let charge = gateway.charge(order_id, &order.payment_method_token);
     let (status, payment_status, reference, last_error) = match charge {
         Ok(reference) => (
@@ -950,7 +950,7 @@ pub async fn expire_lapsed(shard: Rc<Shard>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = now();
+        let now = shard.now();
         let due = shard.state.borrow_mut().pending.due(now);
         for order_id in due {
             let order = match shard.store.order(order_id).await {

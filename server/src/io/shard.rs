@@ -15,7 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::net::UdpSocket;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, Runtime, SendStream};
@@ -33,6 +33,7 @@ use super::cache::ReplyCache;
 use super::cid::CidKey;
 use super::commerce;
 use super::forward::{Datagram, ForwardQueue, ShardSocket};
+use crate::clock::Clock;
 use crate::domain::catalog::Catalog;
 use crate::domain::{self, Effect, Session, ShardAnswer, ShardCall, ShardState, Step};
 use crate::limits;
@@ -77,6 +78,7 @@ pub struct ShardSetup {
     pub catalog_feed: Arc<watch::Sender<Arc<Catalog>>>,
     /// Lifetime of a cached catalog reply; zero turns the cache off.
     pub cache_ttl: std::time::Duration,
+    pub clock: Clock,
     /// Told once the endpoint is listening, or why it could not be.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
@@ -96,6 +98,7 @@ pub(super) struct Shard {
     connections: Cell<usize>,
     connections_max: usize,
     shutdown: watch::Receiver<bool>,
+    clock: Clock,
 }
 
 impl Shard {
@@ -105,6 +108,10 @@ impl Shard {
 
     pub(super) fn placement(&self) -> crate::shard::Placement {
         self.state.borrow().placement
+    }
+
+    pub(super) fn now(&self) -> UnixMillis {
+        self.clock.now()
     }
 
     pub(super) fn tokens(&self) -> Arc<crate::domain::accounts::TokenKeys> {
@@ -156,6 +163,7 @@ async fn run(setup: ShardSetup) {
         forwarded,
         catalog_feed,
         cache_ttl,
+        clock,
         ..
     } = setup;
     let id = state.shard;
@@ -187,6 +195,7 @@ async fn run(setup: ShardSetup) {
         connections: Cell::new(0),
         connections_max,
         shutdown,
+        clock,
     });
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
     let expiry_task = tokio::task::spawn_local(commerce::expire_lapsed(shard.clone()));
@@ -487,13 +496,6 @@ fn encode(shard: &Shard, response: &Response) -> Bytes {
     }
 }
 
-pub(super) fn now() -> UnixMillis {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    UnixMillis(since_epoch.as_millis() as u64)
-}
-
 /// Carries out the step `domain::handle` returns.
 async fn execute(shard: &Rc<Shard>, session: &RefCell<Session>, request: Request) -> Response {
     if commerce::serves(&request.body) {
@@ -503,7 +505,7 @@ async fn execute(shard: &Rc<Shard>, session: &RefCell<Session>, request: Request
         &shard.state.borrow(),
         &mut session.borrow_mut(),
         &request,
-        now(),
+        shard.now(),
     );
     match step {
         Step::Reply(response) => response,
@@ -548,7 +550,7 @@ async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
         ShardCall::UpsertProduct(product) => return upsert_product(shard, *product).await,
         call => call,
     };
-    let (answer, effect) = domain::answer(&mut shard.state.borrow_mut(), call, now());
+    let (answer, effect) = domain::answer(&mut shard.state.borrow_mut(), call, shard.now());
     let Some(effect) = effect else {
         return answer;
     };
@@ -559,7 +561,7 @@ async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
             let record = StockRecord {
                 sku: level.sku.clone(),
                 received: *received,
-                updated_at: now(),
+                updated_at: shard.now(),
             };
             shard.store.put_stock(&[record]).await
         }
@@ -585,7 +587,7 @@ async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
 /// Stores a product and publishes the catalog that includes it. Runs on
 /// the catalog owner only, one change after another.
 async fn upsert_product(shard: &Shard, mut product: Product) -> ShardAnswer {
-    let now = now();
+    let now = shard.now();
     let catalog = shard.state.borrow().catalog.clone();
     if let Err(error) = catalog.check_upsert(&product) {
         return ShardAnswer::Upserted(Err(error));
