@@ -107,17 +107,6 @@ pub struct Options {
     )]
     pub key: Option<PathBuf>,
 
-    /// Interim admin credential: a connection that authenticates with this
-    /// key as its access token may run admin operations. Unset: no admin.
-    #[arg(
-        global = true,
-        long,
-        env = "SOUK_ADMIN_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    pub admin_key: Option<String>,
-
     /// Log line format. [default: human]
     #[arg(global = true, long, env = "SOUK_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -240,6 +229,40 @@ pub struct Options {
     )]
     pub rate_checkouts: Option<u32>,
 
+    /// Reads of their own data (cart, orders, profile, addresses) per
+    /// second one customer may make, with bursts as for cart edits. 0: no
+    /// limit. [default: 100]
+    #[arg(global = true, long, env = "SOUK_RATE_READS", value_name = "PER_SEC")]
+    pub rate_reads: Option<u32>,
+
+    /// New connections per second one source address may open on one
+    /// shard; past it the handshake is refused. 0: no limit. [default: 50]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_NEW_CONNECTIONS_PER_SEC",
+        value_name = "N"
+    )]
+    pub new_connections_per_sec: Option<u32>,
+
+    /// Handshakes in progress on a shard above which a client must first
+    /// prove its address with a QUIC Retry, before any handshake work is
+    /// spent on it. 0: always. [default: 64]
+    #[arg(global = true, long, env = "SOUK_RETRY_ABOVE", value_name = "N")]
+    pub retry_above: Option<usize>,
+
+    /// Redis URL (`redis://host:port/db`) for what several souk nodes must
+    /// share: refresh tokens, failed-login counts and checkout rates.
+    /// Unset: kept in the embedded store and in shard memory.
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
     /// TCP address of the Prometheus metrics endpoint (`GET /metrics`).
     /// Unset: no endpoint.
     #[arg(global = true, long, env = "SOUK_METRICS_LISTEN", value_name = "ADDR")]
@@ -310,7 +333,6 @@ pub struct Config {
     pub shards: usize,
     pub data_dir: PathBuf,
     pub tls: TlsSource,
-    pub admin_key: Option<String>,
     pub log_format: LogFormat,
     pub log: String,
     pub demo_products: usize,
@@ -326,6 +348,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub rate_cart_writes: u32,
     pub rate_checkouts: u32,
+    pub rate_reads: u32,
+    pub new_connections_per_sec: u32,
+    pub retry_above: usize,
+    pub redis: Option<String>,
 }
 
 impl Default for Config {
@@ -335,7 +361,6 @@ impl Default for Config {
             shards: available_cores(),
             data_dir: PathBuf::from("data"),
             tls: TlsSource::SelfSigned,
-            admin_key: None,
             log_format: LogFormat::Human,
             // The storage engines narrate every table they open at info.
             log: "info,fjall=warn,lsm_tree=warn".into(),
@@ -352,6 +377,10 @@ impl Default for Config {
             metrics_listen: None,
             rate_cart_writes: 20,
             rate_checkouts: 2,
+            rate_reads: 100,
+            new_connections_per_sec: 50,
+            retry_above: 64,
+            redis: None,
         }
     }
 }
@@ -397,7 +426,6 @@ impl Config {
             shards: cli.shards.or(file.shards).unwrap_or(defaults.shards),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
             tls,
-            admin_key: cli.admin_key.or(file.admin_key),
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             log: cli.log.or(file.log).unwrap_or(defaults.log),
             demo_products: cli
@@ -445,6 +473,19 @@ impl Config {
                 .rate_checkouts
                 .or(file.rate_checkouts)
                 .unwrap_or(defaults.rate_checkouts),
+            rate_reads: cli
+                .rate_reads
+                .or(file.rate_reads)
+                .unwrap_or(defaults.rate_reads),
+            new_connections_per_sec: cli
+                .new_connections_per_sec
+                .or(file.new_connections_per_sec)
+                .unwrap_or(defaults.new_connections_per_sec),
+            retry_above: cli
+                .retry_above
+                .or(file.retry_above)
+                .unwrap_or(defaults.retry_above),
+            redis: cli.redis.or(file.redis),
         };
         config.validate()?;
         Ok(config)
@@ -476,11 +517,6 @@ impl Config {
         if self.payment_declines_per_10k > 10_000 {
             return Err(ConfigError::Invalid(
                 "payment declines are counted per 10,000: at most 10000".into(),
-            ));
-        }
-        if self.admin_key.as_ref().is_some_and(|k| k.len() < 16) {
-            return Err(ConfigError::Invalid(
-                "admin key must be at least 16 characters".into(),
             ));
         }
         Ok(())

@@ -136,3 +136,11 @@ pub const THROTTLED_KEYS_MAX: usize = 100_000;
 /// Customers one shard keeps rate buckets for; past it, buckets that have
 /// refilled are dropped (they hold nothing), then all.
 pub const RATE_LIMITED_KEYS_MAX: usize = 200_000;
+
+/// Connections to Redis (`--redis`) per server: its calls are small and
+/// pipelined, so a few connections carry every shard's.
+pub const REDIS_CONNECTIONS: usize = 4;
+
+/// Source addresses a shard tracks for its new-connection rate; past it
+/// the addresses whose buckets refilled are forgotten, then all.
+pub const GATED_ADDRESSES_MAX: usize = 100_000;

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use souk_server::Server;
 use souk_server::config::{Cli, Command, Config, CreateAdminArgs, ImportArgs, LogFormat};
 use souk_server::import;
-use souk_wire::api::{Currency, Role, UnixMillis, UserId};
+use souk_wire::api::{Currency, UnixMillis};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
@@ -125,41 +125,16 @@ fn run_import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
 
 fn create_admin(config: &Config, args: &CreateAdminArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    use souk_server::domain::accounts;
-    let email = accounts::normalize_email(&args.email).map_err(|e| anyhow::anyhow!(e.message))?;
     let mut password = String::new();
     std::io::stdin()
         .read_line(&mut password)
         .context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']);
-    accounts::check_password(password).map_err(|e| anyhow::anyhow!(e.message))?;
-    let now = UnixMillis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64,
-    );
-    // Tools name themselves with the last shard number in ids; a clash with
-    // a shard's id is refused by the store as a conflict.
-    let tool = souk_server::shard::ShardId((souk_server::limits::SHARDS_MAX - 1) as u16);
-    let user = souk_storage::model::UserRecord {
-        id: UserId(souk_server::domain::orders::IdGenerator::new(tool).next(now)),
-        email,
-        password_hash: accounts::hash_password(password),
-        name: args.name.clone(),
-        role: Role::Admin,
-        created_at: now,
-    };
-    let (runtime, store) = souk_server::server::open_store_for_tool(config)
-        .context("cannot open the store (is souk running on this data directory? stop it first)")?;
-    runtime.block_on(async {
-        let created = store.create_user(&user).await;
-        let closed = store.close().await;
-        created.context("creating the account (is the e-mail taken?)")?;
-        closed.context("closing the store")
-    })?;
+    let id = souk_server::server::create_admin(config, &args.email, password, args.name.clone())?;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "admin {} created (user id {})", user.email, user.id.0);
+    let email = souk_server::domain::accounts::normalize_email(&args.email)
+        .unwrap_or_else(|_| args.email.clone());
+    let _ = writeln!(out, "admin {email} created (user id {})", id.0);
     Ok(())
 }
 

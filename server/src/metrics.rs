@@ -55,6 +55,16 @@ const COUNTERS: &[(&str, &str, Read)] = &[
         |s| &s.connections_refused,
     ),
     (
+        "souk_connections_retried_total",
+        "New connections asked to prove their address with a QUIC Retry.",
+        |s| &s.connections_retried,
+    ),
+    (
+        "souk_connections_rate_limited_total",
+        "New connections refused: their address opened too many per second.",
+        |s| &s.connections_rate_limited,
+    ),
+    (
         "souk_connections_closed_total",
         "Connections closed.",
         |s| &s.connections_closed,

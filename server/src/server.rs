@@ -8,9 +8,11 @@ use std::thread::JoinHandle;
 use anyhow::{Context, anyhow};
 use souk_storage::embedded::EmbeddedStore;
 use souk_storage::model::OrderRecord;
+use souk_storage::redis::RedisState;
 use souk_storage::scylla::ScyllaStore;
+use souk_storage::store::TokenStore;
 use souk_storage::{CatalogData, DataDir, Store, demo};
-use souk_wire::api::{OrderStatus, Sku};
+use souk_wire::api::{OrderStatus, Sku, UserId};
 use tokio::sync::{Barrier, watch};
 use tracing::info;
 
@@ -22,8 +24,9 @@ use crate::domain::catalog::Catalog;
 use crate::domain::inventory::Inventory;
 use crate::domain::orders::{IdGenerator, Pending, Placed, SimulatedGateway};
 use crate::domain::throttle::{Rate, RateClass, RateLimits};
-use crate::domain::{AdminKey, CommerceConfig, ShardState};
+use crate::domain::{CommerceConfig, ShardState};
 use crate::io::cid::CidKey;
+use crate::io::gate::ConnectionGate;
 use crate::io::shard::{self, ShardSetup};
 use crate::io::{forward, quic, socket};
 use crate::shard::{Placement, mesh};
@@ -82,6 +85,20 @@ impl Server {
         let data = block_on(&storage_runtime, load_catalog(store.as_ref(), config))?;
         let catalog = Arc::new(Catalog::build(&data));
         let catalog_feed = Arc::new(watch::Sender::new(catalog.clone()));
+        let redis = match &config.redis {
+            None => None,
+            Some(url) => {
+                let connecting = RedisState::connect(url, limits::REDIS_CONNECTIONS);
+                let redis = block_on(&storage_runtime, connecting)
+                    .with_context(|| format!("cannot reach Redis at {}", redact(url)))?;
+                info!(url = %redact(url), "refresh tokens and shared limits in Redis");
+                Some(Arc::new(redis))
+            }
+        };
+        let sessions: Arc<dyn TokenStore> = match &redis {
+            Some(redis) => redis.clone(),
+            None => store.clone(),
+        };
         let orders = block_on(&storage_runtime, load_orders(store.as_ref()))?;
         let mut carts_per_shard: Vec<Carts> =
             (0..config.shards).map(|_| Carts::default()).collect();
@@ -142,7 +159,6 @@ impl Server {
             .filter(|cores| !cores.is_empty());
         let cid_key = CidKey::default();
         let (forward_peers, forward_queues) = forward::queues(config.shards);
-        let admin_key = config.admin_key.as_deref().map(AdminKey::new);
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let clock = Clock::default();
 
@@ -167,12 +183,13 @@ impl Server {
             }
             let setup = ShardSetup {
                 store: store.clone(),
+                sessions: sessions.clone(),
+                shared_limits: redis.clone(),
                 state: ShardState {
                     shard,
                     placement,
                     catalog: catalog.clone(),
                     inventory,
-                    admin_key: admin_key.clone(),
                     server_version: env!("CARGO_PKG_VERSION"),
                     carts: std::mem::take(&mut carts_per_shard[shard.index()]),
                     pending,
@@ -184,6 +201,7 @@ impl Server {
                     login_failures: Default::default(),
                     rate_limits: RateLimits::new(
                         [
+                            (RateClass::Reads, rate(config.rate_reads)),
                             (RateClass::CartWrites, rate(config.rate_cart_writes)),
                             (RateClass::Checkouts, rate(config.rate_checkouts)),
                         ],
@@ -203,6 +221,11 @@ impl Server {
                 drained: drained.clone(),
                 core: cores.as_ref().map(|c| c[shard.index() % c.len()]),
                 connections_max: config.max_connections_per_shard,
+                gate: ConnectionGate::new(
+                    config.new_connections_per_sec,
+                    config.retry_above,
+                    limits::GATED_ADDRESSES_MAX,
+                ),
                 catalog_feed: catalog_feed.clone(),
                 cache_ttl: config.catalog_cache_ttl,
                 clock: clock.clone(),
@@ -309,6 +332,51 @@ impl Drop for Server {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Creates an account with the admin role in the store of
+/// `config.data_dir`, with souk stopped (the store is locked while it
+/// runs): what `souk create-admin` does, and how tests make their admin.
+pub fn create_admin(
+    config: &Config,
+    email: &str,
+    password: &str,
+    name: Option<String>,
+) -> anyhow::Result<UserId> {
+    let email = accounts::normalize_email(email).map_err(|e| anyhow!(e.message))?;
+    accounts::check_password(password).map_err(|e| anyhow!(e.message))?;
+    let now = Clock::default().now();
+    // Tools name themselves with the last shard number in ids; a clash with
+    // a shard's id is refused by the store as a conflict.
+    let tool = crate::shard::ShardId((limits::SHARDS_MAX - 1) as u16);
+    let user = souk_storage::model::UserRecord {
+        id: UserId(IdGenerator::new(tool).next(now)),
+        email,
+        password_hash: accounts::hash_password(password),
+        name,
+        role: souk_wire::api::Role::Admin,
+        created_at: now,
+    };
+    // A thread of its own, so that a caller inside an async runtime (a
+    // test) may call this too: the tool's runtime cannot nest in another.
+    let id = user.id;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let (runtime, store) = open_store_for_tool(config).context(
+                    "cannot open the store (is souk running on this data directory? stop it first)",
+                )?;
+                runtime.block_on(async {
+                    let created = store.create_user(&user).await;
+                    let closed = store.close().await;
+                    created.context("creating the account (is the e-mail taken?)")?;
+                    closed.context("closing the store")
+                })
+            })
+            .join()
+            .map_err(|_| anyhow!("creating the admin account panicked"))?
+    })?;
+    Ok(id)
 }
 
 /// Opens the configured store for a command-line tool (`souk import`),
@@ -447,6 +515,16 @@ fn token_key(data_dir: &DataDir) -> anyhow::Result<Vec<u8>> {
 
 /// A per-second rate with its burst: twice the rate, and at least 5, so
 /// that a person's quick clicks never meet it.
+/// A Redis URL without its password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn rate(per_second: u32) -> Rate {
     Rate {
         per_second,

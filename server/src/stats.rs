@@ -18,6 +18,10 @@ pub struct ShardStats {
     pub cross_shard_served: Counter,
     pub connections_accepted: Counter,
     pub connections_refused: Counter,
+    /// New connections asked to prove their address (QUIC Retry).
+    pub connections_retried: Counter,
+    /// New connections refused for their address opening too many.
+    pub connections_rate_limited: Counter,
     pub connections_closed: Counter,
     /// Packets of migrated connections handed to their owner shard.
     pub datagrams_forwarded: Counter,

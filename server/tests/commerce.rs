@@ -14,7 +14,8 @@ use souk_client::{Client, ClientConfig, ClientError, Trust, new_idempotency_key}
 use souk_server::{Config, Server};
 use souk_storage::demo;
 
-const ADMIN_KEY: &str = "commerce-test-admin-key";
+const ADMIN_EMAIL: &str = "admin@example.org";
+const ADMIN_PASSWORD: &str = "commerce test admin password";
 const PASSWORD: &str = "correct horse battery";
 
 struct Running {
@@ -28,7 +29,6 @@ fn config(data: &std::path::Path) -> Config {
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
         shards: 2,
         data_dir: data.to_path_buf(),
-        admin_key: Some(ADMIN_KEY.into()),
         demo_products: 60,
         pin_threads: false,
         payment_latency: Duration::from_millis(10),
@@ -40,6 +40,7 @@ fn start(tune: impl FnOnce(&mut Config)) -> Running {
     let data = tempfile::tempdir().unwrap();
     let mut config = config(data.path());
     tune(&mut config);
+    souk_server::server::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
     let server = Server::start(&config).unwrap();
     Running {
         server,
@@ -58,7 +59,10 @@ async fn connect(server: &Server) -> Client {
 
 async fn admin(server: &Server) -> Client {
     let client = connect(server).await;
-    client.authenticate(ADMIN_KEY).await.unwrap();
+    client
+        .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
+        .await
+        .unwrap();
     client
 }
 
@@ -438,6 +442,8 @@ async fn a_flash_sale_sells_exactly_the_stock() {
         // the per-customer rates (tested on their own below).
         config.rate_checkouts = 0;
         config.rate_cart_writes = 0;
+        // A hundred buyers, all from one address.
+        config.new_connections_per_sec = 0;
     });
     let admin = admin(&running.server).await;
     let sku = sku_of(&admin, 5).await;
@@ -514,6 +520,7 @@ async fn a_flash_sale_sells_exactly_the_stock() {
 async fn a_checkout_retried_after_a_restart_returns_the_same_order_and_carts_survive() {
     let data = tempfile::tempdir().unwrap();
     let config = config(data.path());
+    souk_server::server::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
     let server = Server::start(&config).unwrap();
     let admin_client = admin(&server).await;
     let sku = sku_of(&admin_client, 6).await;
@@ -826,7 +833,10 @@ async fn an_expired_session_renews_itself_through_the_sdk() {
     let running = start(|_| {});
     let admin = admin(&running.server).await;
     let lamp = sku_of(&admin, 3).await;
-    admin.admin_restock(&lamp, 20, RestockMode::Set).await.unwrap();
+    admin
+        .admin_restock(&lamp, 20, RestockMode::Set)
+        .await
+        .unwrap();
 
     let client = connect(&running.server).await;
     client

@@ -14,20 +14,14 @@ use support::Souk;
 mod support;
 use souk_storage::demo;
 
-const ADMIN_KEY: &str = "crash-test-admin-key-0001";
+const ADMIN_EMAIL: &str = "admin@example.org";
+const ADMIN_PASSWORD: &str = "crash test admin password";
 const PASSWORD: &str = "correct horse battery";
 const BUYERS: usize = 24;
 const UNITS: i64 = 20_000;
 
 fn spawn(data: &Path) -> Souk {
-    let args = [
-        "--shards",
-        "2",
-        "--demo-products",
-        "40",
-        "--admin-key",
-        ADMIN_KEY,
-    ];
+    let args = ["--shards", "2", "--demo-products", "40"];
     let more = [
         "--payment-latency-ms",
         "40",
@@ -73,12 +67,17 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
         .enable_all()
         .build()
         .unwrap();
+    let created = Souk::create_admin(data.path(), ADMIN_EMAIL, ADMIN_PASSWORD);
+    assert!(created.status.success(), "{created:?}");
     let mut souk = spawn(data.path());
     let acknowledged: Arc<Mutex<Vec<(usize, OrderId)>>> = Arc::default();
 
     let skus: Vec<Sku> = runtime.block_on(async {
         let admin = connect(&souk).await;
-        admin.authenticate(ADMIN_KEY).await.unwrap();
+        admin
+            .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
+            .await
+            .unwrap();
         let mut skus = Vec::new();
         for n in 1..4 {
             let product = admin.get_product(&demo::product_id(n)).await.unwrap();
@@ -197,7 +196,10 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
             orders.len()
         );
         let admin = connect(&souk).await;
-        admin.authenticate(ADMIN_KEY).await.unwrap();
+        admin
+            .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
+            .await
+            .unwrap();
         for sku in &skus {
             let units = |status: OrderStatus| -> i64 {
                 orders

@@ -13,7 +13,8 @@ use souk_server::{Config, Server};
 use souk_storage::demo;
 use souk_wire::limits;
 
-const ADMIN_KEY: &str = "end-to-end-admin-key";
+const ADMIN_EMAIL: &str = "admin@example.org";
+const ADMIN_PASSWORD: &str = "end-to-end admin password";
 
 struct Running {
     server: Server,
@@ -25,16 +26,28 @@ fn config(data_dir: &std::path::Path, listen: SocketAddr) -> Config {
         listen,
         shards: 2,
         data_dir: data_dir.to_path_buf(),
-        admin_key: Some(ADMIN_KEY.into()),
         demo_products: 120,
         pin_threads: false,
         ..Config::default()
     }
 }
 
+/// Starts a server on a new data directory that holds an admin account.
+fn start_new(config: &Config) -> Server {
+    souk_server::server::create_admin(config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
+    Server::start(config).unwrap()
+}
+
+async fn sign_in_admin(client: &Client) {
+    client
+        .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
+        .await
+        .unwrap();
+}
+
 fn start() -> Running {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&config(data.path(), "127.0.0.1:0".parse().unwrap())).unwrap();
+    let server = start_new(&config(data.path(), "127.0.0.1:0".parse().unwrap()));
     Running {
         server,
         _data: data,
@@ -129,7 +142,7 @@ async fn restock_lands_on_the_owner_and_every_shard_sees_it() {
         refused.unwrap_err().status(),
         Some(ErrorStatus::Unauthenticated)
     );
-    admin.authenticate(ADMIN_KEY).await.unwrap();
+    sign_in_admin(&admin).await;
     let level = admin
         .admin_restock(&sku, 3, RestockMode::Set)
         .await
@@ -264,10 +277,10 @@ async fn a_pinned_client_refuses_a_server_with_another_certificate() {
 #[tokio::test]
 async fn the_client_reconnects_and_rebinds_its_identity_after_a_restart() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&config(data.path(), "127.0.0.1:0".parse().unwrap())).unwrap();
+    let server = start_new(&config(data.path(), "127.0.0.1:0".parse().unwrap()));
     let addr = server.local_addr();
     let client = connect(&server).await;
-    client.authenticate(ADMIN_KEY).await.unwrap();
+    sign_in_admin(&client).await;
     server.shutdown().unwrap();
 
     // Same address and data directory: same certificate, so the pin holds.
@@ -432,9 +445,9 @@ async fn the_catalog_is_imported_once_and_restocks_survive_a_restart() {
     let data = tempfile::tempdir().unwrap();
     let mut config = config(data.path(), "127.0.0.1:0".parse().unwrap());
     config.demo_products = 30;
-    let server = Server::start(&config).unwrap();
+    let server = start_new(&config);
     let admin = connect(&server).await;
-    admin.authenticate(ADMIN_KEY).await.unwrap();
+    sign_in_admin(&admin).await;
     let product = admin.get_product(&demo::product_id(7)).await.unwrap();
     let sku = product.variants[0].sku.clone();
     admin
@@ -470,9 +483,9 @@ async fn catalog_replies_are_cached_and_an_admin_change_reaches_every_shard_at_o
     // Long enough that only the change event can explain a fresh reply.
     config.catalog_cache_ttl = Duration::from_secs(600);
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = Server::start(&config).unwrap();
+    let server = start_new(&config);
     let admin = connect(&server).await;
-    admin.authenticate(ADMIN_KEY).await.unwrap();
+    sign_in_admin(&admin).await;
     let id = demo::product_id(3);
     let before = admin.get_product(&id).await.unwrap();
     // Connections on both shards, each reading the product twice.

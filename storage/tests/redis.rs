@@ -96,19 +96,28 @@ async fn failed_attempts_are_limited_in_a_sliding_window() {
         assert_eq!(refused, None);
     }
     assert_eq!(
-        state.attempt_begin("acct:a", 9, 3, 60_000, at(10)).await.unwrap(),
+        state
+            .attempt_begin("acct:a", 9, 3, 60_000, at(10))
+            .await
+            .unwrap(),
         Some(50_000),
         "until the first failure is a minute old"
     );
     assert_eq!(
-        state.attempt_begin("acct:b", 9, 3, 60_000, at(10)).await.unwrap(),
+        state
+            .attempt_begin("acct:b", 9, 3, 60_000, at(10))
+            .await
+            .unwrap(),
         None,
         "keys are counted apart"
     );
     // One attempt succeeded without forgiving: only its own count goes.
     state.attempt_succeeded("acct:a", 2, false).await.unwrap();
     assert_eq!(
-        state.attempt_begin("acct:a", 3, 3, 60_000, at(11)).await.unwrap(),
+        state
+            .attempt_begin("acct:a", 3, 3, 60_000, at(11))
+            .await
+            .unwrap(),
         None
     );
     assert!(
@@ -121,7 +130,10 @@ async fn failed_attempts_are_limited_in_a_sliding_window() {
     // Forgiving clears the key; the oldest failure also ages out alone.
     state.attempt_succeeded("acct:a", 0, true).await.unwrap();
     assert_eq!(
-        state.attempt_begin("acct:a", 5, 3, 60_000, at(12)).await.unwrap(),
+        state
+            .attempt_begin("acct:a", 5, 3, 60_000, at(12))
+            .await
+            .unwrap(),
         None
     );
     for n in 0..3 {
@@ -131,7 +143,10 @@ async fn failed_attempts_are_limited_in_a_sliding_window() {
             .unwrap();
     }
     assert_eq!(
-        state.attempt_begin("acct:c", 7, 3, 60_000, at(60)).await.unwrap(),
+        state
+            .attempt_begin("acct:c", 7, 3, 60_000, at(60))
+            .await
+            .unwrap(),
         None,
         "the first failure left the window at 60 s"
     );
@@ -152,7 +167,13 @@ async fn a_token_bucket_allows_its_burst_then_its_rate() {
         "one token every 500 ms"
     );
     assert_eq!(state.take_token("u:2", 2, 3, t(0)).await.unwrap(), None);
-    assert!(state.take_token("u:1", 2, 3, t(499)).await.unwrap().is_some());
+    assert!(
+        state
+            .take_token("u:1", 2, 3, t(499))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(state.take_token("u:1", 2, 3, t(500)).await.unwrap(), None);
 }
 

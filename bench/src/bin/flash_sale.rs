@@ -25,12 +25,12 @@ use clap::Parser;
 use fred::prelude::{Builder, ClientLike, Config as RedisConfig, LuaInterface};
 use hdrhistogram::Histogram;
 use souk_bench::postgres::Postgres;
-use souk_storage::testing::RedisServer as Redis;
 use souk_bench::{closed_loop, median};
 use souk_client::api::{Checkout, ErrorStatus, RestockMode};
 use souk_client::{Client, ClientConfig, RetryPolicy, Trust, new_idempotency_key};
 use souk_server::{Config, Server};
 use souk_storage::demo;
+use souk_storage::testing::RedisServer as Redis;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,7 +67,8 @@ struct Sale {
     p99_us: u64,
 }
 
-const ADMIN_KEY: &str = "flash-sale-benchmark-admin";
+const ADMIN_EMAIL: &str = "admin@example.org";
+const ADMIN_PASSWORD: &str = "flash sale benchmark admin";
 
 fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
     let data = tempfile::tempdir()?;
@@ -78,14 +79,16 @@ fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
         listen: "127.0.0.1:0".parse()?,
         shards,
         data_dir: data.path().to_path_buf(),
-        admin_key: Some(ADMIN_KEY.into()),
         demo_products: 50,
         purchase_limit: 0,
         // Each buyer here is a load generator, not a person.
         rate_checkouts: 0,
         rate_cart_writes: 0,
+        // All of them connect from one address.
+        new_connections_per_sec: 0,
         ..Config::default()
     };
+    souk_server::server::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, None)?;
     let server = Server::start(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,7 +105,7 @@ fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
     };
     let result = local.block_on(&runtime, async {
         let admin = Client::connect(client_config.clone()).await?;
-        admin.authenticate(ADMIN_KEY).await?;
+        admin.login(ADMIN_EMAIL, ADMIN_PASSWORD, None).await?;
         let product = admin.get_product(&demo::product_id(1)).await?;
         let sku = product.variants[0].sku.clone();
         admin

@@ -152,6 +152,8 @@ fn main() -> anyhow::Result<()> {
         data_dir: data.path().to_path_buf(),
         pin_threads: args.pin,
         log: "warn".into(),
+        // Every client connects from this one address.
+        new_connections_per_sec: 0,
         ..Config::default()
     })?;
     let product = ProductId::new("P00007").expect("valid id");

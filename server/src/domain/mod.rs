@@ -19,7 +19,6 @@ pub mod throttle;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use souk_wire::api::{
     AdminRestock, ApiError, Checkout, ErrorStatus, Hello, HelloReply, IdempotencyKey, Identity,
     Order, OrderId, PROTOCOL_VERSION, Product, ProductId, Request, RequestBody, Response,
@@ -34,23 +33,6 @@ use catalog::Catalog;
 use inventory::Inventory;
 use orders::{IdGenerator, Pending, SimulatedGateway};
 
-/// The interim admin credential (until accounts land): only its SHA-256 is
-/// kept, and a presented token is compared by digest, so the comparison
-/// leaks nothing about the key through timing.
-#[derive(Debug, Clone)]
-pub struct AdminKey([u8; 32]);
-
-impl AdminKey {
-    pub fn new(key: &str) -> AdminKey {
-        AdminKey(Sha256::digest(key.as_bytes()).into())
-    }
-
-    fn matches(&self, token: &str) -> bool {
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        presented == self.0
-    }
-}
-
 /// What one shard owns and reads.
 #[derive(Debug)]
 pub struct ShardState {
@@ -60,7 +42,6 @@ pub struct ShardState {
     pub catalog: Arc<Catalog>,
     /// Counters of the SKUs this shard owns, and no others.
     pub inventory: Inventory,
-    pub admin_key: Option<AdminKey>,
     pub server_version: &'static str,
     /// Carts this shard owns (its users' and the guest carts hashed here).
     pub carts: Carts,
@@ -288,25 +269,13 @@ fn hello_reply(state: &ShardState, hello: &Hello, now: UnixMillis) -> Response {
 }
 
 /// Binds an identity to the connection: an access token this server
-/// signed, or the configured admin key (the operator's credential until
-/// admin accounts exist).
+/// signed. Admins are accounts with the admin role (`souk create-admin`).
 fn authenticate(
     state: &ShardState,
     session: &mut Session,
     token: &str,
     now: UnixMillis,
 ) -> Response {
-    if let Some(admin_key) = &state.admin_key
-        && admin_key.matches(token)
-    {
-        let identity = Identity {
-            user_id: UserId(0),
-            role: Role::Admin,
-            access_expires_at: UnixMillis(u64::MAX),
-        };
-        session.identity = Some(identity.clone());
-        return Ok(ResponseBody::Identity(identity));
-    }
     match state.tokens.verify(token, now) {
         Ok(identity) => {
             session.identity = Some(identity.clone());
@@ -438,15 +407,15 @@ pub fn answer(
         ShardCall::Cart { key, change } => {
             // Customers' own edits are rate limited; the merges and
             // deductions souk makes for them are not.
-            let edit = matches!(
-                change,
-                CartChange::Add { .. } | CartChange::Set { .. } | CartChange::Remove { .. }
-            );
-            if edit
-                && let Err(error) =
-                    state
-                        .rate_limits
-                        .take(&key.storage_key(), throttle::RateClass::CartWrites, now)
+            let class = match change {
+                CartChange::Add { .. } | CartChange::Set { .. } | CartChange::Remove { .. } => {
+                    Some(throttle::RateClass::CartWrites)
+                }
+                CartChange::View => Some(throttle::RateClass::Reads),
+                _ => None,
+            };
+            if let Some(class) = class
+                && let Err(error) = state.rate_limits.take(&key.storage_key(), class, now)
             {
                 return (ShardAnswer::Cart(Err(error)), None);
             }

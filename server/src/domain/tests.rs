@@ -5,7 +5,6 @@ use souk_wire::api::{BrowseCategory, CategoryId, IdempotencyKey, RestockMode};
 
 use super::*;
 
-const ADMIN_KEY: &str = "admin-key-for-tests-only";
 const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
 
 /// Every shard of a `shard_count` server over the same demo catalog, each
@@ -27,7 +26,6 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
                     .cloned(),
                 0,
             ),
-            admin_key: Some(AdminKey::new(ADMIN_KEY)),
             server_version: "test",
             carts: Carts::default(),
             pending: Pending::default(),
@@ -200,8 +198,18 @@ fn restock_needs_an_admin_and_runs_on_the_owner() {
     };
     let response = expect_reply(run(&shards[0], &mut admin, wrong));
     assert_eq!(response.unwrap_err().status, ErrorStatus::Unauthenticated);
+    let mut customer = Session::default();
+    let (customer_token, _) = shards[0].tokens.issue(UserId(2), Role::Customer, NOW);
+    let bind = RequestBody::Authenticate {
+        access_token: customer_token,
+    };
+    assert!(expect_reply(run(&shards[0], &mut customer, bind)).is_ok());
+    let response = expect_reply(run(&shards[0], &mut customer, restock.clone()));
+    assert_eq!(response.unwrap_err().status, ErrorStatus::Forbidden);
+
+    let (admin_token, _) = shards[0].tokens.issue(UserId(1), Role::Admin, NOW);
     let right = RequestBody::Authenticate {
-        access_token: ADMIN_KEY.into(),
+        access_token: admin_token,
     };
     assert!(expect_reply(run(&shards[0], &mut admin, right)).is_ok());
 

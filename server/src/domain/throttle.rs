@@ -26,6 +26,17 @@ pub enum Attempt {
     Succeeded { forgive: bool },
 }
 
+/// The refusal past the failure limit, retrying in `wait_ms`. It reads
+/// the same whether or not the account exists.
+pub fn too_many_failures(wait_ms: u64) -> ApiError {
+    let mut error = ApiError::new(
+        ErrorStatus::LimitExceeded,
+        "too many failed attempts: try again later",
+    );
+    error.retry_after_ms = u32::try_from(wait_ms.max(1)).unwrap_or(u32::MAX);
+    error
+}
+
 #[derive(Debug)]
 pub struct Throttle {
     max: usize,
@@ -90,12 +101,7 @@ impl Throttle {
         }
         let oldest = times.front().copied().unwrap_or(now);
         let retry_after = (oldest.0 + self.window.as_millis() as u64).saturating_sub(now.0);
-        let mut error = ApiError::new(
-            ErrorStatus::LimitExceeded,
-            "too many failed attempts: try again later",
-        );
-        error.retry_after_ms = u32::try_from(retry_after.max(1)).unwrap_or(u32::MAX);
-        Err(error)
+        Err(too_many_failures(retry_after))
     }
 
     fn fail(&mut self, key: &str, now: UnixMillis) {
@@ -186,8 +192,23 @@ mod tests {
 /// What a per-customer rate is counted for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateClass {
+    /// Reads of the customer's own data: cart, orders, profile, addresses.
+    Reads,
     CartWrites,
     Checkouts,
+    /// New connections per source address (`io::gate`).
+    NewConnections,
+}
+
+impl RateClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            RateClass::Reads => "reads",
+            RateClass::CartWrites => "cart-writes",
+            RateClass::Checkouts => "checkouts",
+            RateClass::NewConnections => "new-connections",
+        }
+    }
 }
 
 /// A rate: `per_second` sustained, `burst` at once. Zero turns it off.
@@ -223,9 +244,14 @@ impl RateLimits {
         }
     }
 
+    /// The rate of `class`, unless it is unlimited.
+    pub fn rate(&self, class: RateClass) -> Option<Rate> {
+        self.rates.get(&class).copied().filter(|r| r.per_second > 0)
+    }
+
     /// Takes one token for `who` in `class`, or says when to retry.
     pub fn take(&mut self, who: &str, class: RateClass, now: UnixMillis) -> Result<(), ApiError> {
-        let Some(rate) = self.rates.get(&class).copied().filter(|r| r.per_second > 0) else {
+        let Some(rate) = self.rate(class) else {
             return Ok(());
         };
         let full = u64::from(rate.burst.max(1)) * 1000;
@@ -256,14 +282,18 @@ impl RateLimits {
             return Ok(());
         }
         let missing = 1000 - bucket.milli_tokens;
-        let wait_ms = missing.div_ceil(u64::from(rate.per_second));
-        let mut error = ApiError::new(
-            ErrorStatus::LimitExceeded,
-            format!("too many requests: at most {} per second", rate.per_second),
-        );
-        error.retry_after_ms = u32::try_from(wait_ms.max(1)).unwrap_or(u32::MAX);
-        Err(error)
+        Err(too_many(rate, missing.div_ceil(u64::from(rate.per_second))))
     }
+}
+
+/// The refusal for a customer over `rate`, retrying in `wait_ms`.
+pub fn too_many(rate: Rate, wait_ms: u64) -> ApiError {
+    let mut error = ApiError::new(
+        ErrorStatus::LimitExceeded,
+        format!("too many requests: at most {} per second", rate.per_second),
+    );
+    error.retry_after_ms = u32::try_from(wait_ms.max(1)).unwrap_or(u32::MAX);
+    error
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 use std::rc::Rc;
 
 use futures_util::future::join_all;
+use rand::RngExt;
 use souk_storage::StorageError;
 use souk_storage::model::{CartRecord, OrderRecord, PaymentRecord, RefreshTokenRecord, UserRecord};
 use souk_wire::api::{
@@ -32,7 +33,7 @@ use tracing::{debug, warn};
 
 use super::shard::{Shard, call_owner};
 use crate::domain::cart::{self, CartChange, CartKey};
-use crate::domain::throttle::{Attempt, RateClass};
+use crate::domain::throttle::{self, Attempt, RateClass};
 use crate::domain::{
     self, CheckoutCall, LoginKey, Session, ShardAnswer, ShardCall, accounts, orders,
     storage_failure,
@@ -76,6 +77,25 @@ pub async fn execute(
     use RequestBody as R;
     let identity = session.borrow().identity.clone();
     let now = shard.now();
+    let own_read = matches!(
+        request.body,
+        R::GetOrder { .. }
+            | R::ListOrders(_)
+            | R::GetPaymentStatus { .. }
+            | R::GetProfile
+            | R::ListAddresses
+    );
+    if own_read && let Some(identity) = &identity {
+        // Counted where the read runs (cart views count on the cart's
+        // owner): a storage read per request needs no cross-shard call
+        // to be limited.
+        let customer = CartKey::User(identity.user_id).storage_key();
+        shard
+            .state
+            .borrow_mut()
+            .rate_limits
+            .take(&customer, RateClass::Reads, now)?;
+    }
     match request.body {
         R::Register(register) => {
             let granted = register_user(shard, register, now).await?;
@@ -113,7 +133,7 @@ pub async fn execute(
             };
             if let Some(family) = family {
                 shard
-                    .store
+                    .sessions
                     .revoke_token_family(&family)
                     .await
                     .map_err(storage_failure)?;
@@ -309,8 +329,9 @@ async fn log_in(
     }
     let mut keys = vec![LoginKey::Account(email.clone())];
     keys.extend(remote.map(LoginKey::Address));
+    let attempt_id: u64 = rand::rng().random();
     // Refused before any hashing: a brute-force run costs us nothing more.
-    login_attempt(shard, &keys, Attempt::Begin).await?;
+    login_attempt(shard, &keys, Attempt::Begin, attempt_id, now).await?;
     let user = shard
         .store
         .user_by_email(&email)
@@ -327,19 +348,52 @@ async fn log_in(
         .map_err(|_| ApiError::new(ErrorStatus::Internal, "password check failed"))?;
     match user {
         Some(user) if matches => {
-            login_attempt(shard, &keys, Attempt::Succeeded { forgive: true }).await?;
+            let succeeded = Attempt::Succeeded { forgive: true };
+            login_attempt(shard, &keys, succeeded, attempt_id, now).await?;
             grant(shard, &user, None, now).await
         }
         _ => Err(refused()),
     }
 }
 
-/// Asks each key's owner about a login attempt; the first refusal wins.
+/// Asks each key's owner about a login attempt (or Redis, with
+/// `--redis`, so that every node counts together); the first refusal wins.
+/// `id` names this attempt, so that its success takes back its own count.
 async fn login_attempt(
     shard: &Rc<Shard>,
     keys: &[LoginKey],
     attempt: Attempt,
+    id: u64,
+    now: UnixMillis,
 ) -> Result<(), ApiError> {
+    if let Some(redis) = &shard.shared_limits {
+        for key in keys {
+            let text = key.text();
+            let (max, forgive) = match key {
+                LoginKey::Account(_) => (limits::LOGIN_FAILURES_PER_ACCOUNT, true),
+                // As on a shard: an address's count is shared by everyone
+                // behind it, so a success takes back only its own.
+                LoginKey::Address(_) => (limits::LOGIN_FAILURES_PER_ADDRESS, false),
+            };
+            match attempt {
+                Attempt::Begin => {
+                    let window = limits::LOGIN_FAILURE_WINDOW.as_millis() as u64;
+                    let wait = redis
+                        .attempt_begin(&text, id, max, window, now)
+                        .await
+                        .map_err(storage_failure)?;
+                    if let Some(wait) = wait {
+                        return Err(throttle::too_many_failures(wait));
+                    }
+                }
+                Attempt::Succeeded { .. } => redis
+                    .attempt_succeeded(&text, id, forgive)
+                    .await
+                    .map_err(storage_failure)?,
+            }
+        }
+        return Ok(());
+    }
     let placement = shard.placement();
     let calls = keys.iter().map(|key| {
         let owner = placement.text_owner(&key.text());
@@ -379,8 +433,8 @@ async fn grant(
         revoked: false,
     };
     let stored = match rotating {
-        None => shard.store.put_refresh_token(&record).await,
-        Some((old, _)) => shard.store.rotate_refresh_token(old, &record).await,
+        None => shard.sessions.put_refresh_token(&record).await,
+        Some((old, _)) => shard.sessions.rotate_refresh_token(old, &record).await,
     };
     match stored {
         Ok(()) => {}
@@ -414,7 +468,7 @@ async fn refresh(shard: &Rc<Shard>, token: &str, now: UnixMillis) -> Result<Gran
     let refused = |why: &str| ApiError::new(ErrorStatus::Unauthenticated, why.to_owned());
     let hash = accounts::refresh_token_hash(token);
     let Some(record) = shard
-        .store
+        .sessions
         .refresh_token(&hash)
         .await
         .map_err(storage_failure)?
@@ -422,7 +476,7 @@ async fn refresh(shard: &Rc<Shard>, token: &str, now: UnixMillis) -> Result<Gran
         return Err(refused("unknown refresh token: sign in again"));
     };
     if record.rotated_at.is_some() {
-        let revoked = shard.store.revoke_token_family(&record.family).await;
+        let revoked = shard.sessions.revoke_token_family(&record.family).await;
         warn!(
             user = record.user_id.0,
             ?revoked,
@@ -688,11 +742,26 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
     }
     // Replays above are free; each new checkout attempt counts.
     let customer = CartKey::User(call.user).storage_key();
-    shard
-        .state
-        .borrow_mut()
-        .rate_limits
-        .take(&customer, RateClass::Checkouts, now)?;
+    let rate = shard.state.borrow().rate_limits.rate(RateClass::Checkouts);
+    match (&shard.shared_limits, rate) {
+        // Across nodes: a user checking out through several at once is
+        // still held to one rate.
+        (Some(redis), Some(rate)) => {
+            let key = format!("{}:{customer}", RateClass::Checkouts.name());
+            let wait = redis
+                .take_token(&key, rate.per_second, rate.burst, now)
+                .await
+                .map_err(storage_failure)?;
+            if let Some(wait) = wait {
+                return Err(throttle::too_many(rate, wait));
+            }
+        }
+        _ => shard
+            .state
+            .borrow_mut()
+            .rate_limits
+            .take(&customer, RateClass::Checkouts, now)?,
+    }
     let order_id = OrderId(shard.state.borrow_mut().ids.next(now));
 
     let lines = {

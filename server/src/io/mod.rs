@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cid;
 mod commerce;
 pub mod forward;
+pub mod gate;
 pub mod quic;
 pub mod shard;
 pub mod socket;

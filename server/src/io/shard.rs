@@ -21,6 +21,8 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, Runtime, SendStream};
 use souk_storage::Store;
 use souk_storage::model::StockRecord;
+use souk_storage::redis::RedisState;
+use souk_storage::store::TokenStore;
 use souk_wire::api::{ApiError, ErrorStatus, Product, Request, Response, StockStatus, UnixMillis};
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits as wire_limits};
@@ -33,6 +35,7 @@ use super::cache::ReplyCache;
 use super::cid::CidKey;
 use super::commerce;
 use super::forward::{Datagram, ForwardQueue, ShardSocket};
+use super::gate::{Admission, ConnectionGate};
 use crate::clock::Clock;
 use crate::domain::catalog::Catalog;
 use crate::domain::{self, Effect, Session, ShardAnswer, ShardCall, ShardState, Step};
@@ -57,6 +60,10 @@ pub mod error_code {
 pub struct ShardSetup {
     pub state: ShardState,
     pub store: Arc<dyn Store>,
+    /// Where refresh tokens live: the store, or Redis with `--redis`.
+    pub sessions: Arc<dyn TokenStore>,
+    /// With `--redis`: the limits that must hold across nodes.
+    pub shared_limits: Option<Arc<RedisState>>,
     pub socket: UdpSocket,
     /// Names this shard in connection ids; shared by all shards.
     pub cid_key: CidKey,
@@ -74,6 +81,8 @@ pub struct ShardSetup {
     pub drained: Arc<Barrier>,
     pub core: Option<core_affinity::CoreId>,
     pub connections_max: usize,
+    /// New-connection rates per address, and when to ask for a Retry.
+    pub gate: ConnectionGate,
     /// Publishes each new catalog to every shard.
     pub catalog_feed: Arc<watch::Sender<Arc<Catalog>>>,
     /// Lifetime of a cached catalog reply; zero turns the cache off.
@@ -88,6 +97,8 @@ pub(super) struct Shard {
     pub(super) id: ShardId,
     pub(super) state: RefCell<ShardState>,
     pub(super) store: Arc<dyn Store>,
+    pub(super) sessions: Arc<dyn TokenStore>,
+    pub(super) shared_limits: Option<Arc<RedisState>>,
     mesh: ShardMesh,
     cache: RefCell<ReplyCache>,
     catalog_feed: Arc<watch::Sender<Arc<Catalog>>>,
@@ -97,6 +108,9 @@ pub(super) struct Shard {
     requests: TaskTracker,
     connections: Cell<usize>,
     connections_max: usize,
+    gate: RefCell<ConnectionGate>,
+    /// Handshakes begun and not yet finished, for the Retry threshold.
+    handshaking: Cell<usize>,
     shutdown: watch::Receiver<bool>,
     clock: Clock,
 }
@@ -164,6 +178,9 @@ async fn run(setup: ShardSetup) {
         catalog_feed,
         cache_ttl,
         clock,
+        sessions,
+        shared_limits,
+        gate,
         ..
     } = setup;
     let id = state.shard;
@@ -194,8 +211,12 @@ async fn run(setup: ShardSetup) {
         requests: TaskTracker::new(),
         connections: Cell::new(0),
         connections_max,
+        gate: RefCell::new(gate),
+        handshaking: Cell::new(0),
         shutdown,
         clock,
+        sessions,
+        shared_limits,
     });
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
     let expiry_task = tokio::task::spawn_local(commerce::expire_lapsed(shard.clone()));
@@ -272,6 +293,27 @@ async fn accept_connections(shard: &Rc<Shard>, endpoint: &Endpoint) {
             incoming.refuse();
             continue;
         }
+        let admission = shard.gate.borrow_mut().admit(
+            incoming.remote_address().ip(),
+            incoming.remote_address_validated(),
+            shard.handshaking.get(),
+            shard.now(),
+        );
+        match admission {
+            Admission::Retry if incoming.may_retry() => {
+                shard.stats().connections_retried.increment();
+                if let Err(error) = incoming.retry() {
+                    error.into_incoming().ignore();
+                }
+                continue;
+            }
+            Admission::Refuse => {
+                shard.stats().connections_rate_limited.increment();
+                incoming.refuse();
+                continue;
+            }
+            Admission::Accept | Admission::Retry => {}
+        }
         tokio::task::spawn_local(serve_connection(shard.clone(), incoming));
     }
 }
@@ -294,6 +336,24 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Counts a handshake in progress until it ends either way. A 0-RTT
+/// connection counts until its first flight is in, which is when the
+/// server has done its handshake work.
+struct Handshaking(Rc<Shard>);
+
+impl Handshaking {
+    fn begin(shard: &Rc<Shard>) -> Handshaking {
+        shard.handshaking.set(shard.handshaking.get() + 1);
+        Handshaking(shard.clone())
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.handshaking.set(self.0.handshaking.get() - 1);
+    }
+}
+
 /// The state one connection's request streams share.
 struct ConnectionState {
     session: RefCell<Session>,
@@ -313,6 +373,7 @@ async fn serve_connection(shard: Rc<Shard>, incoming: Incoming) {
         }
     };
     let (done_tx, handshake_done) = watch::channel(false);
+    let handshaking = Handshaking::begin(&shard);
     let connection = match connecting.into_0rtt() {
         Ok((connection, accepted)) => {
             tokio::task::spawn_local(async move {
@@ -332,6 +393,7 @@ async fn serve_connection(shard: Rc<Shard>, incoming: Incoming) {
             }
         },
     };
+    drop(handshaking);
     let state = Rc::new(ConnectionState {
         session: RefCell::new(Session {
             remote: Some(remote.ip()),

@@ -51,6 +51,24 @@ impl Souk {
         }
     }
 
+    /// Runs `souk create-admin` on `data` (souk stopped), the password on
+    /// standard input, as an operator does.
+    pub fn create_admin(data: &Path, email: &str, password: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut create = Command::new(env!("CARGO_BIN_EXE_souk"))
+            .args(["create-admin", "--email", email, "--data-dir"])
+            .arg(data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = create.stdin.take().unwrap();
+        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+        drop(stdin);
+        create.wait_with_output().unwrap()
+    }
+
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig::new(self.addr, Trust::Fingerprint(self.fingerprint))
     }

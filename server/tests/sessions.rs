@@ -1,0 +1,196 @@
+//! What several nodes share through Redis (`--redis`), and the gate in
+//! front of the handshake, on real servers: Redis is a real `redis-server`
+//! started on a free port (the Redis tests skip, saying why, without one).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use souk_client::api::ErrorStatus;
+use souk_client::{Client, ClientConfig, ClientError, RetryPolicy, Trust};
+use souk_server::domain::accounts::refresh_token_hash;
+use souk_server::{Config, Server};
+use souk_storage::redis::RedisState;
+use souk_storage::store::TokenStore;
+use souk_storage::testing::RedisServer;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn config(data: &std::path::Path, tune: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        shards: 2,
+        data_dir: data.to_path_buf(),
+        demo_products: 20,
+        pin_threads: false,
+        ..Config::default()
+    };
+    tune(&mut config);
+    config
+}
+
+fn client_config(server: &Server) -> ClientConfig {
+    let mut config = ClientConfig::new(
+        server.local_addr(),
+        Trust::Fingerprint(server.fingerprint()),
+    );
+    config.request_timeout = Duration::from_secs(10);
+    config
+}
+
+async fn connect(server: &Server) -> Client {
+    Client::connect(client_config(server)).await.unwrap()
+}
+
+fn status<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorStatus {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(error) => error.status().unwrap_or_else(|| panic!("{error}")),
+    }
+}
+
+fn redis() -> Option<RedisServer> {
+    match RedisServer::start("everysec") {
+        Ok(redis) => Some(redis),
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            None
+        }
+    }
+}
+
+/// Two nodes on one Redis: refresh tokens live there (and survive a
+/// node's restart), and failed logins count together wherever they land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_redis_share_refresh_tokens_and_login_limits() {
+    let Some(redis) = redis() else {
+        return;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_redis = |c: &mut Config| c.redis = Some(redis.url());
+    let node_a = Server::start(&config(dir_a.path(), with_redis)).unwrap();
+    let node_b = Server::start(&config(dir_b.path(), with_redis)).unwrap();
+    let tokens = RedisState::connect(&redis.url(), 1).await.unwrap();
+
+    let client = connect(&node_a).await;
+    let first = client
+        .register("ola@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    let stored = tokens
+        .refresh_token(&refresh_token_hash(&first.refresh_token))
+        .await
+        .unwrap()
+        .expect("the refresh token is in Redis");
+    assert_eq!(stored.user_id, first.user_id);
+    let second = client.refresh(&first.refresh_token).await.unwrap();
+    assert!(
+        tokens
+            .refresh_token(&refresh_token_hash(&first.refresh_token))
+            .await
+            .unwrap()
+            .unwrap()
+            .rotated_at
+            .is_some()
+    );
+
+    // Node A restarts: its sessions were never its own to lose.
+    node_a.shutdown().unwrap();
+    let node_a = Server::start(&config(dir_a.path(), with_redis)).unwrap();
+    let client = connect(&node_a).await;
+    let third = client.refresh(&second.refresh_token).await.unwrap();
+    assert_eq!(third.user_id, first.user_id);
+    assert_eq!(
+        status(client.refresh(&second.refresh_token).await),
+        ErrorStatus::Unauthenticated,
+        "reuse after the restart is still caught"
+    );
+    assert!(
+        tokens
+            .refresh_token(&refresh_token_hash(&third.refresh_token))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked,
+        "and revokes the family in Redis"
+    );
+
+    // Guessing a password: three tries on A and two on B use up the five
+    // allowed per account; the next is refused on either node.
+    let (on_a, on_b) = (connect(&node_a).await, connect(&node_b).await);
+    for (node, tries) in [(&on_a, 3), (&on_b, 2)] {
+        for _ in 0..tries {
+            assert_eq!(
+                status(node.login("ola@example.org", "guess", None).await),
+                ErrorStatus::Unauthenticated
+            );
+        }
+    }
+    for node in [&on_a, &on_b] {
+        let refused = node.login("ola@example.org", PASSWORD, None).await;
+        let error = refused.unwrap_err();
+        assert_eq!(error.status(), Some(ErrorStatus::LimitExceeded));
+        let ClientError::Api(api) = error else {
+            unreachable!()
+        };
+        assert!(api.retry_after_ms > 0, "says when to retry");
+    }
+
+    // Redis gone: logins fail with a typed error at once, never hang.
+    drop(redis);
+    let mut no_retry = client_config(&node_b);
+    no_retry.retry = RetryPolicy::none();
+    let lonely = Client::connect(no_retry).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        status(lonely.login("ola@example.org", PASSWORD, None).await),
+        ErrorStatus::Unavailable
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+    node_a.shutdown().unwrap();
+    node_b.shutdown().unwrap();
+}
+
+/// With `--retry-above 0` every new client proves its address with a QUIC
+/// Retry first, and the SDK follows it without noticing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_follow_a_quic_retry_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(dir.path(), |c| c.retry_above = 0)).unwrap();
+    for _ in 0..3 {
+        let client = connect(&server).await;
+        assert!(!client.list_categories().await.unwrap().is_empty());
+        client.close();
+    }
+    let retried = server.stats().total(|s| &s.connections_retried);
+    assert!(retried >= 3, "{retried} retries for 3 connections");
+    server.shutdown().unwrap();
+}
+
+/// One address opening connections faster than `--new-connections-per-sec`
+/// is refused (the SDK reports `Busy`), and allowed again a moment later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_opening_connections_too_fast_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(dir.path(), |c| {
+        c.shards = 1;
+        c.new_connections_per_sec = 2;
+    }))
+    .unwrap();
+    let mut no_retry = client_config(&server);
+    no_retry.retry = RetryPolicy::none();
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        outcomes.push(Client::connect(no_retry.clone()).await.map(|c| c.close()));
+    }
+    let refused = outcomes.iter().filter(|o| o.is_err()).count();
+    assert!(refused >= 1, "{outcomes:?}");
+    for outcome in outcomes.into_iter().filter(Result::is_err) {
+        assert_eq!(status(outcome), ErrorStatus::Busy);
+    }
+    assert!(server.stats().total(|s| &s.connections_rate_limited) >= 1);
+    server.clock().advance(Duration::from_secs(1));
+    Client::connect(no_retry)
+        .await
+        .expect("the address's allowance refilled a second later");
+    server.shutdown().unwrap();
+}
