@@ -1,25 +1,41 @@
 //! `souk-loadgen`: drives a running souk server through the client SDK and
-//! reports throughput and latency percentiles.
+//! tells the truth about it under load.
 //!
-//!     souk-loadgen --server 127.0.0.1:4433 --fingerprint <hex> --scenario browse
+//!     souk-loadgen --fingerprint <hex> --scenario browse --rate 20000
+//!     souk-loadgen --fingerprint <hex> --scenario checkout --concurrency 64 \
+//!         --admin-email boss@example.org --admin-password '...'
+//!     souk-loadgen --fingerprint <hex> --scenario browse --ramp --rate 5000 \
+//!         --ramp-step 5000 --slo-p99-ms 1
 //!
-//! Closed loop: `--concurrency` requests stay in flight, spread over
-//! `--connections` QUIC connections on `--threads` threads (one
-//! single-threaded runtime each). Each thread records into its own HDR
-//! histogram; they are merged for the report.
+//! A run is: setup through the public API (read the catalog, sign the
+//! shoppers in, stock the SKUs with the admin account), warm-up, the
+//! measured phase (or the steps of a ramp), then the checks: a flash sale
+//! must have sold exactly its units and no more, and sampled acknowledged
+//! orders must read back. A failed check exits with status 2.
 
+mod engine;
+mod report;
 mod scenario;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use hdrhistogram::Histogram;
+use souk_client::api::{BrowseCategory, RestockMode, Sku, UnixMillis};
 use souk_client::{Client, ClientConfig, RetryPolicy, Trust};
 
-use scenario::{Scenario, Workload};
+use engine::{Engine, Measured, Phase, ThreadSetup};
+use report::{Check, RampStep, Report, Second};
+use scenario::{Catalog, Mix, Scenario};
+
+/// How the load reaches the server. The HTTP bridge will add `http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// FlatBuffers over QUIC, through the Rust client SDK.
+    Quic,
+}
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "souk-loadgen", version, about = "Load generator for souk")]
@@ -30,258 +46,412 @@ pub struct Args {
     /// SHA-256 of the server certificate, in hex (souk prints it at start).
     #[arg(long)]
     fingerprint: String,
+    #[arg(long, value_enum, default_value_t = Target::Quic)]
+    target: Target,
     #[arg(long, value_enum, default_value_t = Scenario::Browse)]
     scenario: Scenario,
-    /// QUIC connections.
-    #[arg(long, default_value_t = 8)]
-    connections: usize,
-    /// Requests in flight over all connections.
+    /// Weights for `--scenario mixed`.
+    #[arg(long, default_value = "browse=70,category=20,cart=8,checkout=2")]
+    mix: Mix,
+    /// Open loop: actions per second in all, each measured from when it
+    /// was meant to start. Without it the loop is closed (`--concurrency`).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Closed loop: actions in flight in all.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// QUIC connections, one shopper each (signed in as its own account
+    /// where the scenario needs one).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
     /// Threads, each with its own runtime and its share of the connections.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Measured seconds.
+    /// Measured seconds (per step, with `--ramp`).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Seconds of load before measuring.
+    /// Seconds of load before measuring (per step, with `--ramp`).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Seed of the request mix: the same seed sends the same requests.
+    /// Seed of every random choice: the same seed sends the same actions.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Products in the server's demo catalog (ids P00000..).
-    #[arg(long, default_value_t = 500)]
+    /// Products read from the catalog for `browse` (the most popular first).
+    #[arg(long, default_value_t = 1000)]
     products: usize,
     /// Zipf exponent of product popularity (0 = uniform).
     #[arg(long, default_value_t = 1.0)]
     zipf: f64,
-    /// Also write the report as JSON to this file.
+    /// SKUs that carts and checkouts choose from.
+    #[arg(long, default_value_t = 50)]
+    skus: usize,
+    /// Units of the flash sale's SKU.
+    #[arg(long, default_value_t = 100)]
+    flash_units: i64,
+    /// An admin account, to stock the SKUs that checkouts and the flash
+    /// sale buy (`souk create-admin`).
+    #[arg(long, env = "SOUK_LOADGEN_ADMIN_EMAIL")]
+    admin_email: Option<String>,
+    #[arg(long, env = "SOUK_LOADGEN_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Shopper accounts are `{prefix}-{thread}-{n}@loadgen.example`,
+    /// registered on first use and signed in after.
+    #[arg(long, default_value = "shopper")]
+    account_prefix: String,
+    /// Raise the open-loop rate step by step from `--rate` until p99
+    /// exceeds `--slo-p99-ms` (or the rate is not reached, or errors pass
+    /// 1 %); report the highest rate that held.
+    #[arg(long, requires = "rate")]
+    ramp: bool,
+    /// Rate added at each ramp step [default: --rate].
+    #[arg(long)]
+    ramp_step: Option<f64>,
+    /// The ramp stops here.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    ramp_max: f64,
+    /// The ramp's latency objective.
+    #[arg(long, default_value_t = 10.0)]
+    slo_p99_ms: f64,
+    /// Open loop: actions in flight at most, over all threads; past it the
+    /// schedule waits, and the wait counts in the latency.
+    #[arg(long, default_value_t = 20_000)]
+    max_in_flight: usize,
+    /// Acknowledged orders read back at the end to check none was lost.
+    #[arg(long, default_value_t = 1000)]
+    verify_orders: usize,
+    /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Draw latency percentiles and throughput per second to this file
+    /// (`.svg`, or `.html` for the same drawing in a page).
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
 }
 
-/// Counters the workers bump and the progress line reads.
-#[derive(Default)]
-struct Progress {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    measuring: AtomicBool,
-}
-
-struct WorkerResult {
-    latency_us: Histogram<u64>,
-    requests: u64,
-    errors_by_status: std::collections::BTreeMap<String, u64>,
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() {
     let args = Args::parse();
-    if args.threads == 0 || args.connections < args.threads || args.concurrency < args.connections {
-        bail!("need threads >= 1, connections >= threads and concurrency >= connections");
+    match run(&args) {
+        Ok(report) if report.checks.iter().all(|c| c.passed) => {}
+        Ok(_) => {
+            eprintln!("a correctness check failed");
+            std::process::exit(2);
+        }
+        Err(error) => {
+            eprintln!("souk-loadgen: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<Report> {
+    if args.threads == 0 || args.connections < args.threads {
+        bail!("need --threads >= 1 and --connections >= --threads");
+    }
+    if args.rate.is_none() && args.concurrency < args.threads {
+        bail!("need --concurrency >= --threads");
     }
     let fingerprint: [u8; 32] = hex::decode(args.fingerprint.trim())
-        .context("fingerprint is hex")?
+        .context("--fingerprint is hex")?
         .try_into()
-        .map_err(|_| anyhow::anyhow!("fingerprint is 32 bytes"))?;
-    let progress = Arc::new(Progress::default());
-    let workers: Vec<_> = (0..args.threads)
-        .map(|index| {
-            let (args, progress) = (args.clone(), progress.clone());
-            std::thread::spawn(move || worker(index, &args, fingerprint, &progress))
-        })
-        .collect();
-    report_progress(&args, &progress);
-    let mut results = Vec::new();
-    for worker in workers {
-        results.push(
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("a worker panicked"))??,
-        );
-    }
-    report(&args, results)
-}
-
-/// Prints one line per second until the run ends.
-fn report_progress(args: &Args, progress: &Progress) {
-    let total = args.warmup + args.duration;
-    if args.warmup == 0 {
-        progress.measuring.store(true, Ordering::Relaxed);
-    }
-    let mut last = 0;
-    for second in 1..=total {
-        std::thread::sleep(Duration::from_secs(1));
-        if second == args.warmup {
-            progress.measuring.store(true, Ordering::Relaxed);
-        }
-        let now = progress.requests.load(Ordering::Relaxed);
-        let phase = if second <= args.warmup {
-            "warmup"
-        } else {
-            "measure"
-        };
-        eprintln!(
-            "[{second:>3}s {phase}] {:>8} req/s, {} errors",
-            now - last,
-            progress.errors.load(Ordering::Relaxed)
-        );
-        last = now;
-    }
-}
-
-fn worker(
-    index: usize,
-    args: &Args,
-    fingerprint: [u8; 32],
-    progress: &Arc<Progress>,
-) -> anyhow::Result<WorkerResult> {
+        .map_err(|_| anyhow::anyhow!("--fingerprint is 32 bytes"))?;
+    let mut client = ClientConfig::new(args.server, Trust::Fingerprint(fingerprint));
+    // The load generator measures the server: a retry would hide an error.
+    client.retry = RetryPolicy::none();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
-        let connections =
-            args.connections / args.threads + usize::from(index < args.connections % args.threads);
-        let mut config = ClientConfig::new(args.server, Trust::Fingerprint(fingerprint));
-        // The load generator measures the server: a retry would hide an error.
-        config.retry = RetryPolicy::none();
-        let mut clients = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            clients.push(Client::connect(config.clone()).await.context("connect")?);
-        }
-        let per_thread = args.concurrency / args.threads;
-        let workload = Workload::new(args, index);
-        let stop_at = Instant::now() + Duration::from_secs(args.warmup + args.duration);
-        let mut tasks = Vec::with_capacity(per_thread);
-        for slot in 0..per_thread {
-            let client = clients[slot % clients.len()].clone();
-            let (workload, progress) = (workload.fork(slot), progress.clone());
-            tasks.push(tokio::task::spawn_local(drive(
-                client, workload, progress, stop_at,
-            )));
-        }
-        let mut result = WorkerResult {
-            latency_us: histogram(),
-            requests: 0,
-            errors_by_status: Default::default(),
-        };
-        for task in tasks {
-            let part = task.await?;
-            result.latency_us.add(&part.latency_us)?;
-            result.requests += part.requests;
-            for (status, count) in part.errors_by_status {
-                *result.errors_by_status.entry(status).or_default() += count;
-            }
-        }
-        Ok(result)
-    })
-}
+    let (catalog, sale) = runtime.block_on(setup(args, &client))?;
+    let catalog = Arc::new(catalog);
+    let accounts = args.scenario.needs_accounts()
+        || (args.scenario == Scenario::Mixed
+            && args.mix.0.iter().any(|(s, _)| s.needs_accounts()));
+    eprintln!(
+        "setup: {} products, {} categories, {} SKUs; {} connections on {} threads{}",
+        catalog.products.len(),
+        catalog.categories.len(),
+        catalog.skus.len(),
+        args.connections,
+        args.threads,
+        if accounts { ", signed in" } else { "" }
+    );
+    let engine = Engine::start(
+        args.threads,
+        &ThreadSetup {
+            client: client.clone(),
+            connections: args.connections,
+            scenario: args.scenario,
+            mix: args.mix.clone(),
+            zipf: args.zipf,
+            seed: args.seed,
+            catalog: catalog.clone(),
+            account_prefix: args.account_prefix.clone(),
+            sign_in: accounts,
+            max_in_flight: args.max_in_flight / args.threads,
+        },
+    )?;
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
-}
-
-/// One in-flight slot: send, wait, record, repeat.
-async fn drive(
-    client: Client,
-    mut workload: Workload,
-    progress: Arc<Progress>,
-    stop_at: Instant,
-) -> WorkerResult {
-    let mut result = WorkerResult {
-        latency_us: histogram(),
-        requests: 0,
-        errors_by_status: Default::default(),
+    let mut timeline = Vec::new();
+    let mut steps = Vec::new();
+    let measured = if args.ramp {
+        ramp(args, &engine, &mut timeline, &mut steps)?
+    } else {
+        phase(args, &engine, args.rate, &mut timeline)?
     };
-    while Instant::now() < stop_at {
-        let request = workload.next_request();
-        let sent = Instant::now();
-        let outcome = client.call(request).await;
-        let micros = sent.elapsed().as_micros() as u64;
-        progress.requests.fetch_add(1, Ordering::Relaxed);
-        if !progress.measuring.load(Ordering::Relaxed) {
-            continue;
-        }
-        result.requests += 1;
-        match outcome {
-            Ok(_) => result.latency_us.saturating_record(micros.max(1)),
-            Err(error) => {
-                progress.errors.fetch_add(1, Ordering::Relaxed);
-                let status = error
-                    .status()
-                    .map_or_else(|| "transport".to_owned(), |s| format!("{s:?}"));
-                *result.errors_by_status.entry(status).or_default() += 1;
-            }
-        }
+
+    let mut checks = Vec::new();
+    if accounts && args.verify_orders > 0 {
+        let orders = engine.verify_orders(args.verify_orders)?;
+        checks.push(Check {
+            name: "acknowledged orders read back".into(),
+            passed: orders.missing == 0 && orders.unreadable == 0,
+            detail: format!(
+                "{} sampled, {} missing, {} unreadable",
+                orders.checked, orders.missing, orders.unreadable
+            ),
+        });
     }
-    result
-}
-
-/// The `--json` report.
-#[derive(serde::Serialize)]
-struct Report {
-    scenario: String,
-    duration_s: u64,
-    requests: u64,
-    rate_per_s: f64,
-    latency_us: Percentiles,
-    errors: std::collections::BTreeMap<String, u64>,
-}
-
-#[derive(serde::Serialize)]
-struct Percentiles {
-    p50: u64,
-    p90: u64,
-    p99: u64,
-    p999: u64,
-    max: u64,
-}
-
-fn report(args: &Args, results: Vec<WorkerResult>) -> anyhow::Result<()> {
-    let mut latency = histogram();
-    let mut requests = 0;
-    let mut errors = std::collections::BTreeMap::<String, u64>::new();
-    for result in results {
-        latency.add(&result.latency_us)?;
-        requests += result.requests;
-        for (status, count) in result.errors_by_status {
-            *errors.entry(status).or_default() += count;
-        }
+    if let Some((sku, since)) = &sale {
+        checks.extend(runtime.block_on(flash_checks(args, &client, &engine, sku, *since))?);
     }
-    let quantile = |q| latency.value_at_quantile(q);
-    let rate = requests as f64 / args.duration as f64;
-    println!(
-        "scenario {:?}: {requests} requests in {} s = {rate:.0} req/s",
-        args.scenario, args.duration
-    );
-    println!(
-        "latency µs: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        quantile(0.5),
-        quantile(0.9),
-        quantile(0.99),
-        quantile(0.999),
-        latency.max()
-    );
-    let error_count: u64 = errors.values().sum();
-    println!("errors: {error_count} {errors:?}");
+    engine.stop();
+    let report = Report::new(args, &measured, timeline, steps, checks);
+    report.print(args);
     if let Some(path) = &args.json {
-        let report = Report {
-            scenario: format!("{:?}", args.scenario).to_lowercase(),
-            duration_s: args.duration,
-            requests,
-            rate_per_s: rate,
-            latency_us: Percentiles {
-                p50: quantile(0.5),
-                p90: quantile(0.9),
-                p99: quantile(0.99),
-                p999: quantile(0.999),
-                max: latency.max(),
-            },
-            errors,
-        };
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(())
+    if let Some(path) = &args.plot {
+        report::plot(&report, path).with_context(|| format!("drawing {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// Reads the catalog through the public API and stocks what the scenario
+/// buys. Returns the flash sale's SKU and the server time it opened.
+async fn setup(
+    args: &Args,
+    config: &ClientConfig,
+) -> anyhow::Result<(Catalog, Option<(Sku, UnixMillis)>)> {
+    let client = Client::connect(config.clone())
+        .await
+        .with_context(|| format!("connecting to {}", args.server))?;
+    let categories: Vec<_> = client
+        .list_categories()
+        .await?
+        .into_iter()
+        .filter(|c| c.product_count > 0)
+        .map(|c| c.id)
+        .collect();
+    if categories.is_empty() {
+        bail!("the server's catalog is empty");
+    }
+    // Round-robin over categories, so that every one is represented.
+    let mut products = Vec::new();
+    let mut cursors = vec![None; categories.len()];
+    let mut open = vec![true; categories.len()];
+    while products.len() < args.products && open.iter().any(|o| *o) {
+        for (i, category) in categories.iter().enumerate() {
+            if !open[i] || products.len() >= args.products {
+                continue;
+            }
+            let page = client
+                .browse(BrowseCategory {
+                    category_id: Some(category.clone()),
+                    limit: 100,
+                    cursor: cursors[i].take(),
+                    ..BrowseCategory::default()
+                })
+                .await?;
+            products.extend(page.products.into_iter().map(|p| p.id));
+            cursors[i] = page.next_cursor;
+            open[i] = cursors[i].is_some();
+        }
+    }
+    products.truncate(args.products);
+    let mut skus = Vec::new();
+    for product in products.iter().take(args.skus) {
+        let detail = client.get_product(product).await?;
+        if let Some(variant) = detail.variants.first() {
+            skus.push(variant.sku.clone());
+        }
+    }
+    if skus.is_empty() {
+        bail!("no product has a variant to buy");
+    }
+
+    let buys = matches!(args.scenario, Scenario::Checkout | Scenario::FlashSale)
+        || (args.scenario == Scenario::Mixed
+            && args.mix.0.iter().any(|(s, _)| *s == Scenario::Checkout));
+    let admin = match (&args.admin_email, &args.admin_password) {
+        (Some(email), Some(password)) if buys => {
+            let admin = Client::connect(config.clone()).await?;
+            admin
+                .login(email, password, None)
+                .await
+                .context("signing in as the admin")?;
+            Some(admin)
+        }
+        _ => None,
+    };
+    let mut sale = None;
+    if args.scenario == Scenario::FlashSale {
+        let Some(admin) = &admin else {
+            bail!("a flash sale sets its SKU's stock: give --admin-email and --admin-password");
+        };
+        // Its own SKU, outside the ones carts and checkouts use.
+        let sku = products
+            .iter()
+            .rev()
+            .find(|p| !skus.iter().any(|s| s.as_str().starts_with(p.as_str())))
+            .unwrap_or(&products[0]);
+        let sku = client.get_product(sku).await?.variants[0].sku.clone();
+        admin
+            .admin_restock(&sku, args.flash_units, RestockMode::Set)
+            .await
+            .context("setting the flash sale's stock")?;
+        let opened = client.hello().await?.server_time;
+        sale = Some((sku, opened));
+    } else if buys {
+        match &admin {
+            Some(admin) => {
+                for sku in &skus {
+                    admin
+                        .admin_restock(sku, 1_000_000, RestockMode::Set)
+                        .await
+                        .context("stocking the SKUs checkouts buy")?;
+                }
+            }
+            None => eprintln!(
+                "note: no --admin-email/--admin-password: checkouts buy from the stock there is"
+            ),
+        }
+    }
+    client.close();
+    let flash_sku = sale.as_ref().map(|(sku, _)| sku.clone());
+    Ok((
+        Catalog {
+            products,
+            categories,
+            skus,
+            flash_sku,
+        },
+        sale,
+    ))
+}
+
+/// Runs one phase at `rate` (or closed loop), printing a line a second.
+fn phase(
+    args: &Args,
+    engine: &Engine,
+    rate: Option<f64>,
+    timeline: &mut Vec<Second>,
+) -> anyhow::Result<Measured> {
+    let start = Instant::now() + Duration::from_millis(50);
+    let warmup = Duration::from_secs(args.warmup);
+    let duration = Duration::from_secs(args.duration);
+    let threads = args.threads;
+    engine.run(Phase {
+        rate: rate.map(|r| r / threads as f64),
+        concurrency: args.concurrency / threads,
+        start,
+        warmup,
+        duration,
+    });
+    let live = &engine.live;
+    let offset = timeline.last().map_or(0, |s: &Second| s.t + 1);
+    let total = args.warmup + args.duration;
+    for second in 1..=total {
+        std::thread::sleep((start + Duration::from_secs(second)).saturating_duration_since(Instant::now()));
+        let taken = std::mem::take(&mut *live.second.lock().expect("not poisoned"));
+        let measuring = second > args.warmup;
+        let line = Second::of(offset + second - 1, rate, &taken);
+        eprintln!("{}", line.progress(if measuring { "measure" } else { "warmup" }));
+        if measuring {
+            timeline.push(line);
+        }
+    }
+    engine.collect()
+}
+
+fn ramp(
+    args: &Args,
+    engine: &Engine,
+    timeline: &mut Vec<Second>,
+    steps: &mut Vec<RampStep>,
+) -> anyhow::Result<Measured> {
+    let first = args.rate.expect("--ramp requires --rate");
+    let step = args.ramp_step.unwrap_or(first);
+    let mut rate = first;
+    let mut best = Measured::default();
+    while rate <= args.ramp_max {
+        eprintln!("ramp: {rate:.0}/s");
+        let measured = phase(args, engine, Some(rate), timeline)?;
+        let achieved = measured.completed as f64 / args.duration as f64;
+        let p99_ms = measured.overall.value_at_quantile(0.99) as f64 / 1000.0;
+        let errors = measured.error_count() as f64 / measured.completed.max(1) as f64;
+        let held = p99_ms <= args.slo_p99_ms && achieved >= 0.95 * rate && errors < 0.01;
+        steps.push(RampStep {
+            target_per_s: rate,
+            achieved_per_s: achieved,
+            p50_us: measured.overall.value_at_quantile(0.5),
+            p99_us: measured.overall.value_at_quantile(0.99),
+            error_ratio: errors,
+            held,
+        });
+        if !held {
+            break;
+        }
+        best = measured;
+        rate += step;
+    }
+    Ok(best)
+}
+
+/// After a flash sale: the stock the server reports and the units in the
+/// shoppers' orders must agree, and never exceed what was put on sale.
+async fn flash_checks(
+    args: &Args,
+    config: &ClientConfig,
+    engine: &Engine,
+    sku: &Sku,
+    since: UnixMillis,
+) -> anyhow::Result<Vec<Check>> {
+    let admin = Client::connect(config.clone()).await?;
+    let (Some(email), Some(password)) = (&args.admin_email, &args.admin_password) else {
+        bail!("the flash sale's checks need the admin account");
+    };
+    admin.login(email, password, None).await?;
+    let level = admin.admin_restock(sku, 0, RestockMode::Add).await?;
+    let units = engine.flash_units(sku, since)?;
+    let taken = args.flash_units - level.available;
+    let checks = vec![
+        Check {
+            name: "flash sale: nothing oversold".into(),
+            passed: units.units <= args.flash_units && level.available >= 0,
+            detail: format!(
+                "{} units in {} orders, {} paid, of {} on sale; {}",
+                units.units,
+                units.orders,
+                units.paid_units,
+                args.flash_units,
+                if level.available == 0 {
+                    "sold out".to_owned()
+                } else {
+                    format!("{} left (the run ended first)", level.available)
+                }
+            ),
+        },
+        Check {
+            name: "flash sale: every unit taken is in an order".into(),
+            passed: units.units == taken,
+            detail: format!(
+                "the server counts {taken} taken ({} sold, {} reserved); the orders hold {}",
+                args.flash_units - level.on_hand,
+                level.reserved,
+                units.units
+            ),
+        },
+    ];
+    admin.close();
+    Ok(checks)
 }

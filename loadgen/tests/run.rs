@@ -1,48 +1,214 @@
-//! The load generator against a real server: it runs, reports, and its
-//! JSON report says what happened.
+//! The load generator against a real server: it sets up through the API,
+//! runs each mode, reports, and checks what the server did.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use souk_server::{Config, Server};
 
-#[test]
-fn a_short_browse_run_reports_requests_and_no_errors() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&Config {
+const ADMIN_EMAIL: &str = "admin@example.org";
+const ADMIN_PASSWORD: &str = "loadgen test admin password";
+
+struct Running {
+    server: Server,
+    dir: tempfile::TempDir,
+}
+
+/// A two-shard server whose per-customer limits are off: the shoppers
+/// here are load, not people.
+fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         shards: 2,
-        data_dir: data.path().join("data"),
+        data_dir: dir.path().join("data"),
         pin_threads: false,
+        demo_products: 60,
+        payment_latency: std::time::Duration::from_millis(5),
+        purchase_limit: 0,
+        rate_checkouts: 0,
+        rate_cart_writes: 0,
+        new_connections_per_sec: 0,
         ..Config::default()
-    })
-    .unwrap();
-    let fingerprint: String = server
+    };
+    souk_server::server::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
+    Running {
+        server: Server::start(&config).unwrap(),
+        dir,
+    }
+}
+
+fn loadgen(running: &Running, args: &[&str]) -> (Output, serde_json::Value) {
+    let fingerprint: String = running
+        .server
         .fingerprint()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let report = data.path().join("report.json");
+    let report = running.dir.path().join("report.json");
+    let _ = std::fs::remove_file(&report);
     let output = Command::new(env!("CARGO_BIN_EXE_souk-loadgen"))
-        .args(["--server", &server.local_addr().to_string()])
+        .args(["--server", &running.server.local_addr().to_string()])
         .args(["--fingerprint", &fingerprint])
-        .args(["--scenario", "browse", "--duration", "1", "--warmup", "0"])
-        .args(["--connections", "2", "--concurrency", "8"])
+        .args(["--admin-email", ADMIN_EMAIL, "--admin-password", ADMIN_PASSWORD])
+        .args(["--warmup", "0"])
+        .args(if args.contains(&"--duration") {
+            &[][..]
+        } else {
+            &["--duration", "1"][..]
+        })
+        .args(args)
         .arg("--json")
         .arg(&report)
         .output()
         .unwrap();
-    server.shutdown().unwrap();
+    let json = std::fs::read(&report)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (output, json)
+}
+
+fn assert_success(output: &Output) {
     assert!(
         output.status.success(),
-        "{}",
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
-    assert!(
-        report["latency_us"]["p99"].as_u64().unwrap()
-            >= report["latency_us"]["p50"].as_u64().unwrap()
+}
+
+#[test]
+fn a_closed_loop_browse_run_reports_and_draws() {
+    let running = start();
+    let plot = running.dir.path().join("run.svg");
+    let (output, report) = loadgen(
+        &running,
+        &[
+            "--scenario",
+            "browse",
+            "--connections",
+            "2",
+            "--threads",
+            "2",
+            "--concurrency",
+            "8",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
     );
+    assert_success(&output);
+    assert!(report["completed"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let product = &report["actions"]["product"];
+    assert!(product["latency_us"]["p99"].as_u64() >= product["latency_us"]["p50"].as_u64());
+    assert_eq!(report["timeline"].as_array().unwrap().len(), 1, "one measured second");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("p99"), "{svg:.200}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("measure"), "a progress line each second: {stderr}");
+    running.server.shutdown().unwrap();
+}
+
+/// Eight buyers, 30 units: the sale sells out, and the checks (nothing
+/// oversold, every unit taken is in an order, acknowledged orders read
+/// back) pass.
+#[test]
+fn a_flash_sale_sells_its_units_and_the_checks_pass() {
+    let running = start();
+    let (output, report) = loadgen(
+        &running,
+        &[
+            "--scenario",
+            "flash-sale",
+            "--flash-units",
+            "30",
+            "--connections",
+            "8",
+            "--concurrency",
+            "8",
+            "--duration",
+            "2",
+        ],
+    );
+    assert_success(&output);
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "{report}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{report}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("30 units in"), "{stdout}");
+    assert!(stdout.contains("sold out"), "{stdout}");
+    assert!(report["sold_out"].as_u64().unwrap() > 0, "{report}");
+    running.server.shutdown().unwrap();
+}
+
+/// Open loop at a fixed rate: the schedule is kept (every action is sent)
+/// and each checkout's order reads back.
+#[test]
+fn an_open_loop_checkout_run_keeps_its_schedule() {
+    let running = start();
+    let (output, report) = loadgen(
+        &running,
+        &[
+            "--scenario",
+            "checkout",
+            "--rate",
+            "200",
+            "--connections",
+            "4",
+            "--verify-orders",
+            "50",
+        ],
+    );
+    assert_success(&output);
+    let completed = report["completed"].as_u64().unwrap();
+    assert!((190..=210).contains(&completed), "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks[0]["passed"], true, "{report}");
+    assert!(checks[0]["detail"].as_str().unwrap().starts_with("50 sampled"));
+    running.server.shutdown().unwrap();
+}
+
+/// A ramp with an objective every step meets: it climbs to the top and
+/// reports it; the same seed repeats the same mix.
+#[test]
+fn a_ramp_finds_the_highest_rate_within_the_objective() {
+    let running = start();
+    let (output, report) = loadgen(
+        &running,
+        &[
+            "--scenario",
+            "mixed",
+            "--mix",
+            "browse=5,category=3,cart=2",
+            "--ramp",
+            "--rate",
+            "100",
+            "--ramp-step",
+            "100",
+            "--ramp-max",
+            "300",
+            "--slo-p99-ms",
+            "2000",
+        ],
+    );
+    assert_success(&output);
+    let steps = report["ramp"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{report}");
+    assert_eq!(report["ramp_highest_held_per_s"], 300.0, "{report}");
+    for action in ["product", "category"] {
+        assert!(report["actions"][action]["ok"].as_u64().unwrap() > 0, "{report}");
+    }
+    running.server.shutdown().unwrap();
+}
+
+#[test]
+fn bad_arguments_are_refused_before_any_load() {
+    let output = Command::new(env!("CARGO_BIN_EXE_souk-loadgen"))
+        .args(["--fingerprint", "00", "--mix", "browse=x"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("whole number"));
 }

@@ -1,0 +1,522 @@
+//! The threads that make the load. Each has its own single-threaded
+//! runtime, its share of the connections (one shopper each) and its own
+//! histograms; the coordinator sends them phases to run and merges what
+//! they measured.
+//!
+//! Open loop (`--rate`): each thread sends on a fixed schedule and measures
+//! every action from the time it was *meant* to start, so a server that
+//! stalls is charged for all the requests that should have gone out while
+//! it stalled (no coordinated omission). Closed loop (`--concurrency`):
+//! each slot starts its next action when the last one ends.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use souk_client::api::{DeviceId, ErrorStatus, OrderId, OrderStatus, Sku, UnixMillis};
+use souk_client::{Client, ClientConfig, ClientError};
+
+use crate::scenario::{Catalog, Mix, Outcome, Scenario, Shopper, Workload, error_name};
+
+pub fn histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// What every thread needs to set itself up.
+#[derive(Clone)]
+pub struct ThreadSetup {
+    pub client: ClientConfig,
+    pub connections: usize,
+    pub scenario: Scenario,
+    pub mix: Mix,
+    pub zipf: f64,
+    pub seed: u64,
+    pub catalog: Arc<Catalog>,
+    /// Accounts are `{prefix}-{thread}-{n}@loadgen.example`.
+    pub account_prefix: String,
+    pub sign_in: bool,
+    pub max_in_flight: usize,
+}
+
+pub const ACCOUNT_PASSWORD: &str = "souk loadgen shopper";
+
+/// One phase of load.
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    /// Actions per second for this thread (open loop), or none (closed).
+    pub rate: Option<f64>,
+    /// In-flight slots for this thread (closed loop).
+    pub concurrency: usize,
+    pub start: Instant,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+enum Command {
+    Run(Phase),
+    VerifyOrders { sample: usize },
+    FlashUnits { sku: Sku, since: UnixMillis },
+}
+
+/// What a thread measured in a phase (or all threads, merged).
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub overall: Histogram<u64>,
+    pub actions: BTreeMap<&'static str, (Histogram<u64>, u64)>,
+    pub errors: BTreeMap<String, u64>,
+    pub sold_out: u64,
+    pub completed: u64,
+}
+
+impl Default for Measured {
+    fn default() -> Measured {
+        Measured {
+            overall: histogram(),
+            actions: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            sold_out: 0,
+            completed: 0,
+        }
+    }
+}
+
+impl Measured {
+    fn record(&mut self, outcome: &Outcome, micros: u64) {
+        self.completed += 1;
+        let (histogram, errors) = self
+            .actions
+            .entry(outcome.action)
+            .or_insert_with(|| (histogram(), 0));
+        match &outcome.error {
+            None => {
+                histogram.saturating_record(micros.max(1));
+                self.overall.saturating_record(micros.max(1));
+                self.sold_out += u64::from(outcome.sold_out);
+            }
+            Some(status) => {
+                *errors += 1;
+                *self.errors.entry(status.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: Measured) {
+        self.overall.add(&other.overall).expect("same bounds");
+        for (action, (histogram, errors)) in other.actions {
+            let entry = self.actions.entry(action).or_insert_with(|| (self::histogram(), 0));
+            entry.0.add(&histogram).expect("same bounds");
+            entry.1 += errors;
+        }
+        for (status, count) in other.errors {
+            *self.errors.entry(status).or_default() += count;
+        }
+        self.sold_out += other.sold_out;
+        self.completed += other.completed;
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// What the progress line reads: the current second, from every thread.
+#[derive(Default)]
+pub struct Live {
+    pub second: Mutex<Measured>,
+}
+
+/// Orders a thread's shoppers hold, for the end-of-run checks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OrderCheck {
+    pub checked: u64,
+    pub missing: u64,
+    pub unreadable: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlashUnits {
+    /// Units of the SKU in the shoppers' orders that were not cancelled.
+    pub units: i64,
+    pub paid_units: i64,
+    pub orders: u64,
+}
+
+enum Reply {
+    Ready(anyhow::Result<()>),
+    Ran(Measured),
+    Orders(OrderCheck),
+    Flash(anyhow::Result<FlashUnits>),
+}
+
+/// The running threads.
+pub struct Engine {
+    commands: Vec<mpsc::Sender<Command>>,
+    replies: mpsc::Receiver<Reply>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    pub live: Arc<Live>,
+}
+
+impl Engine {
+    /// Starts `threads` threads; each connects its shoppers (and signs them
+    /// in) before this returns.
+    pub fn start(threads: usize, setup: &ThreadSetup) -> anyhow::Result<Engine> {
+        let live = Arc::new(Live::default());
+        let (reply_tx, replies) = mpsc::channel();
+        let mut commands = Vec::new();
+        let mut handles = Vec::new();
+        for index in 0..threads {
+            let (tx, rx) = mpsc::channel();
+            commands.push(tx);
+            let mut setup = setup.clone();
+            setup.connections =
+                setup.connections / threads + usize::from(index < setup.connections % threads);
+            let (reply_tx, live) = (reply_tx.clone(), live.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("loadgen-{index}"))
+                    .spawn(move || thread_main(index, setup, rx, reply_tx, live))?,
+            );
+        }
+        let engine = Engine {
+            commands,
+            replies,
+            threads: handles,
+            live,
+        };
+        for _ in 0..threads {
+            match engine.replies.recv() {
+                Ok(Reply::Ready(result)) => result?,
+                _ => anyhow::bail!("a load thread stopped during setup"),
+            }
+        }
+        Ok(engine)
+    }
+
+    fn broadcast(&self, command: impl Fn() -> Command) {
+        for tx in &self.commands {
+            let _ = tx.send(command());
+        }
+    }
+
+    /// Starts a phase on every thread; `collect` gathers it.
+    pub fn run(&self, phase: Phase) {
+        self.broadcast(|| Command::Run(phase));
+    }
+
+    pub fn collect(&self) -> anyhow::Result<Measured> {
+        let mut merged = Measured::default();
+        for _ in 0..self.commands.len() {
+            match self.replies.recv() {
+                Ok(Reply::Ran(measured)) => merged.merge(measured),
+                _ => anyhow::bail!("a load thread stopped during a phase"),
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Reads back up to `sample` acknowledged orders, spread over threads.
+    pub fn verify_orders(&self, sample: usize) -> anyhow::Result<OrderCheck> {
+        let per_thread = sample.div_ceil(self.commands.len());
+        self.broadcast(|| Command::VerifyOrders { sample: per_thread });
+        let mut total = OrderCheck::default();
+        for _ in 0..self.commands.len() {
+            match self.replies.recv() {
+                Ok(Reply::Orders(check)) => {
+                    total.checked += check.checked;
+                    total.missing += check.missing;
+                    total.unreadable += check.unreadable;
+                }
+                _ => anyhow::bail!("a load thread stopped while checking orders"),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Units of `sku` in every shopper's orders placed since `since`.
+    pub fn flash_units(&self, sku: &Sku, since: UnixMillis) -> anyhow::Result<FlashUnits> {
+        self.broadcast(|| Command::FlashUnits {
+            sku: sku.clone(),
+            since,
+        });
+        let mut total = FlashUnits::default();
+        for _ in 0..self.commands.len() {
+            match self.replies.recv() {
+                Ok(Reply::Flash(units)) => {
+                    let units = units?;
+                    total.units += units.units;
+                    total.paid_units += units.paid_units;
+                    total.orders += units.orders;
+                }
+                _ => anyhow::bail!("a load thread stopped while reading orders"),
+            }
+        }
+        Ok(total)
+    }
+
+    pub fn stop(self) {
+        drop(self.commands);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct ThreadState {
+    shoppers: Vec<Rc<Shopper>>,
+    workload: RefCell<Workload>,
+    /// Every order acknowledged to this thread's shoppers: (shopper, id).
+    orders: RefCell<Vec<(usize, OrderId)>>,
+    live: Arc<Live>,
+    max_in_flight: usize,
+}
+
+fn thread_main(
+    index: usize,
+    setup: ThreadSetup,
+    commands: mpsc::Receiver<Command>,
+    replies: mpsc::Sender<Reply>,
+    live: Arc<Live>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = replies.send(Reply::Ready(Err(error.into())));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let state = match prepare(index, &setup, live).await {
+            Ok(state) => {
+                let _ = replies.send(Reply::Ready(Ok(())));
+                Rc::new(state)
+            }
+            Err(error) => {
+                let _ = replies.send(Reply::Ready(Err(error)));
+                return;
+            }
+        };
+        // Commands come over a std channel; wait for them off the runtime's
+        // thread so that in-flight work (keep-alives) keeps running.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            while let Ok(command) = commands.recv() {
+                if tx.send(command).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(command) = rx.recv().await {
+            let reply = match command {
+                Command::Run(phase) => Reply::Ran(run_phase(&state, phase).await),
+                Command::VerifyOrders { sample } => {
+                    Reply::Orders(verify_orders(&state, sample).await)
+                }
+                Command::FlashUnits { sku, since } => {
+                    Reply::Flash(flash_units(&state, &sku, since).await)
+                }
+            };
+            if replies.send(reply).is_err() {
+                break;
+            }
+        }
+        for shopper in &state.shoppers {
+            shopper.client.close();
+        }
+    });
+}
+
+async fn prepare(index: usize, setup: &ThreadSetup, live: Arc<Live>) -> anyhow::Result<ThreadState> {
+    let mut shoppers = Vec::with_capacity(setup.connections);
+    for n in 0..setup.connections {
+        let client = Client::connect(setup.client.clone())
+            .await
+            .with_context(|| format!("connecting to {}", setup.client.server))?;
+        if setup.sign_in {
+            let email = format!("{}-{index}-{n}@loadgen.example", setup.account_prefix);
+            sign_in(&client, &email).await?;
+        }
+        let device = DeviceId::new(format!("lg-{}-{index}-{n}", setup.seed))
+            .expect("a valid device id");
+        shoppers.push(Rc::new(Shopper::new(client, device)));
+    }
+    let rng = ChaCha8Rng::seed_from_u64(setup.seed ^ ((index as u64) << 32));
+    let workload = Workload::new(
+        setup.scenario,
+        &setup.mix,
+        setup.zipf,
+        setup.catalog.clone(),
+        rng,
+    );
+    Ok(ThreadState {
+        shoppers,
+        workload: RefCell::new(workload),
+        orders: RefCell::default(),
+        live,
+        max_in_flight: setup.max_in_flight,
+    })
+}
+
+/// Registers the account, or signs in if an earlier run registered it.
+async fn sign_in(client: &Client, email: &str) -> anyhow::Result<()> {
+    match client.register(email, ACCOUNT_PASSWORD, Some("loadgen")).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.status() == Some(ErrorStatus::Conflict) => client
+            .login(email, ACCOUNT_PASSWORD, None)
+            .await
+            .map(drop)
+            .with_context(|| format!("signing in as {email}")),
+        Err(error) => Err(error).with_context(|| format!("registering {email}")),
+    }
+}
+
+impl ThreadState {
+    /// A workload of its own for one action or slot, drawn from the
+    /// thread's seeded stream so that a run repeats exactly.
+    fn fork(&self) -> Workload {
+        let mut workload = self.workload.borrow_mut();
+        let seed = workload.rng.random();
+        workload.fork(ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn finish(&self, measured: &RefCell<Measured>, shopper: usize, outcome: Outcome, from: Instant, counted: bool) {
+        let micros = from.elapsed().as_micros() as u64;
+        if let Some(order) = outcome.order {
+            self.orders.borrow_mut().push((shopper, order));
+        }
+        self.live
+            .second
+            .lock()
+            .expect("not poisoned")
+            .record(&outcome, micros);
+        if counted {
+            measured.borrow_mut().record(&outcome, micros);
+        }
+    }
+}
+
+async fn run_phase(state: &Rc<ThreadState>, phase: Phase) -> Measured {
+    let measure_from = phase.start + phase.warmup;
+    let end = measure_from + phase.duration;
+    let measured = Rc::new(RefCell::new(Measured::default()));
+    let shoppers = state.shoppers.len();
+    match phase.rate {
+        Some(rate) => {
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(state.max_in_flight.max(1)));
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut n: u32 = 0;
+            loop {
+                let intended = phase.start + interval * n;
+                if intended >= end {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                // Waiting for a slot delays this action, and its latency
+                // still counts from `intended`.
+                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let (state, measured) = (state.clone(), measured.clone());
+                let shopper = n as usize % shoppers;
+                let mut workload = state.fork();
+                tasks.spawn_local(async move {
+                    let outcome = workload.act(&state.shoppers[shopper]).await;
+                    state.finish(&measured, shopper, outcome, intended, intended >= measure_from);
+                    drop(permit);
+                });
+                n += 1;
+                while tasks.try_join_next().is_some() {}
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+        None => {
+            tokio::time::sleep_until(phase.start.into()).await;
+            let mut tasks = tokio::task::JoinSet::new();
+            for slot in 0..phase.concurrency {
+                let (state, measured) = (state.clone(), measured.clone());
+                let mut workload = state.fork();
+                let shopper = slot % shoppers;
+                tasks.spawn_local(async move {
+                    loop {
+                        let started = Instant::now();
+                        if started >= end {
+                            break;
+                        }
+                        let outcome = workload.act(&state.shoppers[shopper]).await;
+                        state.finish(&measured, shopper, outcome, started, started >= measure_from);
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    Rc::try_unwrap(measured)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|shared| shared.borrow().clone())
+}
+
+async fn verify_orders(state: &ThreadState, sample: usize) -> OrderCheck {
+    let orders = state.orders.borrow().clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(orders.len() as u64);
+    let mut check = OrderCheck::default();
+    for _ in 0..sample.min(orders.len()) {
+        let (shopper, id) = orders[rng.random_range(0..orders.len())];
+        check.checked += 1;
+        match state.shoppers[shopper].client.get_order(id).await {
+            Ok(order) if order.id == id => {}
+            Ok(_) => check.missing += 1,
+            Err(error) if error.status() == Some(ErrorStatus::NotFound) => check.missing += 1,
+            Err(error) => {
+                tracing_error(&error);
+                check.unreadable += 1;
+            }
+        }
+    }
+    check
+}
+
+fn tracing_error(error: &ClientError) {
+    eprintln!("an acknowledged order could not be read back: {}", error_name(error));
+}
+
+async fn flash_units(state: &ThreadState, sku: &Sku, since: UnixMillis) -> anyhow::Result<FlashUnits> {
+    let mut units = FlashUnits::default();
+    for shopper in &state.shoppers {
+        let mut cursor = None;
+        loop {
+            let page = shopper.client.list_orders(cursor, 100).await?;
+            let older = page.orders.iter().any(|o| o.created_at < since);
+            for order in page.orders.iter().filter(|o| o.created_at >= since) {
+                if order.status == OrderStatus::Cancelled {
+                    continue;
+                }
+                let held: i64 = order
+                    .lines
+                    .iter()
+                    .filter(|l| l.sku == *sku)
+                    .map(|l| i64::from(l.quantity))
+                    .sum();
+                units.units += held;
+                if order.status == OrderStatus::Paid {
+                    units.paid_units += held;
+                }
+                units.orders += u64::from(held > 0);
+            }
+            // Newest first: past the sale's start, the rest is older.
+            match page.next_cursor {
+                Some(next) if !older => cursor = Some(next),
+                _ => break,
+            }
+        }
+    }
+    Ok(units)
+}
