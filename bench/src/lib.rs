@@ -98,6 +98,35 @@ where
     }
 }
 
+/// One measured target of a comparison, as the comparison binaries write
+/// it with `--json FILE` for `compare` to gather into one table.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Row {
+    pub comparison: String,
+    pub target: String,
+    /// What souk is compared against (rather than souk itself).
+    pub anchor: bool,
+    pub per_second: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+}
+
+/// Appends `rows` to `path` (one JSON row per line), if a path was given.
+pub fn write_rows(path: Option<&std::path::Path>, rows: &[Row]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for row in rows {
+        writeln!(file, "{}", serde_json::to_string(row)?)?;
+    }
+    Ok(())
+}
+
 /// The median of some numbers (the middle one, or the lower middle).
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);

@@ -110,7 +110,10 @@ impl Measured {
     pub fn merge(&mut self, other: Measured) {
         self.overall.add(&other.overall).expect("same bounds");
         for (action, (histogram, errors)) in other.actions {
-            let entry = self.actions.entry(action).or_insert_with(|| (self::histogram(), 0));
+            let entry = self
+                .actions
+                .entry(action)
+                .or_insert_with(|| (self::histogram(), 0));
             entry.0.add(&histogram).expect("same bounds");
             entry.1 += errors;
         }
@@ -336,7 +339,11 @@ fn thread_main(
     });
 }
 
-async fn prepare(index: usize, setup: &ThreadSetup, live: Arc<Live>) -> anyhow::Result<ThreadState> {
+async fn prepare(
+    index: usize,
+    setup: &ThreadSetup,
+    live: Arc<Live>,
+) -> anyhow::Result<ThreadState> {
     let mut shoppers = Vec::with_capacity(setup.connections);
     for n in 0..setup.connections {
         let client = Client::connect(setup.client.clone())
@@ -346,8 +353,8 @@ async fn prepare(index: usize, setup: &ThreadSetup, live: Arc<Live>) -> anyhow::
             let email = format!("{}-{index}-{n}@loadgen.example", setup.account_prefix);
             sign_in(&client, &email).await?;
         }
-        let device = DeviceId::new(format!("lg-{}-{index}-{n}", setup.seed))
-            .expect("a valid device id");
+        let device =
+            DeviceId::new(format!("lg-{}-{index}-{n}", setup.seed)).expect("a valid device id");
         shoppers.push(Rc::new(Shopper::new(client, device)));
     }
     let rng = ChaCha8Rng::seed_from_u64(setup.seed ^ ((index as u64) << 32));
@@ -369,7 +376,10 @@ async fn prepare(index: usize, setup: &ThreadSetup, live: Arc<Live>) -> anyhow::
 
 /// Registers the account, or signs in if an earlier run registered it.
 async fn sign_in(client: &Client, email: &str) -> anyhow::Result<()> {
-    match client.register(email, ACCOUNT_PASSWORD, Some("loadgen")).await {
+    match client
+        .register(email, ACCOUNT_PASSWORD, Some("loadgen"))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(error) if error.status() == Some(ErrorStatus::Conflict) => client
             .login(email, ACCOUNT_PASSWORD, None)
@@ -389,7 +399,14 @@ impl ThreadState {
         workload.fork(ChaCha8Rng::seed_from_u64(seed))
     }
 
-    fn finish(&self, measured: &RefCell<Measured>, shopper: usize, outcome: Outcome, from: Instant, counted: bool) {
+    fn finish(
+        &self,
+        measured: &RefCell<Measured>,
+        shopper: usize,
+        outcome: Outcome,
+        from: Instant,
+        counted: bool,
+    ) {
         let micros = from.elapsed().as_micros() as u64;
         if let Some(order) = outcome.order {
             self.orders.borrow_mut().push((shopper, order));
@@ -424,13 +441,23 @@ async fn run_phase(state: &Rc<ThreadState>, phase: Phase) -> Measured {
                 tokio::time::sleep_until(intended.into()).await;
                 // Waiting for a slot delays this action, and its latency
                 // still counts from `intended`.
-                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let (state, measured) = (state.clone(), measured.clone());
                 let shopper = n as usize % shoppers;
                 let mut workload = state.fork();
                 tasks.spawn_local(async move {
                     let outcome = workload.act(&state.shoppers[shopper]).await;
-                    state.finish(&measured, shopper, outcome, intended, intended >= measure_from);
+                    state.finish(
+                        &measured,
+                        shopper,
+                        outcome,
+                        intended,
+                        intended >= measure_from,
+                    );
                     drop(permit);
                 });
                 n += 1;
@@ -452,7 +479,13 @@ async fn run_phase(state: &Rc<ThreadState>, phase: Phase) -> Measured {
                             break;
                         }
                         let outcome = workload.act(&state.shoppers[shopper]).await;
-                        state.finish(&measured, shopper, outcome, started, started >= measure_from);
+                        state.finish(
+                            &measured,
+                            shopper,
+                            outcome,
+                            started,
+                            started >= measure_from,
+                        );
                     }
                 });
             }
@@ -485,10 +518,17 @@ async fn verify_orders(state: &ThreadState, sample: usize) -> OrderCheck {
 }
 
 fn tracing_error(error: &ClientError) {
-    eprintln!("an acknowledged order could not be read back: {}", error_name(error));
+    eprintln!(
+        "an acknowledged order could not be read back: {}",
+        error_name(error)
+    );
 }
 
-async fn flash_units(state: &ThreadState, sku: &Sku, since: UnixMillis) -> anyhow::Result<FlashUnits> {
+async fn flash_units(
+    state: &ThreadState,
+    sku: &Sku,
+    since: UnixMillis,
+) -> anyhow::Result<FlashUnits> {
     let mut units = FlashUnits::default();
     for shopper in &state.shoppers {
         let mut cursor = None;

@@ -163,8 +163,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     let (catalog, sale) = runtime.block_on(setup(args, &client))?;
     let catalog = Arc::new(catalog);
     let accounts = args.scenario.needs_accounts()
-        || (args.scenario == Scenario::Mixed
-            && args.mix.0.iter().any(|(s, _)| s.needs_accounts()));
+        || (args.scenario == Scenario::Mixed && args.mix.0.iter().any(|(s, _)| s.needs_accounts()));
     eprintln!(
         "setup: {} products, {} categories, {} SKUs; {} connections on {} threads{}",
         catalog.products.len(),
@@ -361,11 +360,16 @@ fn phase(
     let offset = timeline.last().map_or(0, |s: &Second| s.t + 1);
     let total = args.warmup + args.duration;
     for second in 1..=total {
-        std::thread::sleep((start + Duration::from_secs(second)).saturating_duration_since(Instant::now()));
+        std::thread::sleep(
+            (start + Duration::from_secs(second)).saturating_duration_since(Instant::now()),
+        );
         let taken = std::mem::take(&mut *live.second.lock().expect("not poisoned"));
         let measuring = second > args.warmup;
         let line = Second::of(offset + second - 1, rate, &taken);
-        eprintln!("{}", line.progress(if measuring { "measure" } else { "warmup" }));
+        eprintln!(
+            "{}",
+            line.progress(if measuring { "measure" } else { "warmup" })
+        );
         if measuring {
             timeline.push(line);
         }

@@ -157,7 +157,11 @@ impl Report {
             (false, Some(rate)) => format!("open loop at {rate}/s"),
             (false, None) => format!("closed loop, {} in flight", args.concurrency),
         };
-        let highest = ramp.iter().filter(|s| s.held).map(|s| s.target_per_s).last();
+        let highest = ramp
+            .iter()
+            .filter(|s| s.held)
+            .map(|s| s.target_per_s)
+            .next_back();
         Report {
             target: args.target,
             scenario: args.scenario,
@@ -221,7 +225,10 @@ impl Report {
             l.max
         );
         if self.sold_out > 0 {
-            println!("{} flash-sale checkouts found the stock gone", self.sold_out);
+            println!(
+                "{} flash-sale checkouts found the stock gone",
+                self.sold_out
+            );
         }
         if self.errors.contains_key("LimitExceeded") {
             println!(
@@ -230,7 +237,9 @@ impl Report {
             );
         }
         if self.errors.contains_key("Busy") {
-            println!("note: Busy is the server shedding load (or refusing new connections: --new-connections-per-sec 0)");
+            println!(
+                "note: Busy is the server shedding load (or refusing new connections: --new-connections-per-sec 0)"
+            );
         }
         for step in &self.ramp {
             println!(
@@ -261,7 +270,6 @@ impl Report {
             );
         }
     }
-
 }
 
 /// Latency percentiles (above) and throughput (below) per second.
@@ -296,7 +304,8 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
             .x_desc("second")
             .y_desc("ms")
             .draw()?;
-        let series: [(&str, fn(&Second) -> u64, RGBColor); 3] = [
+        type Series = (&'static str, fn(&Second) -> u64, RGBColor);
+        let series: [Series; 3] = [
             ("p50", |s| s.p50_us, BLUE),
             ("p99", |s| s.p99_us, RED),
             ("p99.9", |s| s.p999_us, MAGENTA),

@@ -49,7 +49,12 @@ fn loadgen(running: &Running, args: &[&str]) -> (Output, serde_json::Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_souk-loadgen"))
         .args(["--server", &running.server.local_addr().to_string()])
         .args(["--fingerprint", &fingerprint])
-        .args(["--admin-email", ADMIN_EMAIL, "--admin-password", ADMIN_PASSWORD])
+        .args([
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ])
         .args(["--warmup", "0"])
         .args(if args.contains(&"--duration") {
             &[][..]
@@ -102,11 +107,18 @@ fn a_closed_loop_browse_run_reports_and_draws() {
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     let product = &report["actions"]["product"];
     assert!(product["latency_us"]["p99"].as_u64() >= product["latency_us"]["p50"].as_u64());
-    assert_eq!(report["timeline"].as_array().unwrap().len(), 1, "one measured second");
+    assert_eq!(
+        report["timeline"].as_array().unwrap().len(),
+        1,
+        "one measured second"
+    );
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("p99"), "{svg:.200}");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("measure"), "a progress line each second: {stderr}");
+    assert!(
+        stderr.contains("measure"),
+        "a progress line each second: {stderr}"
+    );
     running.server.shutdown().unwrap();
 }
 
@@ -166,7 +178,12 @@ fn an_open_loop_checkout_run_keeps_its_schedule() {
     assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     let checks = report["checks"].as_array().unwrap();
     assert_eq!(checks[0]["passed"], true, "{report}");
-    assert!(checks[0]["detail"].as_str().unwrap().starts_with("50 sampled"));
+    assert!(
+        checks[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("50 sampled")
+    );
     running.server.shutdown().unwrap();
 }
 
@@ -198,7 +215,10 @@ fn a_ramp_finds_the_highest_rate_within_the_objective() {
     assert_eq!(steps.len(), 3, "{report}");
     assert_eq!(report["ramp_highest_held_per_s"], 300.0, "{report}");
     for action in ["product", "category"] {
-        assert!(report["actions"][action]["ok"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            report["actions"][action]["ok"].as_u64().unwrap() > 0,
+            "{report}"
+        );
     }
     running.server.shutdown().unwrap();
 }

@@ -59,6 +59,9 @@ struct Args {
     no_postgres: bool,
     #[arg(long)]
     no_redis: bool,
+    /// Also append the results to this file as JSON rows (for `compare`).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 struct Sale {
@@ -256,6 +259,19 @@ fn redis_sale(redis: &Redis, args: &Args) -> anyhow::Result<Sale> {
     })
 }
 
+const COMPARISON: &str = "flash-sale checkout on one hot SKU";
+
+fn row(target: &str, anchor: bool, runs: &[Sale]) -> souk_bench::Row {
+    souk_bench::Row {
+        comparison: COMPARISON.into(),
+        target: target.into(),
+        anchor,
+        per_second: median(runs.iter().map(|s| s.per_second).collect()),
+        p50_us: median(runs.iter().map(|s| s.p50_us as f64).collect()) as u64,
+        p99_us: median(runs.iter().map(|s| s.p99_us as f64).collect()) as u64,
+    }
+}
+
 fn report(name: &str, runs: &[Sale]) -> f64 {
     let rate = median(runs.iter().map(|s| s.per_second).collect());
     let p50 = median(runs.iter().map(|s| s.p50_us as f64).collect());
@@ -282,6 +298,7 @@ fn main() -> anyhow::Result<()> {
         souk.push(souk_sale(&args)?);
     }
     let souk_rate = report("souk checkout (cart + reserve + durable order)", &souk);
+    let mut rows = vec![row("souk checkout", false, &souk)];
     println!(
         "  oversell: 0 (every run sold exactly {} units and ended at 0 available)",
         args.units
@@ -299,6 +316,11 @@ fn main() -> anyhow::Result<()> {
                 match runs {
                     Ok(runs) => {
                         let rate = report("PostgreSQL hot-row UPDATE (fsync on)", &runs);
+                        rows.push(row(
+                            "PostgreSQL hot-row UPDATE (pgbench, fsync on)",
+                            true,
+                            &runs,
+                        ));
                         println!("  souk / PostgreSQL: {:.1}x", souk_rate / rate);
                     }
                     Err(why) => println!("PostgreSQL: failed: {why}"),
@@ -314,10 +336,16 @@ fn main() -> anyhow::Result<()> {
             Ok(redis) => {
                 let runs: anyhow::Result<Vec<Sale>> =
                     (0..args.runs).map(|_| redis_sale(&redis, &args)).collect();
-                let rate = report("Redis Lua decrement (appendfsync always)", &runs?);
+                let runs = runs?;
+                let rate = report("Redis Lua decrement (appendfsync always)", &runs);
+                rows.push(row(
+                    "Redis Lua decrement (fred, appendfsync always)",
+                    true,
+                    &runs,
+                ));
                 println!("  souk / Redis: {:.2}x", souk_rate / rate);
             }
         }
     }
-    Ok(())
+    souk_bench::write_rows(args.json.as_deref(), &rows)
 }

@@ -46,6 +46,9 @@ struct Args {
     /// Measure only souk over the raw client (for profiling the server).
     #[arg(long)]
     souk_only: bool,
+    /// Also append the results to this file as JSON rows (for `compare`).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 fn quic_endpoint(server: std::net::SocketAddr, fingerprint: [u8; 32]) -> quinn::Endpoint {
@@ -204,12 +207,14 @@ fn main() -> anyhow::Result<()> {
             .collect();
         println!("round {}: {}", round + 1, rates.join(" / "));
     }
-    report(&rounds);
+    let rows = report(&rounds, args.concurrency);
+    souk_bench::write_rows(args.json.as_deref(), &rows)?;
     server.shutdown()?;
     Ok(())
 }
 
-fn report(rounds: &[Vec<Measurement>; 3]) {
+fn report(rounds: &[Vec<Measurement>; 3], concurrency: usize) -> Vec<souk_bench::Row> {
+    let mut rows = Vec::new();
     let names = ["echo (raw)", "souk (raw)", "souk (sdk)"];
     let anchor = median(rounds[0].iter().map(Measurement::per_second).collect());
     println!("\n| target | req/s (median) | p50 µs | p99 µs | errors | vs echo |");
@@ -231,5 +236,14 @@ fn report(rounds: &[Vec<Measurement>; 3]) {
             middle.p99_us(),
             rate / anchor
         );
+        rows.push(souk_bench::Row {
+            comparison: format!("product detail, one QUIC connection, {concurrency} streams"),
+            target: (*name).to_owned(),
+            anchor: *name == "echo (raw)",
+            per_second: rate,
+            p50_us: middle.p50_us(),
+            p99_us: middle.p99_us(),
+        });
     }
+    rows
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use souk_bench::postgres::Postgres;
-use souk_bench::{Measurement, closed_loop};
+use souk_bench::{Measurement, Row, closed_loop};
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
 use souk_storage::store::OrderStore;
 use souk_storage::testing;
@@ -40,6 +40,9 @@ struct Args {
     /// Measure only this engine, without anchors (for profiling).
     #[arg(long, value_parser = ["redb", "fjall"])]
     only: Option<String>,
+    /// Also append the results to this file as JSON rows (for `compare`).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 fn measure_souk(kind: EngineKind, writers: usize, seconds: u64) -> anyhow::Result<Measurement> {
@@ -152,6 +155,30 @@ fn main() -> anyhow::Result<()> {
         );
         let errors = redb.errors + fjall.errors;
         anyhow::ensure!(errors == 0, "{errors} inserts failed");
+        let comparison = format!("durable order inserts, {writers} writers");
+        let souk_row = |target: &str, m: &Measurement| Row {
+            comparison: comparison.clone(),
+            target: target.into(),
+            anchor: false,
+            per_second: m.per_second(),
+            p50_us: m.p50_us(),
+            p99_us: m.p99_us(),
+        };
+        let mut rows = vec![
+            souk_row("souk fjall (default)", &fjall),
+            souk_row("souk redb", &redb),
+        ];
+        if let Some(pg) = pg {
+            rows.push(Row {
+                comparison: comparison.clone(),
+                target: "PostgreSQL INSERT (pgbench, fsync on)".into(),
+                anchor: true,
+                per_second: pg.transactions_per_second,
+                p50_us: pg.p50_us,
+                p99_us: pg.p99_us,
+            });
+        }
+        souk_bench::write_rows(args.json.as_deref(), &rows)?;
     }
     Ok(())
 }
