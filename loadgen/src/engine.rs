@@ -432,36 +432,40 @@ async fn run_phase(state: &Rc<ThreadState>, phase: Phase) -> Measured {
             let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
             let in_flight = Arc::new(tokio::sync::Semaphore::new(state.max_in_flight.max(1)));
             let mut tasks = tokio::task::JoinSet::new();
+            let schedule = Schedule {
+                start: phase.start,
+                interval,
+                end,
+            };
+            let mut due = pace(schedule);
             let mut n: u32 = 0;
-            loop {
-                let intended = phase.start + interval * n;
-                if intended >= end {
-                    break;
+            while let Some(up_to) = due.recv().await {
+                while n < up_to {
+                    let intended = schedule.at(n);
+                    // Waiting for a slot delays this action, and its latency
+                    // still counts from `intended`.
+                    let permit = in_flight
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("never closed");
+                    let (state, measured) = (state.clone(), measured.clone());
+                    let shopper = n as usize % shoppers;
+                    let mut workload = state.fork();
+                    tasks.spawn_local(async move {
+                        let outcome = workload.act(&state.shoppers[shopper]).await;
+                        state.finish(
+                            &measured,
+                            shopper,
+                            outcome,
+                            intended,
+                            intended >= measure_from,
+                        );
+                        drop(permit);
+                    });
+                    n += 1;
+                    while tasks.try_join_next().is_some() {}
                 }
-                tokio::time::sleep_until(intended.into()).await;
-                // Waiting for a slot delays this action, and its latency
-                // still counts from `intended`.
-                let permit = in_flight
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("never closed");
-                let (state, measured) = (state.clone(), measured.clone());
-                let shopper = n as usize % shoppers;
-                let mut workload = state.fork();
-                tasks.spawn_local(async move {
-                    let outcome = workload.act(&state.shoppers[shopper]).await;
-                    state.finish(
-                        &measured,
-                        shopper,
-                        outcome,
-                        intended,
-                        intended >= measure_from,
-                    );
-                    drop(permit);
-                });
-                n += 1;
-                while tasks.try_join_next().is_some() {}
             }
             while tasks.join_next().await.is_some() {}
         }
@@ -495,6 +499,50 @@ async fn run_phase(state: &Rc<ThreadState>, phase: Phase) -> Measured {
     Rc::try_unwrap(measured)
         .map(RefCell::into_inner)
         .unwrap_or_else(|shared| shared.borrow().clone())
+}
+
+/// An open loop's send times: `start + n * interval`, before `end`.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    interval: Duration,
+    end: Instant,
+}
+
+impl Schedule {
+    fn at(&self, n: u32) -> Instant {
+        self.start + self.interval * n
+    }
+}
+
+/// Says, as each send time comes, how many actions are due in all. A
+/// thread of its own keeps the time: tokio's timer wakes on millisecond
+/// ticks, which would add up to a millisecond to every open-loop latency
+/// (measured from the send time), while a thread's sleep wakes within tens
+/// of microseconds and spins no core.
+fn pace(schedule: Schedule) -> tokio::sync::mpsc::UnboundedReceiver<u32> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut due = 0u32;
+        loop {
+            let next = schedule.at(due);
+            if next >= schedule.end {
+                break;
+            }
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            let now = Instant::now();
+            while schedule.at(due) <= now && schedule.at(due) < schedule.end {
+                due += 1;
+            }
+            if tx.send(due).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 async fn verify_orders(state: &ThreadState, sample: usize) -> OrderCheck {
