@@ -93,6 +93,39 @@ async fn nodes_sharing_redis_share_refresh_tokens_and_login_limits() {
             .is_some()
     );
 
+    // A checkout is counted against the user's rate in Redis, where every
+    // node would see it.
+    let product = client
+        .get_product(&souk_storage::demo::product_id(2))
+        .await
+        .unwrap();
+    client
+        .add_to_cart(None, &product.variants[0].sku, 1)
+        .await
+        .unwrap();
+    client
+        .checkout(
+            souk_client::api::Checkout {
+                device_id: None,
+                payment_method_token: "pm_tok_visa".into(),
+                shipping_address_id: None,
+                expected_total: None,
+            },
+            souk_client::new_idempotency_key(),
+        )
+        .await
+        .unwrap();
+    let bucket = format!("souk:rate:checkouts:u:{}", first.user_id.0);
+    let scan = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "exists", &bucket])
+        .output()
+        .expect("redis-cli comes with redis-server");
+    assert_eq!(
+        String::from_utf8_lossy(&scan.stdout).trim(),
+        "1",
+        "{bucket}"
+    );
+
     // Node A restarts: its sessions were never its own to lose.
     node_a.shutdown().unwrap();
     let node_a = Server::start(&config(dir_a.path(), with_redis)).unwrap();
