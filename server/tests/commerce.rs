@@ -908,3 +908,34 @@ async fn an_expired_session_renews_itself_through_the_sdk() {
     );
     running.server.shutdown().unwrap();
 }
+
+/// An app restarted with a saved session resumes it on a new connection,
+/// renewing it first when the access token has expired meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_session_resumes_on_a_new_connection() {
+    let running = start(|_| {});
+    let first = connect(&running.server).await;
+    let saved = first
+        .register("mo@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    first.close();
+
+    let later = connect(&running.server).await;
+    let identity = later.resume(saved.clone()).await.unwrap();
+    assert_eq!(identity.user_id, saved.user_id);
+    assert!(later.list_orders(None, 5).await.unwrap().orders.is_empty());
+    later.close();
+
+    running.server.clock().advance(Duration::from_secs(20 * 60));
+    let next_day = connect(&running.server).await;
+    let identity = next_day.resume(saved.clone()).await.unwrap();
+    assert_eq!(identity.user_id, saved.user_id);
+    let current = next_day.session_updates().borrow().clone().unwrap();
+    assert_ne!(
+        current.refresh_token, saved.refresh_token,
+        "the expired session was renewed, rotating the refresh token"
+    );
+    assert!(next_day.profile().await.is_ok());
+    running.server.shutdown().unwrap();
+}
