@@ -308,6 +308,7 @@ async fn setup(
             .admin_restock(&sku, args.flash_units, RestockMode::Set)
             .await
             .context("setting the flash sale's stock")?;
+        eprintln!("flash sale: {} units of {sku}", args.flash_units);
         let opened = client.hello().await?.server_time;
         sale = Some((sku, opened));
     } else if buys {

@@ -232,3 +232,77 @@ fn bad_arguments_are_refused_before_any_load() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("whole number"));
 }
+
+/// Stock that appears in the middle of a flash sale (here an admin's
+/// restock) ends with more units in orders than were put on sale: the
+/// checks catch it and the run exits with status 2, so it can gate a CI job.
+#[test]
+fn a_sale_that_sells_more_than_its_units_fails_the_run() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let running = start();
+    let fingerprint: String = running
+        .server
+        .fingerprint()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_souk-loadgen"))
+        .args(["--server", &running.server.local_addr().to_string()])
+        .args(["--fingerprint", &fingerprint])
+        .args([
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ])
+        .args(["--scenario", "flash-sale", "--flash-units", "20"])
+        .args(["--connections", "4", "--concurrency", "4"])
+        .args(["--warmup", "0", "--duration", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The loadgen names the sale's SKU, then prints a line a second.
+    let mut progress = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut sku = None;
+    for line in progress.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("flash sale: 20 units of ") {
+            sku = Some(souk_client::api::Sku::new(rest.trim()).unwrap());
+        }
+        if line.contains("measure") {
+            break;
+        }
+    }
+    let sku = sku.expect("the loadgen names the flash sale's SKU");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut config = souk_client::ClientConfig::new(
+            running.server.local_addr(),
+            souk_client::Trust::Fingerprint(running.server.fingerprint()),
+        );
+        config.request_timeout = std::time::Duration::from_secs(10);
+        let admin = souk_client::Client::connect(config).await.unwrap();
+        admin
+            .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
+            .await
+            .unwrap();
+        admin
+            .admin_restock(&sku, 10, souk_client::api::RestockMode::Add)
+            .await
+            .unwrap();
+    });
+    // Drain the rest of the progress so the child never blocks on it.
+    for _ in progress {}
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("check FAILED: flash sale: nothing oversold (30 units in"),
+        "{stdout}"
+    );
+    running.server.shutdown().unwrap();
+}
