@@ -37,16 +37,16 @@ fn start() -> Running {
     }
 }
 
-fn loadgen(running: &Running, args: &[&str]) -> (Output, serde_json::Value) {
+/// `souk-loadgen` pointed at the server, with the admin account.
+fn command(running: &Running) -> Command {
     let fingerprint: String = running
         .server
         .fingerprint()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let report = running.dir.path().join("report.json");
-    let _ = std::fs::remove_file(&report);
-    let output = Command::new(env!("CARGO_BIN_EXE_souk-loadgen"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_souk-loadgen"));
+    command
         .args(["--server", &running.server.local_addr().to_string()])
         .args(["--fingerprint", &fingerprint])
         .args([
@@ -54,7 +54,14 @@ fn loadgen(running: &Running, args: &[&str]) -> (Output, serde_json::Value) {
             ADMIN_EMAIL,
             "--admin-password",
             ADMIN_PASSWORD,
-        ])
+        ]);
+    command
+}
+
+fn loadgen(running: &Running, args: &[&str]) -> (Output, serde_json::Value) {
+    let report = running.dir.path().join("report.json");
+    let _ = std::fs::remove_file(&report);
+    let output = command(running)
         .args(["--warmup", "0"])
         .args(if args.contains(&"--duration") {
             &[][..]
@@ -242,21 +249,7 @@ fn a_sale_that_sells_more_than_its_units_fails_the_run() {
     use std::process::Stdio;
 
     let running = start();
-    let fingerprint: String = running
-        .server
-        .fingerprint()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_souk-loadgen"))
-        .args(["--server", &running.server.local_addr().to_string()])
-        .args(["--fingerprint", &fingerprint])
-        .args([
-            "--admin-email",
-            ADMIN_EMAIL,
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ])
+    let mut child = command(&running)
         .args(["--scenario", "flash-sale", "--flash-units", "20"])
         .args(["--connections", "4", "--concurrency", "4"])
         .args(["--warmup", "0", "--duration", "3"])
