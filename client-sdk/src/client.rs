@@ -64,6 +64,10 @@ struct Inner {
     session: tokio::sync::watch::Sender<Option<SessionGrant>>,
     /// Held while renewing, so that calls failing together renew once.
     renewing: Mutex<()>,
+    /// Bumped whenever the held session changes: a call that failed
+    /// compares it with the value when it was sent to tell whether another
+    /// call has renewed meanwhile, without copying the token per call.
+    session_changes: std::sync::atomic::AtomicU64,
 }
 
 /// Why one try of a request failed.
@@ -146,6 +150,7 @@ impl Client {
                 access_token: SyncMutex::new(None),
                 session: tokio::sync::watch::Sender::new(None),
                 renewing: Mutex::new(()),
+                session_changes: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         client.hello().await?;
@@ -288,14 +293,14 @@ impl Client {
         };
         let operation = request.body.operation();
         let frame = encode(&request)?;
-        let sent_with = self.current_access_token();
+        let sent_with = self.session_change();
         let (response, _) = self.send(&frame).await?;
         match response {
             Err(error) if error.status == ErrorStatus::Unauthenticated && renews(operation) => {
                 // The access token expired (or the server forgot the
                 // connection): renew with the refresh token on this
                 // connection and try once more, with the same key.
-                if !self.renew(sent_with.as_deref()).await? {
+                if !self.renew(Some(sent_with)).await? {
                     return Err(ClientError::Api(error));
                 }
                 let (response, _) = self.send(&frame).await?;
@@ -313,12 +318,18 @@ impl Client {
             .clone()
     }
 
-    /// Trades the held refresh token for new tokens, unless another call
-    /// already did since `stale` was sent. Whether there is a fresh access
-    /// token to try again with.
-    async fn renew(&self, stale: Option<&str>) -> Result<bool, ClientError> {
+    fn session_change(&self) -> u64 {
+        self.inner
+            .session_changes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Trades the held refresh token for new tokens, unless the session
+    /// changed since `seen` (another call renewed it). Whether there is a
+    /// fresh access token to try again with.
+    async fn renew(&self, seen: Option<u64>) -> Result<bool, ClientError> {
         let _renewing = self.inner.renewing.lock().await;
-        if self.current_access_token().as_deref() != stale {
+        if seen.is_some_and(|seen| seen != self.session_change()) {
             return Ok(true);
         }
         let Some(refresh_token) = self
@@ -352,6 +363,13 @@ impl Client {
     fn forget_session(&self) {
         *self.inner.access_token.lock().expect("not poisoned") = None;
         self.inner.session.send_replace(None);
+        self.session_changed();
+    }
+
+    fn session_changed(&self) {
+        self.inner
+            .session_changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// The newest grant, now and after each renewal: an app that keeps its
@@ -412,6 +430,7 @@ impl Client {
         match self.call(body).await? {
             ResponseBody::Identity(identity) => {
                 *self.inner.access_token.lock().expect("not poisoned") = Some(access_token.into());
+                self.session_changed();
                 Ok(identity)
             }
             other => Err(unexpected(other)),
@@ -470,6 +489,7 @@ impl Client {
     fn remember(&self, grant: &SessionGrant) {
         *self.inner.access_token.lock().expect("not poisoned") = Some(grant.access_token.clone());
         self.inner.session.send_replace(Some(grant.clone()));
+        self.session_changed();
     }
 
     fn grant(&self, body: ResponseBody) -> Result<SessionGrant, ClientError> {

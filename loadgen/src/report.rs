@@ -272,6 +272,16 @@ impl Report {
     }
 }
 
+/// One value per measured second, for a line.
+fn points(report: &Report, value: impl Fn(&Second) -> f64) -> Vec<(u64, f64)> {
+    report
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as u64, value(s)))
+        .collect()
+}
+
 /// Latency percentiles (above) and throughput (below) per second.
 pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
     let html = path.extension().is_some_and(|e| e == "html");
@@ -313,11 +323,7 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
         for (name, value, color) in series {
             latency
                 .draw_series(LineSeries::new(
-                    report
-                        .timeline
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| (i as u64, value(s) as f64 / 1000.0)),
+                    points(report, |s| value(s) as f64 / 1000.0),
                     color.stroke_width(2),
                 ))?
                 .label(name)
@@ -343,11 +349,7 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
         throughput.configure_mesh().x_desc("second").draw()?;
         throughput
             .draw_series(LineSeries::new(
-                report
-                    .timeline
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (i as u64, s.completed as f64)),
+                points(report, |s| s.completed as f64),
                 GREEN.stroke_width(2),
             ))?
             .label("completed")
@@ -355,11 +357,7 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
         if report.timeline.iter().any(|s| s.target_per_s.is_some()) {
             throughput
                 .draw_series(LineSeries::new(
-                    report
-                        .timeline
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| (i as u64, s.target_per_s.unwrap_or(0.0))),
+                    points(report, |s| s.target_per_s.unwrap_or(0.0)),
                     BLACK.stroke_width(1),
                 ))?
                 .label("target")

@@ -156,7 +156,7 @@ pub fn error_name(error: &ClientError) -> String {
 /// the same sequence.
 pub struct Workload {
     scenario: Scenario,
-    mix: Vec<(Scenario, u32)>,
+    mix: Arc<[(Scenario, u32)]>,
     pub rng: ChaCha8Rng,
     catalog: Arc<Catalog>,
     popularity: Option<Zipf<f64>>,
@@ -175,7 +175,7 @@ impl Workload {
         });
         Workload {
             scenario,
-            mix: mix.0.clone(),
+            mix: mix.0.clone().into(),
             rng,
             catalog,
             popularity,
@@ -199,7 +199,7 @@ impl Workload {
         }
         let total: u32 = self.mix.iter().map(|(_, w)| w).sum();
         let mut ticket = self.rng.random_range(0..total);
-        for (scenario, weight) in &self.mix {
+        for (scenario, weight) in self.mix.iter() {
             if ticket < *weight {
                 return *scenario;
             }
