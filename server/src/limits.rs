@@ -103,6 +103,20 @@ pub const PASSWORD_BYTES_MAX: usize = 256;
 /// payment APIs keep theirs, is far longer than any client retries.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// How often the stock snapshot takes in the orders that have left the
+/// replay window. Starts read every order after the snapshot, so this
+/// bounds what a start reads beyond the window to this long's orders.
+pub const STOCK_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How far behind now the stock snapshot stays: a start replays at least
+/// this long's orders, which rebuild the idempotency keys (kept for
+/// `IDEMPOTENCY_WINDOW`) and the purchase-limit counts.
+pub const STOCK_SNAPSHOT_LAG: Duration = IDEMPOTENCY_WINDOW;
+
+/// Orders one snapshot step folds: each step holds the commit thread for
+/// about as long as decoding this many orders takes (milliseconds).
+pub const STOCK_SNAPSHOT_STEP: usize = 4096;
+
 /// Idempotency keys one shard remembers within the window; at about 64
 /// bytes each, a million is 64 MiB at most.
 pub const PLACED_KEYS_MAX: usize = 1_000_000;

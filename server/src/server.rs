@@ -7,12 +7,12 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, anyhow};
 use souk_storage::embedded::EmbeddedStore;
-use souk_storage::model::OrderRecord;
+use souk_storage::model::{OrderRecord, SnapshotProgress, StockSnapshot};
 use souk_storage::redis::RedisState;
 use souk_storage::scylla::ScyllaStore;
 use souk_storage::store::TokenStore;
 use souk_storage::{CatalogData, DataDir, Store, demo};
-use souk_wire::api::{OrderStatus, Sku, UserId};
+use souk_wire::api::{OrderId, OrderStatus, Sku, UnixMillis, UserId};
 use tokio::sync::{Barrier, watch};
 use tracing::info;
 
@@ -99,7 +99,12 @@ impl Server {
             Some(redis) => redis.clone(),
             None => store.clone(),
         };
-        let orders = block_on(&storage_runtime, load_orders(store.as_ref()))?;
+        let (snapshot, orders) = block_on(&storage_runtime, load_orders(store.as_ref()))?;
+        info!(
+            orders = orders.len(),
+            watermark = snapshot.watermark.0,
+            "replaying the orders after the stock snapshot"
+        );
         let mut carts_per_shard: Vec<Carts> =
             (0..config.shards).map(|_| Carts::default()).collect();
         for cart in block_on(&storage_runtime, store.carts()).context("reading carts")? {
@@ -113,7 +118,7 @@ impl Server {
                 }
             }
         }
-        let mut replay = Replay::partition(&data, &orders, placement);
+        let mut replay = Replay::partition(&data, &snapshot, &orders, placement);
         let tokens = Arc::new(TokenKeys::new(&token_key(&data_dir)?));
         let commerce = CommerceConfig {
             reservation_ttl: config.reservation_ttl,
@@ -167,6 +172,7 @@ impl Server {
         for (shard, ((socket, (mesh, inbox)), forwarded)) in placement.shards().zip(per_shard) {
             let inventory = Inventory::rebuild(
                 std::mem::take(&mut replay.stock[shard.index()]),
+                std::mem::take(&mut replay.sold_before[shard.index()]),
                 replay.sku_orders[shard.index()].iter().copied(),
                 |sku| placement.sku_owner(sku) == shard,
                 config.purchase_limit,
@@ -233,6 +239,11 @@ impl Server {
             };
             threads.push(shard::spawn(setup)?);
         }
+        storage_runtime.spawn(keep_stock_snapshot(
+            store.clone(),
+            clock.clone(),
+            shutdown_rx.clone(),
+        ));
         let server = Server {
             local_addr,
             metrics_addr,
@@ -286,6 +297,16 @@ impl Server {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// Folds every order that has left the replay window into the stock
+    /// snapshot now, as the server does every `STOCK_SNAPSHOT_INTERVAL`.
+    pub fn fold_stock_snapshot(&self) -> anyhow::Result<SnapshotProgress> {
+        let runtime = self.storage_runtime.as_ref().expect("present until drop");
+        block_on(
+            runtime,
+            fold_stock_snapshot(self.store.as_ref(), self.clock.now()),
+        )
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded by
@@ -434,6 +455,8 @@ async fn load_catalog(store: &dyn Store, config: &Config) -> anyhow::Result<Cata
 struct Replay<'a> {
     /// Units received of the SKUs each shard owns.
     stock: Vec<Vec<(Sku, i64)>>,
+    /// Units the stock snapshot holds sold, of the SKUs each shard owns.
+    sold_before: Vec<Vec<(Sku, i64)>>,
     /// Orders with a line each shard owns the SKU of.
     sku_orders: Vec<Vec<&'a OrderRecord>>,
     /// Orders of the users each shard owns, oldest first (the idempotency
@@ -444,17 +467,22 @@ struct Replay<'a> {
 impl<'a> Replay<'a> {
     fn partition(
         data: &CatalogData,
+        snapshot: &StockSnapshot,
         orders: &'a [OrderRecord],
         placement: Placement,
     ) -> Replay<'a> {
         let shards = placement.shard_count();
         let mut replay = Replay {
             stock: vec![Vec::new(); shards],
+            sold_before: vec![Vec::new(); shards],
             sku_orders: vec![Vec::new(); shards],
             user_orders: vec![Vec::new(); shards],
         };
         for (sku, received) in &data.stock {
             replay.stock[placement.sku_owner(sku).index()].push((sku.clone(), *received));
+        }
+        for (sku, sold) in &snapshot.sold {
+            replay.sold_before[placement.sku_owner(sku).index()].push((sku.clone(), *sold));
         }
         let mut owners = Vec::new();
         for order in orders {
@@ -479,15 +507,74 @@ impl<'a> Replay<'a> {
     }
 }
 
-/// Every stored order, which the shards replay to rebuild their stock
-/// counters and pending orders. Orders are read by the shard that placed
-/// them, over every shard number a server can have, so that a restart with
-/// a different shard count still finds them all.
-async fn load_orders(store: &dyn Store) -> anyhow::Result<Vec<OrderRecord>> {
-    store
-        .all_orders(limits::SHARDS_MAX as u16)
+/// The stock snapshot and every stored order after it, which the shards
+/// replay to rebuild their stock counters, pending orders and idempotency
+/// keys. Orders are read over every shard number a server can have, so
+/// that a restart with a different shard count still finds them all.
+async fn load_orders(store: &dyn Store) -> anyhow::Result<(StockSnapshot, Vec<OrderRecord>)> {
+    let snapshot = store
+        .stock_snapshot()
         .await
-        .context("reading orders to rebuild stock")
+        .context("reading the stock snapshot")?;
+    let orders = store
+        .orders_from(snapshot.watermark, limits::SHARDS_MAX as u16)
+        .await
+        .context("reading orders to rebuild stock")?;
+    Ok((snapshot, orders))
+}
+
+/// Folds the orders placed before the replay window (`STOCK_SNAPSHOT_LAG`
+/// ago) into the stock snapshot, a bounded step at a time so that other
+/// writes wait at most one step.
+async fn fold_stock_snapshot(
+    store: &dyn Store,
+    now: UnixMillis,
+) -> anyhow::Result<SnapshotProgress> {
+    let lag = limits::STOCK_SNAPSHOT_LAG.as_millis() as u64;
+    let below = OrderId(IdGenerator::first_at(UnixMillis(now.0.saturating_sub(lag))));
+    let mut total = 0;
+    loop {
+        let progress = store
+            .advance_stock_snapshot(
+                below,
+                limits::STOCK_SNAPSHOT_STEP,
+                limits::SHARDS_MAX as u16,
+            )
+            .await
+            .context("advancing the stock snapshot")?;
+        total += progress.folded;
+        if progress.folded < limits::STOCK_SNAPSHOT_STEP {
+            return Ok(SnapshotProgress {
+                watermark: progress.watermark,
+                folded: total,
+            });
+        }
+    }
+}
+
+/// Keeps the stock snapshot `STOCK_SNAPSHOT_LAG` behind now until shutdown.
+async fn keep_stock_snapshot(
+    store: Arc<dyn Store>,
+    clock: Clock,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(limits::STOCK_SNAPSHOT_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        match fold_stock_snapshot(store.as_ref(), clock.now()).await {
+            Ok(progress) if progress.folded > 0 => info!(
+                folded = progress.folded,
+                watermark = progress.watermark.0,
+                "stock snapshot advanced"
+            ),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "the stock snapshot did not advance; starts replay more orders until it does")
+            }
+        }
+    }
 }
 
 /// The key that signs access tokens: `token.key` in the data directory,

@@ -939,3 +939,102 @@ async fn a_saved_session_resumes_on_a_new_connection() {
     assert!(next_day.profile().await.is_ok());
     running.server.shutdown().unwrap();
 }
+
+/// Orders older than the replay window are folded into the stock snapshot;
+/// a restart then replays only the later ones, and the stock levels, the
+/// order history and new checkouts are what they would have been.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_orders_fold_into_the_stock_snapshot_and_a_restart_keeps_the_stock() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(data.path());
+    // The last checkout buys what is left, more than one customer may.
+    config.purchase_limit = 0;
+    souk_server::server::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
+    let server = Server::start(&config).unwrap();
+    let admin_client = admin(&server).await;
+    let sku = sku_of(&admin_client, 7).await;
+    admin_client
+        .admin_restock(&sku, 20, RestockMode::Set)
+        .await
+        .unwrap();
+    let client = connect(&server).await;
+    client
+        .register("snap@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    for token in [
+        "pm_tok_visa",
+        "pm_decline_insufficient_funds",
+        "pm_tok_visa",
+    ] {
+        client.add_to_cart(None, &sku, 2).await.unwrap();
+        let order = client
+            .checkout(checkout(token), new_idempotency_key())
+            .await
+            .unwrap();
+        order_settles(&client, order.id).await;
+    }
+    assert_eq!(
+        server.fold_stock_snapshot().unwrap().folded,
+        0,
+        "nothing leaves the replay window yet"
+    );
+
+    let day = Duration::from_secs(25 * 3600);
+    server.clock().advance(day);
+    let progress = server.fold_stock_snapshot().unwrap();
+    assert_eq!(progress.folded, 3, "two paid orders and a cancelled one");
+    // A new order, above the watermark, after the fold.
+    client
+        .login("snap@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    client.add_to_cart(None, &sku, 1).await.unwrap();
+    let late = client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await
+        .unwrap();
+    assert!(late.id > progress.watermark);
+    assert_eq!(order_settles(&client, late.id).await, OrderStatus::Paid);
+    let admin_client = admin(&server).await;
+    let before = level(&admin_client, &sku).await;
+    assert_eq!((before.on_hand, before.reserved), (15, 0));
+    server.shutdown().unwrap();
+
+    let server = Server::start(&config).unwrap();
+    server.clock().advance(day);
+    let admin_client = admin(&server).await;
+    let after = level(&admin_client, &sku).await;
+    assert_eq!(
+        (after.on_hand, after.reserved),
+        (15, 0),
+        "4 sold before the snapshot's watermark and 1 after it"
+    );
+    let client = connect(&server).await;
+    client
+        .login("snap@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    let history = client.list_orders(None, 10).await.unwrap();
+    assert_eq!(
+        history.orders.len(),
+        4,
+        "folded orders are still there to read"
+    );
+    client.add_to_cart(None, &sku, 15).await.unwrap();
+    client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await
+        .unwrap();
+    client.add_to_cart(None, &sku, 1).await.unwrap();
+    assert_eq!(
+        status(
+            client
+                .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+                .await
+        ),
+        ErrorStatus::InsufficientStock,
+        "the rebuilt counters sell exactly what is left"
+    );
+    server.shutdown().unwrap();
+}

@@ -108,6 +108,36 @@ pub struct StockRecord {
     pub updated_at: UnixMillis,
 }
 
+/// Units sold, per SKU, by every order below `watermark`, folded in so
+/// that a start replays only the orders from the watermark on. Orders
+/// below it had all left `PendingPayment` when they were folded, and an
+/// order's stock never changes after that (paid, fulfilled and refunded
+/// orders have sold their units; cancelled and expired ones hold none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockSnapshot {
+    pub watermark: OrderId,
+    /// Sorted by SKU; SKUs with nothing sold are absent.
+    pub sold: Vec<(Sku, i64)>,
+}
+
+impl Default for StockSnapshot {
+    fn default() -> StockSnapshot {
+        StockSnapshot {
+            watermark: OrderId(0),
+            sold: Vec::new(),
+        }
+    }
+}
+
+/// What one `advance_stock_snapshot` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotProgress {
+    pub watermark: OrderId,
+    /// Orders folded in by this call; fewer than its limit means the
+    /// watermark has caught up (with `below` or the first pending order).
+    pub folded: usize,
+}
+
 /// A cart as its owner shard last flushed it. Carts are written behind
 /// (every few hundred milliseconds, and at shutdown), not per change: a
 /// crash may lose the last moments of cart edits, never an order.

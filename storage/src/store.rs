@@ -16,7 +16,7 @@ use crate::CatalogData;
 use crate::error::Result;
 use crate::model::{
     CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
-    RefreshTokenRecord, StockRecord, UserRecord,
+    RefreshTokenRecord, SnapshotProgress, StockRecord, StockSnapshot, UserRecord,
 };
 
 #[async_trait]
@@ -39,6 +39,20 @@ pub trait StockStore: Send + Sync {
     /// Persists stock levels (a snapshot of counters).
     async fn put_stock(&self, levels: &[StockRecord]) -> Result<()>;
     async fn stock_levels(&self) -> Result<Vec<StockRecord>>;
+    /// The stock snapshot (watermark 0, nothing sold, before the first).
+    async fn stock_snapshot(&self) -> Result<StockSnapshot>;
+    /// Folds orders from the snapshot's watermark up to `below` into it,
+    /// in id order, stopping at the first order still pending payment and
+    /// after `limit` orders, and moves the watermark past them, atomically.
+    /// From then on `insert_order` refuses an order below the watermark
+    /// with `Conflict`, so a folded range can never gain an order. Orders
+    /// are those placed by shards `0..shards`.
+    async fn advance_stock_snapshot(
+        &self,
+        below: OrderId,
+        limit: usize,
+        shards: u16,
+    ) -> Result<SnapshotProgress>;
 }
 
 #[async_trait]
@@ -71,7 +85,8 @@ pub trait TokenStore: Send + Sync {
 pub trait OrderStore: Send + Sync {
     /// Stores a new order. Order ids are unique by construction (the owner
     /// shard makes them), so storing the same order again, as a retry after
-    /// a timeout does, is harmless: it leaves one copy.
+    /// a timeout does, is harmless: it leaves one copy. An id below the
+    /// stock snapshot's watermark is refused with `Conflict`.
     async fn insert_order(&self, order: &OrderRecord) -> Result<()>;
     async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>>;
     /// Replaces an order if its stored status is `expected`; `Conflict`
@@ -93,13 +108,15 @@ pub trait OrderStore: Send + Sync {
         limit: usize,
     ) -> Result<Page<OrderRecord, OrderId>>;
 
-    /// Every stored order, each once, placed by shards `0..shards`: what a
-    /// server replays at start. The default reads each shard's orders in
-    /// turn; a backend that can scan its orders whole does so instead.
-    async fn all_orders(&self, shards: u16) -> Result<Vec<OrderRecord>> {
+    /// Every stored order from `from` on (inclusive), each once, in id
+    /// order, placed by shards `0..shards`: what a server replays at start
+    /// (from the stock snapshot's watermark). The default reads each
+    /// shard's orders in turn; a backend that can scan its orders whole
+    /// does so instead.
+    async fn orders_from(&self, from: OrderId, shards: u16) -> Result<Vec<OrderRecord>> {
         let mut orders = Vec::new();
         for shard in 0..shards {
-            let mut after = None;
+            let mut after = from.0.checked_sub(1).map(OrderId);
             loop {
                 let page = self.orders_of_shard(shard, after, usize::MAX).await?;
                 orders.extend(page.items);
@@ -109,6 +126,7 @@ pub trait OrderStore: Send + Sync {
                 }
             }
         }
+        orders.sort_unstable_by_key(|o| o.id);
         Ok(orders)
     }
 }

@@ -345,7 +345,7 @@ async fn orders_insert_once_transition_checked_and_page(f: &Fixture) {
     assert_eq!(ids, (20..25).map(|n| base + n).collect::<Vec<_>>());
 }
 
-async fn all_orders_returns_each_order_once_in_its_last_state(f: &Fixture) {
+async fn orders_from_returns_each_order_once_in_its_last_state(f: &Fixture) {
     let store = &f.store;
     let base = f.salt * 1000 + 600;
     let ours = |o: &&OrderRecord| (base..base + 30).contains(&o.id.0);
@@ -362,9 +362,8 @@ async fn all_orders_returns_each_order_once_in_its_last_state(f: &Fixture) {
         .update_order(&paid, OrderStatus::PendingPayment)
         .await
         .unwrap();
-    let all = store.all_orders(3).await.unwrap();
-    let mut ids: Vec<u64> = all.iter().filter(ours).map(|o| o.id.0).collect();
-    ids.sort_unstable();
+    let all = store.orders_from(OrderId(0), 3).await.unwrap();
+    let ids: Vec<u64> = all.iter().filter(ours).map(|o| o.id.0).collect();
     assert_eq!(
         ids,
         (base..base + 30).collect::<Vec<_>>(),
@@ -372,8 +371,97 @@ async fn all_orders_returns_each_order_once_in_its_last_state(f: &Fixture) {
     );
     let stored = all.iter().find(|o| o.id.0 == base + 2).unwrap();
     assert_eq!(stored.status, OrderStatus::Paid);
-    let fewer = store.all_orders(2).await.unwrap();
+    let fewer = store.orders_from(OrderId(0), 2).await.unwrap();
     assert_eq!(fewer.iter().filter(ours).count(), 20, "only shards 0 and 1");
+    let later = store.orders_from(OrderId(base + 25), 3).await.unwrap();
+    let ids: Vec<u64> = later.iter().filter(ours).map(|o| o.id.0).collect();
+    assert_eq!(
+        ids,
+        (base + 25..base + 30).collect::<Vec<_>>(),
+        "from an id on"
+    );
+}
+
+async fn stock_snapshot_folds_settled_orders_and_guards_its_range(f: &Fixture) {
+    let store = &f.store;
+    let base = f.salt * 1000 + 800;
+    let sku = || Sku::new("P00001-M").unwrap();
+    assert_eq!(store.stock_snapshot().await.unwrap().watermark, OrderId(0));
+    let settle = |n: u64, status: OrderStatus| async move {
+        let mut o = order(base + n, 9, 0);
+        o.status = OrderStatus::Paid;
+        store
+            .update_order(&o, OrderStatus::PendingPayment)
+            .await
+            .unwrap();
+        if status != OrderStatus::Paid {
+            o.status = status;
+            store.update_order(&o, OrderStatus::Paid).await.unwrap();
+        }
+    };
+    for n in 0..10 {
+        store.insert_order(&order(base + n, 9, 0)).await.unwrap();
+    }
+    // 0 paid, 1 cancelled, 2 paid, 3 refunded, 4 pending, 5..10 paid.
+    settle(0, OrderStatus::Paid).await;
+    let mut cancelled = order(base + 1, 9, 0);
+    cancelled.status = OrderStatus::Cancelled;
+    store
+        .update_order(&cancelled, OrderStatus::PendingPayment)
+        .await
+        .unwrap();
+    settle(2, OrderStatus::Paid).await;
+    settle(3, OrderStatus::Refunded).await;
+    for n in 5..10 {
+        settle(n, OrderStatus::Paid).await;
+    }
+
+    let below = OrderId(base + 8);
+    let progress = store.advance_stock_snapshot(below, 100, 1).await.unwrap();
+    assert_eq!(
+        progress.watermark,
+        OrderId(base + 4),
+        "stops at the pending order"
+    );
+    assert_eq!(progress.folded, 4);
+    let snapshot = store.stock_snapshot().await.unwrap();
+    assert_eq!(snapshot.watermark, OrderId(base + 4));
+    assert_eq!(
+        snapshot.sold,
+        vec![(sku(), 6)],
+        "paid and refunded orders sold 2 each"
+    );
+    let stale = store.insert_order(&order(base + 3, 9, 0)).await;
+    assert!(matches!(stale, Err(StorageError::Conflict(_))), "{stale:?}");
+    let stale = store.insert_order(&order(base - 1, 9, 0)).await;
+    assert!(matches!(stale, Err(StorageError::Conflict(_))), "{stale:?}");
+    let again = store.advance_stock_snapshot(below, 100, 1).await.unwrap();
+    assert_eq!(again.folded, 0, "still held by the pending order");
+
+    settle(4, OrderStatus::Paid).await;
+    let one = store.advance_stock_snapshot(below, 1, 1).await.unwrap();
+    assert_eq!((one.watermark, one.folded), (OrderId(base + 5), 1));
+    let rest = store.advance_stock_snapshot(below, 100, 1).await.unwrap();
+    assert_eq!(
+        (rest.watermark, rest.folded),
+        (below, 3),
+        "stops at `below`"
+    );
+    let snapshot = store.stock_snapshot().await.unwrap();
+    assert_eq!(snapshot.sold, vec![(sku(), 14)]);
+    let replayed: Vec<u64> = store
+        .orders_from(snapshot.watermark, 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id.0)
+        .collect();
+    assert_eq!(
+        replayed,
+        vec![base + 8, base + 9],
+        "only orders from the watermark on"
+    );
+    store.insert_order(&order(base + 10, 9, 0)).await.unwrap();
 }
 
 async fn carts_are_written_whole_and_deleted_when_empty(f: &Fixture) {
@@ -584,7 +672,8 @@ macro_rules! conformance {
             check!(addresses_belong_to_their_user);
             check!(refresh_tokens_rotate_once_and_families_revoke);
             check!(orders_insert_once_transition_checked_and_page);
-            check!(all_orders_returns_each_order_once_in_its_last_state);
+            check!(orders_from_returns_each_order_once_in_its_last_state);
+            check!(stock_snapshot_folds_settled_orders_and_guards_its_range);
             check!(carts_are_written_whole_and_deleted_when_empty);
             check!(payments_round_trip);
             check!(idempotency_keeps_the_first_outcome);

@@ -4,9 +4,12 @@
 //!     cargo run --release -p souk-bench --bin cold-start -- --orders 1000000
 //!
 //! Fills a fresh data directory through the embedded store (many writers,
-//! group commit), closes it, then starts the server on it and times start
-//! (which reads every order to rebuild the stock counters), connect and the
-//! first product-detail reply, several times.
+//! group commit) with `--days` of order history, closes it, then starts the
+//! server on it and times start, connect and the first product-detail
+//! reply, several times: first with every order to replay (a store no
+//! server has folded yet), then after folding the orders older than the
+//! replay window into the stock snapshot, as a running server does every
+//! minute.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,11 +18,14 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use souk_client::{Client, ClientConfig, Trust};
 use souk_server::config::StorageConfig;
-use souk_server::{Config, Server};
+use souk_server::domain::orders::IdGenerator;
+use souk_server::{Config, Server, limits};
 use souk_storage::Store;
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
-use souk_storage::store::OrderStore;
+use souk_storage::model::OrderRecord;
+use souk_storage::store::{OrderStore, StockStore};
 use souk_storage::{demo, testing};
+use souk_wire::api::{OrderId, OrderStatus, UnixMillis};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,9 +39,25 @@ struct Args {
     starts: usize,
     #[arg(long, default_value = "fjall")]
     engine: EngineKind,
+    /// Days of history the orders are spread over, ending now.
+    #[arg(long, default_value_t = 365)]
+    days: u64,
 }
 
-fn fill(dir: &std::path::Path, engine: EngineKind, orders: u64) -> anyhow::Result<Duration> {
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+fn fill(
+    dir: &std::path::Path,
+    engine: EngineKind,
+    orders: u64,
+    days: u64,
+) -> anyhow::Result<Duration> {
+    let (end, span) = (now_ms(), days * 86_400_000);
     let started = Instant::now();
     let store = Arc::new(EmbeddedStore::open(dir, engine)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -52,7 +74,9 @@ fn fill(dir: &std::path::Path, engine: EngineKind, orders: u64) -> anyhow::Resul
                     if id > orders {
                         return Ok::<(), souk_storage::StorageError>(());
                     }
-                    store.insert_order(&settled_order(id)).await?;
+                    store
+                        .insert_order(&historic_order(id, orders, end, span))
+                        .await?;
                 }
             }));
         }
@@ -65,25 +89,90 @@ fn fill(dir: &std::path::Path, engine: EngineKind, orders: u64) -> anyhow::Resul
     Ok(started.elapsed())
 }
 
-/// A stored order as a shop accumulates them: nearly all paid, some
-/// cancelled, a few still awaiting payment.
-fn settled_order(id: u64) -> souk_storage::model::OrderRecord {
-    let mut order = testing::order(id);
-    order.status = match id % 100 {
-        0 => souk_wire::api::OrderStatus::PendingPayment,
-        1..=4 => souk_wire::api::OrderStatus::Cancelled,
-        _ => souk_wire::api::OrderStatus::Paid,
+/// Order `n` of `count`, placed evenly over `span` ms up to `end`, as a
+/// shop accumulates them: nearly all paid, some cancelled, and the ones of
+/// the last reservation period still awaiting payment.
+fn historic_order(n: u64, count: u64, end: u64, span: u64) -> OrderRecord {
+    let at = end - span + span * n / count;
+    let mut order = testing::order(IdGenerator::first_at(UnixMillis(at)) + n % 4096);
+    order.created_at = UnixMillis(at);
+    order.updated_at = UnixMillis(at);
+    order.status = match n % 100 {
+        _ if at + 15 * 60_000 > end => OrderStatus::PendingPayment,
+        0..=4 => OrderStatus::Cancelled,
+        _ => OrderStatus::Paid,
     };
     order
+}
+
+/// What the running server does every `STOCK_SNAPSHOT_INTERVAL`.
+fn fold(dir: &std::path::Path, engine: EngineKind) -> anyhow::Result<(Duration, usize)> {
+    let started = Instant::now();
+    let store = EmbeddedStore::open(dir, engine)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let lag = limits::STOCK_SNAPSHOT_LAG.as_millis() as u64;
+    let below = OrderId(IdGenerator::first_at(UnixMillis(now_ms() - lag)));
+    let folded = runtime.block_on(async {
+        let mut folded = 0;
+        loop {
+            let step = limits::STOCK_SNAPSHOT_STEP;
+            let progress = store
+                .advance_stock_snapshot(below, step, limits::SHARDS_MAX as u16)
+                .await?;
+            folded += progress.folded;
+            if progress.folded < step {
+                break;
+            }
+        }
+        store.close().await?;
+        anyhow::Ok(folded)
+    })?;
+    Ok((started.elapsed(), folded))
+}
+
+/// Starts the server `starts` times and returns the median time to the
+/// first reply, in ms.
+fn time_starts(config: &Config, starts: usize, label: &str) -> anyhow::Result<f64> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut times = Vec::new();
+    for start in 1..=starts {
+        let begun = Instant::now();
+        let server = Server::start(config)?;
+        let listening = begun.elapsed();
+        let (fingerprint, addr) = (server.fingerprint(), server.local_addr());
+        runtime.block_on(async {
+            let client =
+                Client::connect(ClientConfig::new(addr, Trust::Fingerprint(fingerprint))).await?;
+            client.get_product(&demo::product_id(1)).await?;
+            anyhow::Ok(())
+        })?;
+        let first_reply = begun.elapsed();
+        println!(
+            "{label}, start {start}: listening after {} ms, first product reply after {} ms",
+            listening.as_millis(),
+            first_reply.as_millis()
+        );
+        times.push(first_reply.as_secs_f64() * 1000.0);
+        server.shutdown()?;
+    }
+    Ok(souk_bench::median(times))
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let data = tempfile::tempdir()?;
-    let filled = fill(&data.path().join("store"), args.engine, args.orders)?;
-    println!(
-        "stored {} orders in {:.1} s ({:.0} orders/s through group commit)",
+    let filled = fill(
+        &data.path().join("store"),
+        args.engine,
         args.orders,
+        args.days,
+    )?;
+    println!(
+        "stored {} orders over {} days in {:.1} s ({:.0} orders/s through group commit)",
+        args.orders,
+        args.days,
         filled.as_secs_f64(),
         args.orders as f64 / filled.as_secs_f64()
     );
@@ -98,31 +187,17 @@ fn main() -> anyhow::Result<()> {
         storage: StorageConfig::Embedded(args.engine),
         ..Config::default()
     };
-    let runtime = tokio::runtime::Runtime::new()?;
-    let mut times = Vec::new();
-    for start in 1..=args.starts {
-        let begun = Instant::now();
-        let server = Server::start(&config)?;
-        let listening = begun.elapsed();
-        let (fingerprint, addr) = (server.fingerprint(), server.local_addr());
-        runtime.block_on(async {
-            let client =
-                Client::connect(ClientConfig::new(addr, Trust::Fingerprint(fingerprint))).await?;
-            client.get_product(&demo::product_id(1)).await?;
-            anyhow::Ok(())
-        })?;
-        let first_reply = begun.elapsed();
-        println!(
-            "start {start}: listening after {} ms, first product reply after {} ms",
-            listening.as_millis(),
-            first_reply.as_millis()
-        );
-        times.push(first_reply.as_secs_f64() * 1000.0);
-        server.shutdown()?;
-    }
+    let unfolded = time_starts(&config, args.starts, "every order replayed")?;
+    let (took, folded) = fold(&data.path().join("store"), args.engine)?;
     println!(
-        "median time to first reply: {:.0} ms",
-        souk_bench::median(times)
+        "folded {folded} orders older than {} h into the stock snapshot in {:.1} s",
+        limits::STOCK_SNAPSHOT_LAG.as_secs() / 3600,
+        took.as_secs_f64()
+    );
+    let snapshotted = time_starts(&config, args.starts, "after the snapshot")?;
+    println!(
+        "median time to first reply: {unfolded:.0} ms replaying every order, \
+         {snapshotted:.0} ms replaying those after the snapshot"
     );
     Ok(())
 }

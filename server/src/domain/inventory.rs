@@ -150,17 +150,23 @@ impl Inventory {
     }
 
     /// Rebuilds the counters after a start: units received as persisted,
-    /// then every order's lines that this shard owns (`owned`), in the
-    /// state the order was last durably written in. A pending order holds
-    /// its units reserved; a paid one has sold them; a cancelled or expired
-    /// one holds nothing.
+    /// units the stock snapshot holds sold (`sold_before`: by the orders
+    /// below its watermark), then every later order's lines that this shard
+    /// owns (`owned`), in the state the order was last durably written in.
+    /// A pending order holds its units reserved; a paid one has sold them;
+    /// a cancelled or expired one holds nothing. Purchase limits count the
+    /// replayed orders only, which span at least the replay window.
     pub fn rebuild<'a>(
         received: impl IntoIterator<Item = (Sku, i64)>,
+        sold_before: impl IntoIterator<Item = (Sku, i64)>,
         orders: impl IntoIterator<Item = &'a OrderRecord>,
         owned: impl Fn(&Sku) -> bool,
         purchase_limit: i64,
     ) -> Inventory {
         let mut inventory = Inventory::load(received, purchase_limit);
+        for (sku, sold) in sold_before {
+            inventory.counters.entry(sku).or_default().sold += sold;
+        }
         for order in orders {
             let lines: Vec<(Sku, i64)> = order
                 .lines

@@ -44,6 +44,12 @@ impl IdGenerator {
         }
     }
 
+    /// The smallest id any shard can make at or after `at`: ids below it
+    /// were all made before `at`.
+    pub fn first_at(at: UnixMillis) -> u64 {
+        at.0 << (SHARD_BITS + SEQUENCE_BITS)
+    }
+
     pub fn next(&mut self, now: UnixMillis) -> u64 {
         let mut ms = now.0.max(self.last_ms);
         if ms == self.last_ms {

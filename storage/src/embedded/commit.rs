@@ -185,6 +185,14 @@ impl WriteTxn for Refused {
     ) -> Result<Vec<super::engine::Pair>> {
         Err(self.0.clone())
     }
+    fn scan_from(
+        &mut self,
+        _: super::engine::Table,
+        _: &[u8],
+        _: usize,
+    ) -> Result<Vec<super::engine::Pair>> {
+        Err(self.0.clone())
+    }
     fn put(&mut self, _: super::engine::Table, _: &[u8], _: &[u8]) -> Result<()> {
         Err(self.0.clone())
     }

@@ -26,10 +26,11 @@ pub enum Table {
     Events,
     EventOffsets,
     Carts,
+    StockSold,
 }
 
 impl Table {
-    pub const ALL: [Table; 17] = [
+    pub const ALL: [Table; 18] = [
         Table::Meta,
         Table::Categories,
         Table::Products,
@@ -47,6 +48,7 @@ impl Table {
         Table::Events,
         Table::EventOffsets,
         Table::Carts,
+        Table::StockSold,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Table {
             Table::Events => "events",
             Table::EventOffsets => "event_offsets",
             Table::Carts => "carts",
+            Table::StockSold => "stock_sold",
         }
     }
 
@@ -132,6 +135,8 @@ pub trait Engine: Send + Sync + 'static {
 pub trait WriteTxn {
     fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn scan_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<Vec<Pair>>;
+    /// Up to `limit` pairs from `from` (inclusive) on, in key order.
+    fn scan_from(&mut self, table: Table, from: &[u8], limit: usize) -> Result<Vec<Pair>>;
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()>;
     /// Commits atomically and durably (fsync) before returning.

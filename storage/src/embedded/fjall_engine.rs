@@ -139,6 +139,33 @@ impl WriteTxn for FjallWrite<'_> {
         Ok(merged.into_iter().collect())
     }
 
+    fn scan_from(&mut self, table: Table, from: &[u8], limit: usize) -> Result<Vec<Pair>> {
+        let pending: Vec<_> = self
+            .overlay
+            .range((table, from.to_vec())..)
+            .take_while(|((t, _), _)| *t == table)
+            .collect();
+        // Reading as many more stored pairs as there are pending writes
+        // keeps the first `limit` merged pairs exact: at most that many
+        // stored ones can be deleted, and pending keys past the stored ones
+        // read sort after all of the first `limit`.
+        let scan = Scan {
+            prefix: b"",
+            from: Some(from),
+            descending: false,
+            limit: limit.saturating_add(pending.len()),
+        };
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.engine.scan(table, scan)?.into_iter().collect();
+        for ((_, key), value) in pending {
+            match value {
+                Some(value) => merged.insert(key.clone(), value.to_vec()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         let value = Slice::from(value);
         self.batch

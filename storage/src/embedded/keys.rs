@@ -8,6 +8,9 @@ use crate::error::{Result, StorageError};
 use crate::limits::KEY_BYTES_MAX;
 
 pub const CATALOG_IMPORTED: &[u8] = b"catalog_imported";
+/// The stock snapshot's watermark (an order id, big-endian); the units
+/// sold below it are in `Table::StockSold`.
+pub const STOCK_WATERMARK: &[u8] = b"stock_watermark";
 
 /// Separates a variable-length text from what follows it.
 const SEPARATOR: u8 = 0;

@@ -10,12 +10,15 @@ pub mod fjall_engine;
 mod keys;
 pub mod redb_engine;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use souk_wire::api::{
-    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, UserId,
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, Sku,
+    UserId,
 };
 
 use crate::CatalogData;
@@ -24,7 +27,7 @@ use crate::error::{Result, StorageError};
 use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX, check_len};
 use crate::model::{
     CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
-    RefreshTokenRecord, StockRecord, UserRecord,
+    RefreshTokenRecord, SnapshotProgress, StockRecord, StockSnapshot, UserRecord,
 };
 use crate::store::{
     CartStore, CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore,
@@ -68,6 +71,10 @@ impl EngineKind {
 pub struct EmbeddedStore {
     engine: Arc<dyn Engine>,
     committer: Committer,
+    /// The stock snapshot's watermark, as last committed. Only the commit
+    /// thread changes it, and order inserts check it there, in the same
+    /// order as the writes.
+    watermark: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -84,8 +91,16 @@ impl EmbeddedStore {
     }
 
     pub fn with_engine(engine: Arc<dyn Engine>) -> Result<EmbeddedStore> {
+        let watermark = match engine.get(Table::Meta, keys::STOCK_WATERMARK)? {
+            Some(bytes) => keys::trailing_order(&bytes)?.0,
+            None => 0,
+        };
         let committer = Committer::start(engine.clone())?;
-        Ok(EmbeddedStore { engine, committer })
+        Ok(EmbeddedStore {
+            engine,
+            committer,
+            watermark: Arc::new(AtomicU64::new(watermark)),
+        })
     }
 
     pub fn engine(&self) -> &dyn Engine {
@@ -265,6 +280,90 @@ impl StockStore for EmbeddedStore {
     async fn stock_levels(&self) -> Result<Vec<StockRecord>> {
         self.scan_records(Table::Stock, Scan::prefix(b"", usize::MAX))
     }
+
+    async fn stock_snapshot(&self) -> Result<StockSnapshot> {
+        let sold = self
+            .engine
+            .scan(Table::StockSold, Scan::prefix(b"", usize::MAX))?
+            .into_iter()
+            .map(|(key, value)| {
+                let sku = std::str::from_utf8(&key)
+                    .ok()
+                    .and_then(|s| Sku::new(s).ok())
+                    .ok_or_else(|| StorageError::Corrupt {
+                        table: "stock_sold",
+                        reason: "a key is not a SKU".into(),
+                    })?;
+                Ok((sku, decode::<i64>("stock sold", &value)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(StockSnapshot {
+            watermark: OrderId(self.watermark.load(Ordering::SeqCst)),
+            sold,
+        })
+    }
+
+    /// Runs in the commit thread, so that no insert or update interleaves
+    /// with the fold: the range it folds is exactly what is committed, and
+    /// the new watermark guards inserts from the next write on.
+    async fn advance_stock_snapshot(
+        &self,
+        below: OrderId,
+        limit: usize,
+        _shards: u16,
+    ) -> Result<SnapshotProgress> {
+        let watermark = self.watermark.clone();
+        let limit = limit.max(1);
+        self.write(move |txn| {
+            let from = OrderId(watermark.load(Ordering::SeqCst));
+            let mut next = from;
+            let mut folded = 0;
+            let mut sold: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+            for (key, value) in txn.scan_from(Table::Orders, &keys::order(from), limit)? {
+                let id = keys::trailing_order(&key)?;
+                if id >= below {
+                    break;
+                }
+                let order: OrderRecord = decode("order", &value)?;
+                match order.status {
+                    OrderStatus::PendingPayment => break,
+                    OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::Refunded => {
+                        for line in &order.lines {
+                            *sold
+                                .entry(line.sku.as_str().as_bytes().to_vec())
+                                .or_default() += i64::from(line.quantity);
+                        }
+                    }
+                    OrderStatus::Cancelled | OrderStatus::Expired => {}
+                }
+                next = OrderId(id.0.saturating_add(1));
+                folded += 1;
+            }
+            if folded > 0 {
+                for (sku, units) in sold {
+                    let before = match txn.get(Table::StockSold, &sku)? {
+                        Some(bytes) => decode::<i64>("stock sold", &bytes)?,
+                        None => 0,
+                    };
+                    txn.put(
+                        Table::StockSold,
+                        &sku,
+                        &encode("stock sold", &(before + units), RECORD_BYTES_MAX)?,
+                    )?;
+                }
+                txn.put(Table::Meta, keys::STOCK_WATERMARK, &keys::order(next))?;
+                // Ahead of the commit: an insert below it that a failed
+                // commit would have allowed is refused, which costs only
+                // an order whose id is already older than `below`.
+                watermark.store(next.0, Ordering::SeqCst);
+            }
+            Ok(SnapshotProgress {
+                watermark: next,
+                folded,
+            })
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -419,7 +518,14 @@ impl OrderStore for EmbeddedStore {
         let value = encode("order", order, RECORD_BYTES_MAX)?;
         let by_user = keys::order_by_user(order.user_id, id);
         let by_shard = keys::order_by_shard(order.shard, id);
+        let watermark = self.watermark.clone();
         self.write(move |txn| {
+            if id.0 < watermark.load(Ordering::SeqCst) {
+                return Err(StorageError::Conflict(format!(
+                    "order {} is below the stock snapshot's watermark",
+                    id.0
+                )));
+            }
             let key = keys::order(id);
             if let Some(stored) = txn.get(Table::Orders, &key)? {
                 // The same order again is a retry; another with its id is a bug upstream.
@@ -517,32 +623,32 @@ impl OrderStore for EmbeddedStore {
     }
 
     /// One scan of the orders table: no index, no lookup per order.
-    async fn all_orders(&self, shards: u16) -> Result<Vec<OrderRecord>> {
+    async fn orders_from(&self, from: OrderId, shards: u16) -> Result<Vec<OrderRecord>> {
         let mut orders: Vec<OrderRecord> = Vec::new();
-        loop {
-            let from = orders.last().map(|o| keys::order(OrderId(o.id.0 + 1)));
-            if orders.last().is_some_and(|o| o.id.0 == u64::MAX) {
-                break;
-            }
+        let mut next = Some(from);
+        while let Some(from) = next {
+            let key = keys::order(from);
             let scan = Scan {
                 prefix: b"",
-                from: from.as_ref().map(|k| k.as_slice()),
+                from: Some(&key),
                 descending: false,
                 limit: ALL_ORDERS_PAGE,
             };
             let page: Vec<OrderRecord> = self.scan_records(Table::Orders, scan)?;
-            let done = page.len() < ALL_ORDERS_PAGE;
+            next = match page.last() {
+                Some(last) if page.len() == ALL_ORDERS_PAGE => {
+                    last.id.0.checked_add(1).map(OrderId)
+                }
+                _ => None,
+            };
             orders.extend(page);
-            if done {
-                break;
-            }
         }
         orders.retain(|o| o.shard < shards);
         Ok(orders)
     }
 }
 
-/// Orders decoded per scan of `all_orders`.
+/// Orders decoded per scan of `orders_from`.
 const ALL_ORDERS_PAGE: usize = 10_000;
 
 #[async_trait]

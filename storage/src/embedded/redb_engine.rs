@@ -39,6 +39,7 @@ const DEFINITIONS: [TableDefinition<'static, Bytes, Bytes>; Table::ALL.len()] = 
     definition("events"),
     definition("event_offsets"),
     definition("carts"),
+    definition("stock_sold"),
 ];
 
 fn table(table: Table) -> TableDefinition<'static, Bytes, Bytes> {
@@ -166,6 +167,17 @@ impl WriteTxn for RedbWrite {
     fn scan_prefix(&mut self, t: Table, prefix: &[u8]) -> Result<Vec<Pair>> {
         let table = self.txn.open_table(table(t)).map_err(error)?;
         scan_table(&table, Scan::prefix(prefix, usize::MAX))
+    }
+
+    fn scan_from(&mut self, t: Table, from: &[u8], limit: usize) -> Result<Vec<Pair>> {
+        let table = self.txn.open_table(table(t)).map_err(error)?;
+        let scan = Scan {
+            prefix: b"",
+            from: Some(from),
+            descending: false,
+            limit,
+        };
+        scan_table(&table, scan)
     }
 
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<()> {

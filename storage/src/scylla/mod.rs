@@ -36,7 +36,7 @@ use crate::error::{Result, StorageError};
 use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX, check_len};
 use crate::model::{
     CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
-    RefreshTokenRecord, StockRecord, UserRecord,
+    RefreshTokenRecord, SnapshotProgress, StockRecord, StockSnapshot, UserRecord,
 };
 use crate::store::{
     CartStore, CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore,
@@ -115,6 +115,8 @@ pub struct ScyllaStore {
     session: Session,
     statements: Statements,
     node: String,
+    /// The stock snapshot's watermark as this node last read or moved it.
+    watermark: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -185,6 +187,7 @@ impl ScyllaStore {
             session,
             statements,
             node: config.node.clone(),
+            watermark: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -343,6 +346,68 @@ impl StockStore for ScyllaStore {
 
     async fn stock_levels(&self) -> Result<Vec<StockRecord>> {
         self.records("stock", &self.statements.all_stock, ()).await
+    }
+
+    /// One `meta` record, so that the watermark and the totals change in
+    /// one single-partition write; bounded by `RECORD_BYTES_MAX` (about ten
+    /// thousand SKUs sold), past which the snapshot stops advancing with
+    /// `TooLarge` and a start replays the orders after it.
+    async fn stock_snapshot(&self) -> Result<StockSnapshot> {
+        let snapshot: StockSnapshot = self
+            .record(
+                "stock snapshot",
+                &self.statements.get_meta,
+                ("stock_snapshot",),
+            )
+            .await?
+            .unwrap_or_default();
+        self.watermark
+            .fetch_max(snapshot.watermark.0, std::sync::atomic::Ordering::SeqCst);
+        Ok(snapshot)
+    }
+
+    /// Unlike the embedded store, this read and write are not one atomic
+    /// step against concurrent inserts: callers pass a `below` far older
+    /// than any order in flight (the server passes a day ago), and this
+    /// node refuses inserts under the watermark it knows.
+    async fn advance_stock_snapshot(
+        &self,
+        below: OrderId,
+        limit: usize,
+        shards: u16,
+    ) -> Result<SnapshotProgress> {
+        let mut snapshot = self.stock_snapshot().await?;
+        let orders = self.orders_from(snapshot.watermark, shards).await?;
+        let mut sold: std::collections::BTreeMap<_, i64> =
+            std::mem::take(&mut snapshot.sold).into_iter().collect();
+        let mut folded = 0;
+        for order in orders.iter().take(limit.max(1)) {
+            if order.id >= below || order.status == OrderStatus::PendingPayment {
+                break;
+            }
+            if matches!(
+                order.status,
+                OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::Refunded
+            ) {
+                for line in &order.lines {
+                    *sold.entry(line.sku.clone()).or_default() += i64::from(line.quantity);
+                }
+            }
+            snapshot.watermark = OrderId(order.id.0.saturating_add(1));
+            folded += 1;
+        }
+        if folded > 0 {
+            snapshot.sold = sold.into_iter().collect();
+            let record = encode("stock snapshot", &snapshot, RECORD_BYTES_MAX)?;
+            self.run(&self.statements.put_meta, ("stock_snapshot", record))
+                .await?;
+            self.watermark
+                .fetch_max(snapshot.watermark.0, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(SnapshotProgress {
+            watermark: snapshot.watermark,
+            folded,
+        })
     }
 }
 
@@ -515,6 +580,12 @@ impl OrderStore for ScyllaStore {
     /// the shard's replay index. Re-running it writes the same rows, so a
     /// retry after a timeout cannot duplicate the order.
     async fn insert_order(&self, order: &OrderRecord) -> Result<()> {
+        if order.id.0 < self.watermark.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StorageError::Conflict(format!(
+                "order {} is below the stock snapshot's watermark",
+                order.id.0
+            )));
+        }
         let record = encode("order", order, RECORD_BYTES_MAX)?;
         let (id, user) = (to_i64(order.id.0), to_i64(order.user_id.0));
         let values = (

@@ -173,7 +173,7 @@ fn a_rebuild_from_stock_records_behind_the_orders_stays_consistent() {
     let mut paid = order_record(1, 1, &[(sku(1), 2)]);
     paid.status = OrderStatus::Paid;
     let pending = order_record(2, 2, &[(sku(1), 3)]);
-    let mut inventory = Inventory::rebuild([(sku(1), 1)], [&pending, &paid], |_| true, 0);
+    let mut inventory = Inventory::rebuild([(sku(1), 1)], [], [&pending, &paid], |_| true, 0);
     let totals = inventory.totals(&sku(1));
     assert_eq!(
         (
@@ -199,10 +199,19 @@ struct ModelOrder {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Reserve { user: u8, lines: Vec<(u8, i64)> },
+    Reserve {
+        user: u8,
+        lines: Vec<(u8, i64)>,
+    },
     Release(usize),
     Commit(usize),
-    Restock { sku: u8, units: i64 },
+    Restock {
+        sku: u8,
+        units: i64,
+    },
+    /// Folds the settled orders before the first pending one into the
+    /// stock snapshot, as the store does.
+    Snapshot,
     Crash,
 }
 
@@ -213,6 +222,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..64).prop_map(Op::Release),
         2 => (0usize..64).prop_map(Op::Commit),
         1 => (0u8..3, 0i64..6).prop_map(|(sku, units)| Op::Restock { sku, units }),
+        1 => Just(Op::Snapshot),
         1 => Just(Op::Crash),
     ]
 }
@@ -240,10 +250,11 @@ const LIMIT: i64 = 6;
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// Random interleavings of reserve, release, commit, restock and
-    /// crash-and-rebuild: stock is conserved at every step, never oversold,
-    /// limits hold, and a rebuild from the durable record (units received
-    /// and the orders' last states) gives back exactly the live counters.
+    /// Random interleavings of reserve, release, commit, restock, stock
+    /// snapshots and crash-and-rebuild: stock is conserved at every step,
+    /// never oversold, limits hold, and a rebuild from the durable record
+    /// (units received, the snapshot, and the last states of the orders
+    /// after it) gives back exactly the live counters.
     #[test]
     fn stock_is_conserved_through_any_interleaving(
         initial in prop::collection::vec(0i64..8, 3),
@@ -254,6 +265,11 @@ proptest! {
         let load = |received: &[i64]| skus.iter().cloned().zip(received.iter().copied()).collect::<Vec<_>>();
         let mut inventory = Inventory::load(load(&received), LIMIT);
         let mut orders: Vec<ModelOrder> = Vec::new();
+        // Orders folded into the snapshot, and the units they sold per SKU.
+        let (mut folded, mut sold_before) = (0usize, vec![0i64; 3]);
+        // Orders whose purchases the live counters no longer count against
+        // limits: those folded before the last rebuild.
+        let mut forgotten = 0usize;
         for op in ops {
             match op {
                 Op::Reserve { user, lines } => {
@@ -290,9 +306,24 @@ proptest! {
                         received[skus.iter().position(|s| s == sku).unwrap()] = inventory.received(sku);
                     }
                 }
+                Op::Snapshot => {
+                    while let Some(order) = orders.get(folded).map(|o| &o.record) {
+                        if order.status == OrderStatus::PendingPayment {
+                            break;
+                        }
+                        if order.status == OrderStatus::Paid {
+                            for line in &order.lines {
+                                let i = skus.iter().position(|s| s == &line.sku).unwrap();
+                                sold_before[i] += i64::from(line.quantity);
+                            }
+                        }
+                        folded += 1;
+                    }
+                }
                 Op::Crash => {
-                    let records: Vec<&OrderRecord> = orders.iter().map(|o| &o.record).collect();
-                    let rebuilt = Inventory::rebuild(load(&received), records, |_| true, LIMIT);
+                    let records: Vec<&OrderRecord> = orders[folded..].iter().map(|o| &o.record).collect();
+                    let rebuilt = Inventory::rebuild(load(&received), load(&sold_before), records, |_| true, LIMIT);
+                    forgotten = folded;
                     for s in &skus {
                         prop_assert_eq!(rebuilt.totals(s), inventory.totals(s));
                     }
@@ -314,7 +345,7 @@ proptest! {
             }
             for user in 0..4u64 {
                 for s in &skus {
-                    let held: i64 = orders.iter()
+                    let held: i64 = orders[forgotten..].iter()
                         .filter(|o| o.record.user_id == UserId(user))
                         .filter(|o| matches!(o.record.status, OrderStatus::Paid | OrderStatus::PendingPayment))
                         .flat_map(|o| o.record.lines.iter())
