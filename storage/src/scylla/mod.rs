@@ -191,6 +191,10 @@ impl ScyllaStore {
         })
     }
 
+    fn snapshot_key(&self) -> String {
+        format!("stock_snapshot/{}", self.node)
+    }
+
     async fn run(
         &self,
         statement: &PreparedStatement,
@@ -377,12 +381,27 @@ impl StockStore for ScyllaStore {
         shards: u16,
     ) -> Result<SnapshotProgress> {
         let mut snapshot = self.stock_snapshot().await?;
-        let orders = self.orders_from(snapshot.watermark, shards).await?;
+        // A page of each shard's orders from the watermark on; merged, they
+        // are complete only up to the last id of the shortest cut page.
+        let limit = limit.clamp(1, PAGE_MAX);
+        let after = snapshot.watermark.0.checked_sub(1).map(OrderId);
+        let (mut orders, mut complete_to) = (Vec::new(), OrderId(u64::MAX));
+        for shard in 0..shards {
+            let page = self.orders_of_shard(shard, after, limit).await?;
+            if let (Some(_), Some(last)) = (page.next, page.items.last()) {
+                complete_to = complete_to.min(last.id);
+            }
+            orders.extend(page.items);
+        }
+        orders.sort_unstable_by_key(|o| o.id);
         let mut sold: std::collections::BTreeMap<_, i64> =
             std::mem::take(&mut snapshot.sold).into_iter().collect();
         let mut folded = 0;
-        for order in orders.iter().take(limit.max(1)) {
-            if order.id >= below || order.status == OrderStatus::PendingPayment {
+        for order in orders.iter().take(limit) {
+            if order.id >= below
+                || order.id > complete_to
+                || order.status == OrderStatus::PendingPayment
+            {
                 break;
             }
             if matches!(
@@ -399,7 +418,7 @@ impl StockStore for ScyllaStore {
         if folded > 0 {
             snapshot.sold = sold.into_iter().collect();
             let record = encode("stock snapshot", &snapshot, RECORD_BYTES_MAX)?;
-            self.run(&self.statements.put_meta, ("stock_snapshot", record))
+            self.run(&self.statements.put_meta, (self.snapshot_key(), record))
                 .await?;
             self.watermark
                 .fetch_max(snapshot.watermark.0, std::sync::atomic::Ordering::SeqCst);
