@@ -103,6 +103,11 @@ pub const PASSWORD_BYTES_MAX: usize = 256;
 /// payment APIs keep theirs, is far longer than any client retries.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// How often an owner shard publishes its SKUs' changed stock statuses
+/// (in stock, low, sold out) for listings: what a browse page's status may
+/// lag a counter by, plus the reply cache's TTL when no change flushes it.
+pub const STOCK_BOARD_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How often the stock snapshot takes in the orders that have left the
 /// replay window. Starts read every order after the snapshot, so this
 /// bounds what a start reads beyond the window to this long's orders.

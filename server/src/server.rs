@@ -23,6 +23,7 @@ use crate::domain::cart::{CartKey, Carts};
 use crate::domain::catalog::Catalog;
 use crate::domain::inventory::Inventory;
 use crate::domain::orders::{IdGenerator, Pending, Placed, SimulatedGateway};
+use crate::domain::stock_board::StockBoard;
 use crate::domain::throttle::{Rate, RateClass, RateLimits};
 use crate::domain::{CommerceConfig, ShardState};
 use crate::io::cid::CidKey;
@@ -167,16 +168,27 @@ impl Server {
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let clock = Clock::default();
 
+        let mut inventories: Vec<Inventory> = placement
+            .shards()
+            .map(|shard| {
+                Inventory::rebuild(
+                    std::mem::take(&mut replay.stock[shard.index()]),
+                    std::mem::take(&mut replay.sold_before[shard.index()]),
+                    replay.sku_orders[shard.index()].iter().copied(),
+                    |sku| placement.sku_owner(sku) == shard,
+                    config.purchase_limit,
+                )
+            })
+            .collect();
+        let stock_board = Arc::new(StockBoard::new(
+            placement,
+            inventories.iter().map(Inventory::statuses).collect(),
+        ));
+
         let mut threads = Vec::with_capacity(config.shards);
         let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
         for (shard, ((socket, (mesh, inbox)), forwarded)) in placement.shards().zip(per_shard) {
-            let inventory = Inventory::rebuild(
-                std::mem::take(&mut replay.stock[shard.index()]),
-                std::mem::take(&mut replay.sold_before[shard.index()]),
-                replay.sku_orders[shard.index()].iter().copied(),
-                |sku| placement.sku_owner(sku) == shard,
-                config.purchase_limit,
-            );
+            let inventory = std::mem::take(&mut inventories[shard.index()]);
             let mut pending = Pending::default();
             let mut placed = Placed::default();
             for order in &replay.user_orders[shard.index()] {
@@ -213,6 +225,7 @@ impl Server {
                         ],
                         limits::RATE_LIMITED_KEYS_MAX,
                     ),
+                    stock_board: stock_board.clone(),
                 },
                 socket,
                 cid_key: cid_key.clone(),

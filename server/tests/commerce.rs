@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use souk_client::api::{
-    Checkout, DeviceId, ErrorStatus, IdempotencyKey, OrderStatus, PaymentStatus, RestockMode, Sku,
-    StockLevel,
+    BrowseCategory, Checkout, DeviceId, ErrorStatus, IdempotencyKey, OrderStatus, PaymentStatus,
+    RestockMode, Sku, StockLevel, StockStatus,
 };
 use souk_client::{Client, ClientConfig, ClientError, Trust, new_idempotency_key};
 use souk_server::{Config, Server};
@@ -1037,4 +1037,74 @@ async fn old_orders_fold_into_the_stock_snapshot_and_a_restart_keeps_the_stock()
         "the rebuilt counters sell exactly what is left"
     );
     server.shutdown().unwrap();
+}
+
+/// The status a product has on a browse page.
+async fn listed(client: &Client, product: &souk_client::api::ProductId) -> StockStatus {
+    let query = BrowseCategory {
+        limit: 100,
+        ..BrowseCategory::default()
+    };
+    let page = client.browse(query).await.unwrap();
+    page.products
+        .iter()
+        .find(|p| &p.id == product)
+        .expect("every demo product fits one page")
+        .stock_status
+}
+
+/// Polls a browse page until the product shows `expected`, within 3 s.
+async fn becomes_listed(
+    client: &Client,
+    product: &souk_client::api::ProductId,
+    expected: StockStatus,
+) {
+    for _ in 0..120 {
+        if listed(client, product).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{product} never listed as {expected:?}");
+}
+
+/// Browse pages show each product in stock, low or sold out, from its SKU
+/// owners' counters; a change reaches every shard's cached pages though
+/// the cache's TTL is ten minutes here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_pages_show_a_product_running_low_and_selling_out() {
+    let running = start(|c| c.catalog_cache_ttl = Duration::from_secs(600));
+    let server = &running.server;
+    let admin_client = admin(server).await;
+    let id = demo::product_id(11);
+    let product = admin_client.get_product(&id).await.unwrap();
+    let client = connect(server).await;
+    assert_eq!(listed(&client, &id).await, StockStatus::InStock);
+    for (n, variant) in product.variants.iter().enumerate() {
+        let units = if n == 0 { 2 } else { 0 };
+        admin_client
+            .admin_restock(&variant.sku, units, RestockMode::Set)
+            .await
+            .unwrap();
+    }
+    becomes_listed(&client, &id, StockStatus::LowStock).await;
+    client
+        .register("lister@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    client
+        .add_to_cart(None, &product.variants[0].sku, 2)
+        .await
+        .unwrap();
+    let order = client
+        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+        .await
+        .unwrap();
+    becomes_listed(&client, &id, StockStatus::OutOfStock).await;
+    assert_eq!(order_settles(&client, order.id).await, OrderStatus::Paid);
+    admin_client
+        .admin_restock(&product.variants.last().unwrap().sku, 50, RestockMode::Set)
+        .await
+        .unwrap();
+    becomes_listed(&client, &id, StockStatus::InStock).await;
 }

@@ -265,7 +265,7 @@ fn entry(product: &Product) -> Entry {
         category_id: product.category_ids.first().cloned(),
         price_from: cheapest.price,
         image: product.images.first().cloned(),
-        // Browse pages do not ask the owner shards; product detail does.
+        // Filled in per page from the stock board (`domain::browse`).
         stock_status: StockStatus::Unknown,
         created_at: product.created_at,
     };

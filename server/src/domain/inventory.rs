@@ -19,11 +19,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use souk_storage::model::OrderRecord;
 use souk_wire::api::{
-    AdminRestock, ApiError, ErrorStatus, OrderId, OrderStatus, RestockMode, Sku, StockLevel, UserId,
+    AdminRestock, ApiError, ErrorStatus, OrderId, OrderStatus, RestockMode, Sku, StockLevel,
+    StockStatus, UserId,
 };
 use souk_wire::limits::STOCK_UNITS_MAX;
 use tracing::warn;
 
+use super::stock_board::StockStatuses;
 use crate::limits::SETTLED_ORDERS_REMEMBERED;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,12 +114,16 @@ pub struct Inventory {
     counters: HashMap<Sku, Counter>,
     reservations: HashMap<OrderId, Reservation>,
     /// Units of each SKU an account holds (reserved or bought): what the
-    /// purchase limit is checked against. The limit is per account and
-    /// SKU for the life of the shop, as a limited edition's is.
+    /// purchase limit is checked against. It counts the orders since the
+    /// shard started and the ones a start replays, which are at least the
+    /// last day's (`STOCK_SNAPSHOT_LAG`): a sale's limit, not a lifetime one.
     holdings: HashMap<(UserId, Sku), i64>,
     settled: Settled,
     /// Units of one SKU one account may hold; 0 means no limit.
     purchase_limit: i64,
+    /// SKUs whose stock status may have changed since the owner last
+    /// published them to the stock board.
+    status_changes: Vec<Sku>,
 }
 
 impl Default for Inventory {
@@ -146,6 +152,40 @@ impl Inventory {
             holdings: HashMap::new(),
             settled: Settled::default(),
             purchase_limit,
+            status_changes: Vec::new(),
+        }
+    }
+
+    /// The stock status of every SKU this shard owns: the stock board's
+    /// first entries.
+    pub fn statuses(&self) -> StockStatuses {
+        self.counters
+            .iter()
+            .map(|(sku, counter)| (sku.clone(), super::stock_status(counter.available())))
+            .collect()
+    }
+
+    /// The current status of each SKU whose status may have changed since
+    /// the last call, for the owner to publish.
+    pub fn take_status_changes(&mut self) -> Vec<(Sku, StockStatus)> {
+        let mut skus = std::mem::take(&mut self.status_changes);
+        skus.sort_unstable();
+        skus.dedup();
+        skus.into_iter()
+            .map(|sku| {
+                let available = self.counters.get(&sku).map_or(0, |c| c.available());
+                (sku, super::stock_status(available))
+            })
+            .collect()
+    }
+
+    /// Notes `sku` for the stock board when a change of its available units
+    /// from `before` may have moved it to another status. Cheap enough for
+    /// every reservation: only a crossing allocates.
+    fn note(&mut self, sku: &Sku, before: i64) {
+        let after = self.counters.get(sku).map_or(0, |c| c.available());
+        if super::stock_status(before) != super::stock_status(after) {
+            self.status_changes.push(sku.clone());
         }
     }
 
@@ -293,8 +333,10 @@ impl Inventory {
         }
         for (sku, units) in &lines {
             let counter = self.counters.entry(sku.clone()).or_default();
+            let before = counter.available();
             counter.reserved += units;
             counter.assert_valid(sku);
+            self.note(sku, before);
             self.add_holding(user, sku, *units);
         }
         self.reservations.insert(order, Reservation { user, lines });
@@ -324,11 +366,13 @@ impl Inventory {
         };
         for (sku, units) in &reservation.lines {
             let counter = self.counters.entry(sku.clone()).or_default();
+            let before = counter.available();
             counter.reserved -= units;
             if sold {
                 counter.sold += units;
             }
             counter.assert_valid(sku);
+            self.note(sku, before);
             if !sold {
                 self.take_holding(reservation.user, sku, *units);
             }
@@ -369,8 +413,11 @@ impl Inventory {
                 ),
             ));
         }
+        let before = counter.available();
         counter.received = counter.sold + on_hand;
-        Ok(counter.level(&restock.sku))
+        let level = counter.level(&restock.sku);
+        self.note(&restock.sku, before);
+        Ok(level)
     }
 
     /// Units received of a SKU: the number a restock persists.
@@ -381,9 +428,11 @@ impl Inventory {
     /// Takes back a restock of `delta` units that could not be persisted.
     pub fn revert(&mut self, sku: &Sku, delta: i64) {
         let counter = self.counters.entry(sku.clone()).or_default();
+        let before = counter.available();
         let floor = counter.sold + counter.reserved;
         counter.received = (counter.received - delta).max(floor);
         counter.assert_valid(sku);
+        self.note(sku, before);
     }
 }
 

@@ -14,6 +14,7 @@ pub mod cart;
 pub mod catalog;
 pub mod inventory;
 pub mod orders;
+pub mod stock_board;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -60,6 +61,9 @@ pub struct ShardState {
     pub login_failures: LoginFailures,
     /// Per-customer rates of the operations this shard runs for them.
     pub rate_limits: throttle::RateLimits,
+    /// Every owner's published stock statuses, for listings; this shard
+    /// writes only its own SKUs' entries.
+    pub stock_board: Arc<stock_board::StockBoard>,
 }
 
 /// Failed-login limits, per account and per source address.
@@ -225,9 +229,7 @@ pub fn handle(
         R::ListCategories => reply(Ok(ResponseBody::CategoryList(
             state.catalog.categories().to_vec(),
         ))),
-        R::BrowseCategory(query) => {
-            reply(state.catalog.browse(query).map(ResponseBody::ProductPage))
-        }
+        R::BrowseCategory(query) => reply(browse(state, query)),
         R::GetProduct { product_id } => product_stock(state, product_id),
         R::AdminRestock(restock) => admin_restock(state, session, restock, now),
         R::AdminUpsertProduct(product) => {
@@ -521,6 +523,19 @@ pub fn product_detail(
         variant.stock_status = stock_status(units);
     }
     Ok(ResponseBody::ProductDetail(Box::new(product)))
+}
+
+/// A page of the catalog, each product with the best stock status of its
+/// variants as their owners last published it.
+fn browse(state: &ShardState, query: &souk_wire::api::BrowseCategory) -> Response {
+    let mut page = state.catalog.browse(query)?;
+    let board = state.stock_board.snapshot();
+    for summary in &mut page.products {
+        if let Some(product) = state.catalog.product(&summary.id) {
+            summary.stock_status = board.best(product.variants.iter().map(|v| &v.sku));
+        }
+    }
+    Ok(ResponseBody::ProductPage(page))
 }
 
 pub fn stock_status(available: i64) -> StockStatus {

@@ -3,6 +3,7 @@
 use souk_storage::demo;
 use souk_wire::api::{BrowseCategory, CategoryId, IdempotencyKey, RestockMode};
 
+use super::stock_board::StockBoard;
 use super::*;
 
 const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
@@ -13,19 +14,30 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
     let data = demo::generate(5, 60);
     let catalog = Arc::new(Catalog::build(&data));
     let placement = Placement::new(shard_count);
-    placement
+    let inventories: Vec<Inventory> = placement
         .shards()
-        .map(|shard| ShardState {
-            shard,
-            placement,
-            catalog: catalog.clone(),
-            inventory: Inventory::load(
+        .map(|shard| {
+            Inventory::load(
                 data.stock
                     .iter()
                     .filter(|(sku, _)| placement.sku_owner(sku) == shard)
                     .cloned(),
                 0,
-            ),
+            )
+        })
+        .collect();
+    let board = Arc::new(StockBoard::new(
+        placement,
+        inventories.iter().map(Inventory::statuses).collect(),
+    ));
+    placement
+        .shards()
+        .zip(inventories)
+        .map(|(shard, inventory)| ShardState {
+            shard,
+            placement,
+            catalog: catalog.clone(),
+            inventory,
             server_version: "test",
             carts: Carts::default(),
             pending: Pending::default(),
@@ -43,6 +55,7 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
             placed: Default::default(),
             login_failures: Default::default(),
             rate_limits: throttle::RateLimits::new([], 10),
+            stock_board: board.clone(),
         })
         .collect()
 }
@@ -290,4 +303,94 @@ fn operations_of_later_versions_are_unavailable_not_dropped() {
     let error = response.unwrap_err();
     assert_eq!(error.status, ErrorStatus::Unavailable);
     assert!(error.message.contains("watch_product"), "{error}");
+}
+
+/// Every owner publishes its changed stock statuses, as its shard does on
+/// each `STOCK_BOARD_INTERVAL` tick.
+fn publish_all(shards: &mut [ShardState]) {
+    for state in shards.iter_mut() {
+        let changes = state.inventory.take_status_changes();
+        state.stock_board.publish(state.shard, &changes);
+    }
+}
+
+/// The status a listing should show: the best of the owners' counters.
+fn listed_status(shards: &[ShardState], product: &Product) -> StockStatus {
+    let rank = |s: StockStatus| match s {
+        StockStatus::InStock => 3,
+        StockStatus::LowStock => 2,
+        _ => 1,
+    };
+    product
+        .variants
+        .iter()
+        .map(|v| {
+            let owner = &shards[shards[0].placement.sku_owner(&v.sku).index()];
+            stock_status(owner.inventory.level(&v.sku).available)
+        })
+        .max_by_key(|s| rank(*s))
+        .unwrap()
+}
+
+#[test]
+fn browse_pages_show_each_product_with_its_best_variants_stock() {
+    let mut shards = shards(2);
+    let product = shards[0]
+        .catalog
+        .product(&demo::product_id(4))
+        .unwrap()
+        .clone();
+    let set = |shards: &mut [ShardState], sku: &Sku, quantity: i64| {
+        let owner = shards[0].placement.sku_owner(sku).index();
+        let call = ShardCall::Restock(AdminRestock {
+            sku: sku.clone(),
+            quantity,
+            mode: RestockMode::Set,
+        });
+        let (answer_sent, _) = answer(&mut shards[owner], call, NOW);
+        assert!(matches!(answer_sent, ShardAnswer::Restocked(Ok(_))));
+    };
+    let page = |shards: &[ShardState]| {
+        let query = RequestBody::BrowseCategory(BrowseCategory {
+            limit: 100,
+            ..BrowseCategory::default()
+        });
+        let Ok(ResponseBody::ProductPage(page)) =
+            expect_reply(run(&shards[1], &mut Session::default(), query))
+        else {
+            panic!("browse answers a page");
+        };
+        page
+    };
+    let shown = |shards: &[ShardState]| {
+        page(shards)
+            .products
+            .iter()
+            .find(|p| p.id == product.id)
+            .unwrap()
+            .stock_status
+    };
+    let assert_every_product_listed_right = |shards: &[ShardState]| {
+        for summary in page(shards).products {
+            let product = shards[0].catalog.product(&summary.id).unwrap();
+            assert_eq!(
+                summary.stock_status,
+                listed_status(shards, product),
+                "{}",
+                summary.id
+            );
+        }
+    };
+    assert_every_product_listed_right(&shards);
+
+    for variant in &product.variants {
+        set(&mut shards, &variant.sku, 0);
+    }
+    assert_ne!(shown(&shards), StockStatus::OutOfStock, "not published yet");
+    publish_all(&mut shards);
+    assert_eq!(shown(&shards), StockStatus::OutOfStock);
+    set(&mut shards, &product.variants[0].sku, 3);
+    publish_all(&mut shards);
+    assert_eq!(shown(&shards), StockStatus::LowStock);
+    assert_every_product_listed_right(&shards);
 }

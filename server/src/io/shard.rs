@@ -221,6 +221,7 @@ async fn run(setup: ShardSetup) {
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
     let expiry_task = tokio::task::spawn_local(commerce::expire_lapsed(shard.clone()));
     let catalog_task = tokio::task::spawn_local(follow_catalog(shard.clone()));
+    let board_task = tokio::task::spawn_local(publish_stock_statuses(shard.clone()));
     let carts_task = tokio::task::spawn_local(commerce::flush_carts(shard.clone()));
     // Payments that a stop interrupted resume; the gateway is idempotent.
     let pending = shard.state.borrow().pending.ids();
@@ -238,6 +239,7 @@ async fn run(setup: ShardSetup) {
     inbox_task.abort();
     expiry_task.abort();
     catalog_task.abort();
+    board_task.abort();
     resume_task.abort();
     debug!(shard = id.0, "stopped");
 }
@@ -540,6 +542,28 @@ async fn follow_catalog(shard: Rc<Shard>) {
         shard.state.borrow_mut().catalog = catalog;
         shard.cache.borrow_mut().clear();
         debug!(shard = shard.id.0, "catalog updated; reply cache cleared");
+    }
+}
+
+/// Publishes the stock statuses of this shard's SKUs that changed, and
+/// then drops every shard's cached replies, so that listings and product
+/// pages show a SKU selling out (or coming back) at once rather than after
+/// the cache's TTL.
+async fn publish_stock_statuses(shard: Rc<Shard>) {
+    let mut tick = tokio::time::interval(limits::STOCK_BOARD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (board, changes) = {
+            let mut state = shard.state.borrow_mut();
+            (
+                state.stock_board.clone(),
+                state.inventory.take_status_changes(),
+            )
+        };
+        if !changes.is_empty() && board.publish(shard.id, &changes) {
+            shard.catalog_feed.send_modify(|_| {});
+        }
     }
 }
 

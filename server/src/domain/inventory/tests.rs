@@ -358,3 +358,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_a_crossing_of_a_status_is_reported_for_the_stock_board() {
+    let mut inventory = Inventory::load([(sku(1), 7)], 0);
+    inventory
+        .reserve(OrderId(1), UserId(1), &[(sku(1), 1)])
+        .unwrap();
+    assert!(
+        inventory.take_status_changes().is_empty(),
+        "6 left: still in stock"
+    );
+    inventory
+        .reserve(OrderId(2), UserId(1), &[(sku(1), 2)])
+        .unwrap();
+    inventory.commit(OrderId(2));
+    assert_eq!(
+        inventory.take_status_changes(),
+        vec![(sku(1), StockStatus::LowStock)]
+    );
+    inventory
+        .reserve(OrderId(3), UserId(2), &[(sku(1), 4)])
+        .unwrap();
+    inventory.release(OrderId(3));
+    assert_eq!(
+        inventory.take_status_changes(),
+        vec![(sku(1), StockStatus::LowStock)],
+        "sold out and back: reported once, as it is now"
+    );
+    inventory.release(OrderId(1));
+    assert!(
+        inventory.take_status_changes().is_empty(),
+        "5 left: still low"
+    );
+    inventory
+        .restock(&restock(sku(1), 0, RestockMode::Set))
+        .unwrap();
+    assert_eq!(
+        inventory.take_status_changes(),
+        vec![(sku(1), StockStatus::OutOfStock)]
+    );
+    assert_eq!(inventory.statuses()[&sku(1)], StockStatus::OutOfStock);
+}
