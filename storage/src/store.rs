@@ -193,4 +193,19 @@ pub trait Store:
     fn backend(&self) -> &'static str;
     /// Makes every acknowledged write durable and stops accepting writes.
     async fn close(&self) -> Result<()>;
+
+    /// A payment's outcome: stores `payment` and replaces the order as
+    /// `update_order` does. The default writes the payment first, so that
+    /// a stop between the two leaves a recorded charge on a pending order,
+    /// which the next start settles; a backend that can write both
+    /// atomically does, and then writes neither on `Conflict`.
+    async fn settle_payment(
+        &self,
+        order: &OrderRecord,
+        expected: OrderStatus,
+        payment: &PaymentRecord,
+    ) -> Result<()> {
+        self.put_payment(payment).await?;
+        self.update_order(order, expected).await
+    }
 }

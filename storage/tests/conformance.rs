@@ -517,7 +517,42 @@ async fn payments_round_trip(f: &Fixture) {
     f.store.put_payment(&payment).await.unwrap();
     assert_eq!(
         f.store.payment(payment.order_id).await.unwrap(),
-        Some(payment)
+        Some(payment.clone())
+    );
+
+    // A payment's outcome and its order's change, together.
+    let id = f.salt * 1000 + 51;
+    f.store.insert_order(&order(id, 5, 0)).await.unwrap();
+    let mut paid = order(id, 5, 0);
+    paid.status = OrderStatus::Paid;
+    paid.payment_status = PaymentStatus::Captured;
+    let captured = PaymentRecord {
+        order_id: OrderId(id),
+        ..payment
+    };
+    f.store
+        .settle_payment(&paid, OrderStatus::PendingPayment, &captured)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.order(OrderId(id)).await.unwrap(),
+        Some(paid.clone())
+    );
+    assert_eq!(
+        f.store.payment(OrderId(id)).await.unwrap(),
+        Some(captured.clone())
+    );
+    let mut cancelled = paid.clone();
+    cancelled.status = OrderStatus::Cancelled;
+    let late = f
+        .store
+        .settle_payment(&cancelled, OrderStatus::PendingPayment, &captured)
+        .await;
+    assert!(matches!(late, Err(StorageError::Conflict(_))), "{late:?}");
+    assert_eq!(
+        f.store.order(OrderId(id)).await.unwrap(),
+        Some(paid),
+        "a refused change leaves the order"
     );
 }
 

@@ -807,8 +807,9 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
         state.pending.insert(record.id, record.expires_at);
         state.placed.insert(call.user, call.key, record.id, now);
     }
-    tokio::task::spawn_local(pay(shard.clone(), record.id));
-    Ok(orders::view(&record))
+    let view = orders::view(&record);
+    tokio::task::spawn_local(pay(shard.clone(), record.id, Some(record)));
+    Ok(view)
 }
 
 /// Reserves every line on its owner, all or nothing: after any refusal
@@ -898,13 +899,19 @@ async fn settle(shard: &Rc<Shard>, record: &OrderRecord, settlement: Settlement)
 }
 
 /// Charges the order through the gateway and records the outcome. Runs on
-/// the user's shard after the order is acknowledged, and again for every
-/// pending order after a restart: the gateway answers the same for the
-/// same order, so a repeated charge never charges twice.
-pub async fn pay(shard: Rc<Shard>, order_id: OrderId) {
+/// the user's shard after the order is acknowledged (with the record just
+/// written, `placed`), and again for every pending order after a restart
+/// (read back): the gateway answers the same for the same order, so a
+/// repeated charge never charges twice. Whether the order is still pending
+/// when the outcome is written is the write's condition, not a read's.
+pub async fn pay(shard: Rc<Shard>, order_id: OrderId, placed: Option<OrderRecord>) {
     let gateway = shard.state.borrow().commerce.gateway;
     tokio::time::sleep(gateway.latency).await;
-    let order = match shard.store.order(order_id).await {
+    let stored = match placed {
+        Some(order) => Ok(Some(order)),
+        None => shard.store.order(order_id).await,
+    };
+    let order = match stored {
         Ok(Some(order)) if order.status == OrderStatus::PendingPayment => order,
         Ok(_) => return,
         Err(error) => {
@@ -938,16 +945,18 @@ pub async fn pay(shard: Rc<Shard>, order_id: OrderId) {
         gateway_reference: reference,
         updated_at: now,
     };
-    if let Err(error) = shard.store.put_payment(&payment).await {
-        warn!(order = order_id.0, %error, "payment outcome not stored; retried after restart");
-        return;
-    }
     let settlement = if status == OrderStatus::Paid {
         Settlement::Commit
     } else {
         Settlement::Release
     };
-    let settled = transition(&shard, order, status, payment_status, settlement, now).await;
+    let outcome = Outcome {
+        status,
+        payment_status,
+        settlement,
+        payment: Some(&payment),
+    };
+    let settled = transition(&shard, order, outcome, now).await;
     if let Err(error) = settled
         && status == OrderStatus::Paid
     {
@@ -971,26 +980,37 @@ pub async fn pay(shard: Rc<Shard>, order_id: OrderId) {
 /// at once.
 pub async fn resume_payments(shard: Rc<Shard>, orders: Vec<OrderId>) {
     for chunk in orders.chunks(limits::PAYMENTS_RESUMED_AT_ONCE) {
-        join_all(chunk.iter().map(|id| pay(shard.clone(), *id))).await;
+        join_all(chunk.iter().map(|id| pay(shard.clone(), *id, None))).await;
     }
 }
 
-/// Moves a pending order to `status` if it is still pending, and settles
-/// its reservation. Whether this call made the change.
-async fn transition(
-    shard: &Rc<Shard>,
-    mut order: OrderRecord,
+/// Where a transition takes an order.
+struct Outcome<'a> {
     status: OrderStatus,
     payment_status: PaymentStatus,
     settlement: Settlement,
+    /// The payment record written with the order's change, in one write.
+    payment: Option<&'a PaymentRecord>,
+}
+
+/// Moves a pending order on if it is still pending, and settles its
+/// reservation. Whether this call made the change.
+async fn transition(
+    shard: &Rc<Shard>,
+    mut order: OrderRecord,
+    outcome: Outcome<'_>,
     now: UnixMillis,
 ) -> Result<OrderRecord, ApiError> {
-    orders::check_transition(order.status, status)?;
+    orders::check_transition(order.status, outcome.status)?;
     let expected = order.status;
-    order.status = status;
-    order.payment_status = payment_status;
+    order.status = outcome.status;
+    order.payment_status = outcome.payment_status;
     order.updated_at = now;
-    match shard.store.update_order(&order, expected).await {
+    let written = match outcome.payment {
+        Some(payment) => shard.store.settle_payment(&order, expected, payment).await,
+        None => shard.store.update_order(&order, expected).await,
+    };
+    match written {
         Ok(()) => {}
         Err(StorageError::Conflict(_)) => {
             let current = shard
@@ -1008,7 +1028,7 @@ async fn transition(
         Err(error) => return Err(storage_failure(error)),
     }
     shard.state.borrow_mut().pending.remove(order.id);
-    settle(shard, &order, settlement).await;
+    settle(shard, &order, outcome.settlement).await;
     Ok(order)
 }
 
@@ -1032,15 +1052,13 @@ pub async fn expire_lapsed(shard: Rc<Shard>) {
                     continue;
                 }
             };
-            let expired = transition(
-                &shard,
-                order,
-                OrderStatus::Expired,
-                PaymentStatus::Failed,
-                Settlement::Release,
-                now,
-            )
-            .await;
+            let outcome = Outcome {
+                status: OrderStatus::Expired,
+                payment_status: PaymentStatus::Failed,
+                settlement: Settlement::Release,
+                payment: None,
+            };
+            let expired = transition(&shard, order, outcome, now).await;
             if let Err(error) = expired
                 && error.status != ErrorStatus::Conflict
             {
@@ -1109,16 +1127,13 @@ async fn list_orders(
 }
 
 async fn cancel(shard: &Rc<Shard>, order: OrderRecord, now: UnixMillis) -> Response {
-    let payment_status = order.payment_status;
-    let order = transition(
-        shard,
-        order,
-        OrderStatus::Cancelled,
-        payment_status,
-        Settlement::Release,
-        now,
-    )
-    .await?;
+    let outcome = Outcome {
+        status: OrderStatus::Cancelled,
+        payment_status: order.payment_status,
+        settlement: Settlement::Release,
+        payment: None,
+    };
+    let order = transition(shard, order, outcome, now).await?;
     Ok(ResponseBody::OrderView(Box::new(orders::view(&order))))
 }
 

@@ -159,6 +159,49 @@ impl EmbeddedStore {
     }
 }
 
+/// A conditional order change, checked and applied inside a write.
+struct OrderUpdate {
+    id: OrderId,
+    user: UserId,
+    shard: u16,
+    value: Vec<u8>,
+    expected: OrderStatus,
+}
+
+impl OrderUpdate {
+    fn new(order: &OrderRecord, expected: OrderStatus) -> Result<OrderUpdate> {
+        Ok(OrderUpdate {
+            id: order.id,
+            user: order.user_id,
+            shard: order.shard,
+            value: encode("order", order, RECORD_BYTES_MAX)?,
+            expected,
+        })
+    }
+
+    /// Checks before writing, so a refusal writes nothing.
+    fn apply(&self, txn: &mut dyn WriteTxn) -> Result<()> {
+        let (id, expected) = (self.id, self.expected);
+        let key = keys::order(id);
+        let Some(stored) = txn.get(Table::Orders, &key)? else {
+            return Err(StorageError::NotFound(format!("order {}", id.0)));
+        };
+        let stored: OrderRecord = decode("order", &stored)?;
+        if stored.user_id != self.user || stored.shard != self.shard {
+            return Err(StorageError::Conflict(
+                "an order's owner cannot change".into(),
+            ));
+        }
+        if stored.status != expected {
+            return Err(StorageError::Conflict(format!(
+                "order {} is {:?}, not {expected:?}",
+                id.0, stored.status
+            )));
+        }
+        txn.put(Table::Orders, &key, &self.value)
+    }
+}
+
 fn page_limit(limit: usize) -> usize {
     limit.clamp(1, PAGE_MAX)
 }
@@ -546,28 +589,8 @@ impl OrderStore for EmbeddedStore {
     }
 
     async fn update_order(&self, order: &OrderRecord, expected: OrderStatus) -> Result<()> {
-        let (id, user, shard) = (order.id, order.user_id, order.shard);
-        let value = encode("order", order, RECORD_BYTES_MAX)?;
-        self.write(move |txn| {
-            let key = keys::order(id);
-            let Some(stored) = txn.get(Table::Orders, &key)? else {
-                return Err(StorageError::NotFound(format!("order {}", id.0)));
-            };
-            let stored: OrderRecord = decode("order", &stored)?;
-            if stored.user_id != user || stored.shard != shard {
-                return Err(StorageError::Conflict(
-                    "an order's owner cannot change".into(),
-                ));
-            }
-            if stored.status != expected {
-                return Err(StorageError::Conflict(format!(
-                    "order {} is {:?}, not {expected:?}",
-                    id.0, stored.status
-                )));
-            }
-            txn.put(Table::Orders, &key, &value)
-        })
-        .await
+        let write = OrderUpdate::new(order, expected)?;
+        self.write(move |txn| write.apply(txn)).await
     }
 
     async fn orders_of_user(
@@ -805,6 +828,23 @@ impl Store for EmbeddedStore {
             "fjall" => "embedded (fjall)",
             _ => "embedded (redb)",
         }
+    }
+
+    /// One write: the payment is stored only with the order's change.
+    async fn settle_payment(
+        &self,
+        order: &OrderRecord,
+        expected: OrderStatus,
+        payment: &PaymentRecord,
+    ) -> Result<()> {
+        let write = OrderUpdate::new(order, expected)?;
+        let key = keys::order(payment.order_id);
+        let value = encode("payment", payment, RECORD_BYTES_MAX)?;
+        self.write(move |txn| {
+            write.apply(txn)?;
+            txn.put(Table::Payments, &key, &value)
+        })
+        .await
     }
 
     async fn close(&self) -> Result<()> {
