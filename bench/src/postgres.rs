@@ -124,7 +124,7 @@ impl Postgres {
             ],
         )?;
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=300",
             postgres.port,
             postgres.work.path().display()
         );

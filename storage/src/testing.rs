@@ -82,10 +82,12 @@ impl RedisServer {
                 format!("redis-server cannot be started ({e}); apt install redis-server")
             })?;
         let redis = RedisServer { child, port, dir };
+        // Ready when it answers PING: a listening socket alone can still
+        // answer LOADING while the append-only file is read.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !answers_ping(port) {
             if Instant::now() > deadline {
-                return Err("redis-server did not start listening within 10 s".into());
+                return Err("redis-server did not answer PING within 10 s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -95,6 +97,18 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+}
+
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 impl Drop for RedisServer {

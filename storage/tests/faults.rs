@@ -6,6 +6,10 @@
 //! has no pluggable I/O, so it runs on a real, tiny tmpfs that is filled up;
 //! that test needs permission to mount and is skipped with the reason where
 //! it has none.
+//!
+//! Group commit's fsync stage runs on a real fjall engine whose syncs can be
+//! held back or failed: a read never answers with a write that is not yet
+//! durable, and a failed fsync fails its writers and stops the store.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,7 +17,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use souk_storage::StorageError;
-use souk_storage::embedded::fault::{Faults, FaultyBackend};
+use souk_storage::embedded::engine::{Scan, Table};
+use souk_storage::embedded::fault::{Faults, FaultyBackend, FaultySync, SyncFaults};
 use souk_storage::embedded::redb_engine::RedbEngine;
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
 use souk_storage::store::OrderStore;
@@ -212,5 +217,88 @@ fn fjall_on_a_full_disk_refuses_writes_typed_and_recovers_after_restart() {
         let store = EmbeddedStore::open(&store_dir, EngineKind::Fjall).unwrap();
         check_after_restart(&store, &acked, 1..400).await;
         store.insert_order(&testing::order(1000)).await.unwrap();
+    });
+}
+
+fn fjall_with_sync_faults(dir: &Path, faults: &Arc<SyncFaults>) -> Arc<EmbeddedStore> {
+    let engine = EngineKind::Fjall.open(dir).unwrap();
+    let engine = Arc::new(FaultySync::new(engine, faults.clone()));
+    Arc::new(EmbeddedStore::with_engine(engine).unwrap())
+}
+
+#[test]
+fn a_read_waits_until_what_it_saw_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(SyncFaults::default());
+    runtime().block_on(async {
+        let store = fjall_with_sync_faults(dir.path(), &faults);
+        store.insert_order(&testing::order(1)).await.unwrap();
+        faults.hold();
+        let insert = tokio::spawn({
+            let store = store.clone();
+            async move { store.insert_order(&testing::order(2)).await }
+        });
+        // Wait until the order is applied: in the engine, not yet durable.
+        let applied = |store: &EmbeddedStore| {
+            let orders = store.engine().scan(Table::Orders, Scan::prefix(b"", 10));
+            orders.unwrap().len() == 2
+        };
+        while !applied(&store) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let read = tokio::spawn({
+            let store = store.clone();
+            async move { store.order(OrderId(2)).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!insert.is_finished(), "acknowledged before its fsync");
+        assert!(!read.is_finished(), "answered with an undurable write");
+
+        faults.release();
+        insert.await.unwrap().unwrap();
+        assert_eq!(read.await.unwrap().unwrap(), Some(testing::order(2)));
+        // With nothing in flight, a read answers at once.
+        assert_eq!(
+            store.order(OrderId(1)).await.unwrap(),
+            Some(testing::order(1))
+        );
+    });
+}
+
+#[test]
+fn a_failed_fsync_fails_its_writers_and_stops_the_store_until_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(SyncFaults::default());
+    runtime().block_on(async {
+        let store = fjall_with_sync_faults(dir.path(), &faults);
+        let (acked, errors) = insert_all(&store, 1..50).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        faults.fail_syncs();
+        let (late, errors) = insert_all(&store, 50..80).await;
+        assert!(late.is_empty(), "acknowledged without an fsync: {late:?}");
+        assert_eq!(errors.len(), 30);
+        assert_disk_errors(&errors);
+        // The journal's state is unknown after a failed fsync: later writes
+        // and reads are refused rather than answered from it.
+        let refused = store.insert_order(&testing::order(90)).await.unwrap_err();
+        assert!(
+            matches!(refused, StorageError::Unavailable(_)),
+            "{refused:?}"
+        );
+        let refused = store.order(OrderId(7)).await.unwrap_err();
+        assert!(
+            matches!(refused, StorageError::Unavailable(_)),
+            "{refused:?}"
+        );
+        souk_storage::Store::close(&*store).await.unwrap();
+        drop(store);
+
+        let store = EmbeddedStore::open(dir.path(), EngineKind::Fjall).unwrap();
+        check_after_restart(&store, &acked, 1..91).await;
+        store.insert_order(&testing::order(1000)).await.unwrap();
+        assert_eq!(
+            store.order(OrderId(1000)).await.unwrap(),
+            Some(testing::order(1000))
+        );
     });
 }

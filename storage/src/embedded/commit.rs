@@ -1,29 +1,40 @@
-//! Group commit: one thread owns the engine's write side. Writers from every
-//! shard queue their operations; the thread runs everything queued (up to
-//! `COMMIT_BATCH_MAX`) in one write transaction, commits it with one fsync,
-//! and only then tells each writer its outcome. While one commit's fsync
-//! runs, the next group gathers, so under load thousands of writes share
-//! one fsync and at low load a write waits for nothing but its own commit.
+//! Group commit in two stages. The commit thread owns the engine's write
+//! side: writers from every shard queue their operations; it runs everything
+//! queued (up to `COMMIT_BATCH_MAX`) in one write transaction and applies it
+//! (one journal write). The sync thread makes applied groups durable: one
+//! fsync covers every group applied since the last, and only then are the
+//! group's writers told their outcome. The two overlap, so the commit
+//! thread applies the next group while the fsync of the last one runs;
+//! under load thousands of writes share one fsync, and at low load a write
+//! waits for nothing but its own.
+//!
+//! An applied group is visible to readers before it is durable. So that no
+//! read ever returns what a crash could take back, a read calls `settled`
+//! after reading: it returns once every group applied before the read
+//! ended is durable (at once when nothing is in flight).
 //!
 //! An operation checks everything it needs (conditions, sizes) before its
 //! first write, so a refused operation has written nothing. An operation
 //! that fails part-way with an I/O error poisons the whole transaction, and
-//! the group is discarded rather than committed with half an operation in
+//! the group is discarded rather than applied with half an operation in
 //! it: every writer in it gets the error and nothing of the group is
-//! durable or visible.
+//! durable or visible. A failed fsync leaves the journal's state unknown
+//! (the kernel may have dropped the dirty pages), so it fails every writer
+//! waiting on it and every later write and read until a restart recovers
+//! from what is on disk.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::engine::{Engine, WriteTxn};
 use crate::error::{Result, StorageError};
-use crate::limits::{COMMIT_BATCH_MAX, COMMIT_QUEUE_MAX};
+use crate::limits::{COMMIT_BATCH_MAX, COMMIT_QUEUE_MAX, SYNC_PIPELINE_MAX};
 
-/// Called once the group's commit has succeeded or failed.
+/// Called once the group is durable or has failed.
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 /// An operation run inside the group's transaction. Its result says
 /// whether it poisoned the transaction.
@@ -41,30 +52,87 @@ fn poisons(error: &StorageError) -> bool {
     )
 }
 
+fn sync_failed() -> StorageError {
+    StorageError::Unavailable("an fsync failed, so the store stopped: restart".into())
+}
+
+/// How far the two stages have got, in group numbers.
+struct Progress {
+    /// The last group the commit thread began to apply. Set before the
+    /// group's writes can be visible, so a read that saw them also sees a
+    /// number at least this large.
+    applied: AtomicU64,
+    /// The last group whose writers may be told it is durable (or that it
+    /// failed without writing anything).
+    settled: AtomicU64,
+    /// Set once an fsync failed: nothing applied after the last good one
+    /// can be trusted.
+    failed: AtomicBool,
+    /// Wakes readers waiting in `settled`; carries `settled`.
+    changes: watch::Sender<u64>,
+}
+
+impl Progress {
+    fn settle(&self, through: u64) {
+        self.settled.store(through, Ordering::SeqCst);
+        self.changes.send_replace(through);
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.changes.send_modify(|_| {});
+    }
+}
+
+/// A group on its way from the commit thread to the sync thread.
+struct Applied {
+    number: u64,
+    /// The apply's outcome: an `Err` group wrote nothing and needs no sync.
+    outcome: Result<()>,
+    completions: Vec<Completion>,
+}
+
 pub struct Committer {
     queue: Mutex<Option<SyncSender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    /// Cleared by the first failed commit: the engine may be unable to
-    /// write (a full disk), so a clean-shutdown flush must not be tried.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Cleared by the first failed commit or sync: the engine may be unable
+    /// to write (a full disk), so a clean-shutdown flush must not be tried.
     healthy: Arc<AtomicBool>,
+    progress: Arc<Progress>,
 }
 
 impl Committer {
     pub fn start(engine: Arc<dyn Engine>) -> std::io::Result<Committer> {
         let (queue, jobs) = sync_channel::<Job>(COMMIT_QUEUE_MAX);
+        let (to_sync, applied) = sync_channel::<Applied>(SYNC_PIPELINE_MAX);
         let healthy = Arc::new(AtomicBool::new(true));
-        let thread_healthy = healthy.clone();
-        let thread = std::thread::Builder::new()
-            .name("souk-commit".into())
-            .spawn(move || commit_loop(engine.as_ref(), jobs, &thread_healthy))?;
+        let progress = Arc::new(Progress {
+            applied: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            changes: watch::Sender::new(0),
+        });
+        let commit = {
+            let (engine, healthy, progress) = (engine.clone(), healthy.clone(), progress.clone());
+            std::thread::Builder::new()
+                .name("souk-commit".into())
+                .spawn(move || commit_loop(engine.as_ref(), jobs, to_sync, &healthy, &progress))?
+        };
+        let sync = {
+            let (healthy, progress) = (healthy.clone(), progress.clone());
+            std::thread::Builder::new()
+                .name("souk-sync".into())
+                .spawn(move || sync_loop(engine.as_ref(), applied, &healthy, &progress))?
+        };
         Ok(Committer {
             queue: Mutex::new(Some(queue)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![commit, sync]),
             healthy,
+            progress,
         })
     }
 
-    /// Whether every commit so far succeeded.
+    /// Whether every commit and sync so far succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
     }
@@ -103,11 +171,41 @@ impl Committer {
             .map_err(|_| StorageError::Unavailable("the commit thread stopped".into()))?
     }
 
-    /// Commits what is queued, then stops the thread. Later writes are
+    /// Returns once everything a read that has just ended could have seen
+    /// is durable, so the read may be answered. At once when no group is
+    /// between apply and fsync; otherwise within one fsync.
+    pub async fn settled(&self) -> Result<()> {
+        let progress = &self.progress;
+        let applied = progress.applied.load(Ordering::SeqCst);
+        let ready = |settled: u64| -> Option<Result<()>> {
+            if progress.failed.load(Ordering::SeqCst) {
+                Some(Err(sync_failed()))
+            } else {
+                (settled >= applied).then_some(Ok(()))
+            }
+        };
+        if let Some(outcome) = ready(progress.settled.load(Ordering::SeqCst)) {
+            return outcome;
+        }
+        let mut changes = progress.changes.subscribe();
+        loop {
+            if let Some(outcome) = ready(*changes.borrow_and_update()) {
+                return outcome;
+            }
+            if changes.changed().await.is_err() {
+                // The committer is gone; what it settled last is final.
+                return ready(progress.settled.load(Ordering::SeqCst)).unwrap_or_else(|| {
+                    Err(StorageError::Unavailable("the store is closed".into()))
+                });
+            }
+        }
+    }
+
+    /// Commits what is queued, then stops both threads. Later writes are
     /// refused as `Unavailable`.
     pub fn close(&self) {
         drop(self.queue.lock().expect("not poisoned").take());
-        if let Some(thread) = self.thread.lock().expect("not poisoned").take() {
+        for thread in self.threads.lock().expect("not poisoned").drain(..) {
             let _ = thread.join();
         }
     }
@@ -119,8 +217,15 @@ impl Drop for Committer {
     }
 }
 
-fn commit_loop(engine: &dyn Engine, jobs: Receiver<Job>, healthy: &AtomicBool) {
+fn commit_loop(
+    engine: &dyn Engine,
+    jobs: Receiver<Job>,
+    to_sync: SyncSender<Applied>,
+    healthy: &AtomicBool,
+    progress: &Progress,
+) {
     let mut group = Vec::with_capacity(COMMIT_BATCH_MAX);
+    let mut number = 0;
     while let Ok(first) = jobs.recv() {
         group.push(first);
         while group.len() < COMMIT_BATCH_MAX {
@@ -129,24 +234,31 @@ fn commit_loop(engine: &dyn Engine, jobs: Receiver<Job>, healthy: &AtomicBool) {
                 Err(_) => break,
             }
         }
-        if !commit_group(engine, &mut group) {
+        number += 1;
+        let applied = if progress.failed.load(Ordering::SeqCst) {
+            refuse(&mut group, sync_failed(), number)
+        } else {
+            apply_group(engine, &mut group, number, progress)
+        };
+        if applied.outcome.is_err() {
             healthy.store(false, Ordering::SeqCst);
+        }
+        if to_sync.send(applied).is_err() {
+            return;
         }
     }
 }
 
-/// Commits one group; false when the commit (or the transaction) failed.
-fn commit_group(engine: &dyn Engine, group: &mut Vec<Job>) -> bool {
+/// Runs one group's operations and applies them as one transaction.
+fn apply_group(
+    engine: &dyn Engine,
+    group: &mut Vec<Job>,
+    number: u64,
+    progress: &Progress,
+) -> Applied {
     let mut txn = match engine.begin() {
         Ok(txn) => txn,
-        Err(error) => {
-            for job in group.drain(..) {
-                // The operation never ran; report the engine's error.
-                let (_, completion) = job(&mut Refused(error.clone()));
-                completion(Err(error.clone()));
-            }
-            return false;
-        }
+        Err(error) => return refuse(group, error, number),
     };
     let mut completions = Vec::with_capacity(group.len());
     let mut poisoned = false;
@@ -161,13 +273,64 @@ fn commit_group(engine: &dyn Engine, group: &mut Vec<Job>) -> bool {
             "a write in this group failed part-way; the group was discarded".into(),
         ))
     } else {
-        txn.commit()
+        progress.applied.store(number, Ordering::SeqCst);
+        txn.apply()
     };
-    let committed = outcome.is_ok();
-    for completion in completions {
-        completion(outcome.clone());
+    Applied {
+        number,
+        outcome,
+        completions,
     }
-    committed
+}
+
+/// A group that never ran: each operation meets `error` at its first step.
+fn refuse(group: &mut Vec<Job>, error: StorageError, number: u64) -> Applied {
+    let completions = group
+        .drain(..)
+        .map(|job| job(&mut Refused(error.clone())).1)
+        .collect();
+    Applied {
+        number,
+        outcome: Err(error),
+        completions,
+    }
+}
+
+fn sync_loop(
+    engine: &dyn Engine,
+    applied: Receiver<Applied>,
+    healthy: &AtomicBool,
+    progress: &Progress,
+) {
+    let mut groups = Vec::with_capacity(SYNC_PIPELINE_MAX);
+    while let Ok(first) = applied.recv() {
+        groups.push(first);
+        while let Ok(next) = applied.try_recv() {
+            groups.push(next);
+        }
+        // A group that failed to apply wrote nothing, so it needs no sync;
+        // the rest share one.
+        let sync = if progress.failed.load(Ordering::SeqCst) {
+            Err(sync_failed())
+        } else if groups.iter().any(|g| g.outcome.is_ok()) {
+            engine.sync()
+        } else {
+            Ok(())
+        };
+        match &sync {
+            Ok(()) => progress.settle(groups.last().map_or(0, |g| g.number)),
+            Err(_) => {
+                healthy.store(false, Ordering::SeqCst);
+                progress.fail();
+            }
+        }
+        for group in groups.drain(..) {
+            let outcome = group.outcome.and(sync.clone());
+            for completion in group.completions {
+                completion(outcome.clone());
+            }
+        }
+    }
 }
 
 /// A stand-in transaction that refuses everything, for jobs whose group
@@ -199,7 +362,7 @@ impl WriteTxn for Refused {
     fn delete(&mut self, _: super::engine::Table, _: &[u8]) -> Result<()> {
         Err(self.0.clone())
     }
-    fn commit(self: Box<Self>) -> Result<()> {
+    fn apply(self: Box<Self>) -> Result<()> {
         Err(self.0)
     }
 }

@@ -20,7 +20,6 @@ pub enum Table {
     TokenFamilies,
     Orders,
     OrdersByUser,
-    OrdersByShard,
     Payments,
     Idempotency,
     Events,
@@ -30,7 +29,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 17] = [
         Table::Meta,
         Table::Categories,
         Table::Products,
@@ -42,7 +41,6 @@ impl Table {
         Table::TokenFamilies,
         Table::Orders,
         Table::OrdersByUser,
-        Table::OrdersByShard,
         Table::Payments,
         Table::Idempotency,
         Table::Events,
@@ -64,7 +62,6 @@ impl Table {
             Table::TokenFamilies => "token_families",
             Table::Orders => "orders",
             Table::OrdersByUser => "orders_by_user",
-            Table::OrdersByShard => "orders_by_shard",
             Table::Payments => "payments",
             Table::Idempotency => "idempotency",
             Table::Events => "events",
@@ -122,6 +119,12 @@ pub trait Engine: Send + Sync + 'static {
     fn scan(&self, table: Table, scan: Scan<'_>) -> Result<Vec<Pair>>;
     /// A write transaction. Only the group-commit thread opens them.
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>>;
+    /// Makes every transaction applied so far durable. Only the sync
+    /// thread calls it, concurrently with the next transactions. An engine
+    /// whose `apply` is already durable has nothing to do.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
     /// Called at a clean shutdown: leave the files so that the next open
     /// has no journal to replay.
     fn flush(&self) -> Result<()> {
@@ -130,8 +133,10 @@ pub trait Engine: Send + Sync + 'static {
 }
 
 /// A write transaction: reads see its own writes; nothing is visible to
-/// readers or durable until `commit` returns, and dropping it uncommitted
-/// discards every write.
+/// readers until `apply` returns, and dropping it unapplied discards every
+/// write. An applied transaction is durable after the engine's next `sync`
+/// (or at once, for engines that sync in `apply`); a crash keeps a prefix
+/// of the applied transactions, each whole or not at all.
 pub trait WriteTxn {
     fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn scan_prefix(&mut self, table: Table, prefix: &[u8]) -> Result<Vec<Pair>>;
@@ -139,8 +144,9 @@ pub trait WriteTxn {
     fn scan_from(&mut self, table: Table, from: &[u8], limit: usize) -> Result<Vec<Pair>>;
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()>;
-    /// Commits atomically and durably (fsync) before returning.
-    fn commit(self: Box<Self>) -> Result<()>;
+    /// Applies every write atomically, in order after the transactions
+    /// applied before it.
+    fn apply(self: Box<Self>) -> Result<()>;
 }
 
 #[cfg(test)]

@@ -1,16 +1,21 @@
-//! A fault-injecting storage backend for redb: a real file whose writes,
-//! growth and syncs can be made to fail as a full disk fails them. The
-//! fault tests use it to check that a full disk gives typed errors and that
-//! nothing half-written is visible after a restart.
+//! Fault injection for the fault tests. `FaultyBackend` is a storage
+//! backend for redb: a real file whose writes, growth and syncs can be made
+//! to fail as a full disk fails them, to check that a full disk gives typed
+//! errors and that nothing half-written is visible after a restart.
+//! `FaultySync` wraps any real engine so that its syncs (the fsync stage of
+//! group commit) can be held back or made to fail.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use redb::StorageBackend;
 use redb::backends::FileBackend;
+
+use super::engine::{Engine, Pair, Scan, Table, WriteTxn};
+use crate::error::{Result, StorageError};
 
 /// What to break. Shared between the test and the backend.
 #[derive(Debug)]
@@ -113,5 +118,76 @@ impl StorageBackend for FaultyBackend {
 
     fn close(&self) -> io::Result<()> {
         self.inner.close()
+    }
+}
+
+/// What to do to syncs. Shared between the test and the engine.
+#[derive(Debug, Default)]
+pub struct SyncFaults {
+    fail: AtomicBool,
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl SyncFaults {
+    /// From now on, every sync fails as an fsync that hit an I/O error.
+    pub fn fail_syncs(&self) {
+        self.fail.store(true, Ordering::SeqCst);
+    }
+
+    /// Syncs wait until `release`: applied writes stay undurable.
+    pub fn hold(&self) {
+        *self.held.lock().expect("not poisoned") = true;
+    }
+
+    pub fn release(&self) {
+        *self.held.lock().expect("not poisoned") = false;
+        self.released.notify_all();
+    }
+}
+
+/// A real engine whose syncs obey `SyncFaults`.
+pub struct FaultySync {
+    inner: Arc<dyn Engine>,
+    faults: Arc<SyncFaults>,
+}
+
+impl FaultySync {
+    pub fn new(inner: Arc<dyn Engine>, faults: Arc<SyncFaults>) -> FaultySync {
+        FaultySync { inner, faults }
+    }
+}
+
+impl Engine for FaultySync {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(table, key)
+    }
+
+    fn scan(&self, table: Table, scan: Scan<'_>) -> Result<Vec<Pair>> {
+        self.inner.scan(table, scan)
+    }
+
+    fn begin(&self) -> Result<Box<dyn WriteTxn + '_>> {
+        self.inner.begin()
+    }
+
+    fn sync(&self) -> Result<()> {
+        let mut held = self.faults.held.lock().expect("not poisoned");
+        while *held {
+            held = self.faults.released.wait(held).expect("not poisoned");
+        }
+        drop(held);
+        if self.faults.fail.load(Ordering::SeqCst) {
+            return Err(StorageError::Io("injected: fsync failed".into()));
+        }
+        self.inner.sync()
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
     }
 }

@@ -1,10 +1,24 @@
 //! The embedded engine on fjall: an LSM tree with a write-ahead journal;
-//! a commit is one atomic journal batch followed by one fdatasync. One
-//! fjall keyspace per table.
+//! applying a transaction is one atomic journal batch, written through to
+//! the kernel, and `sync` is one fdatasync of the journal. One fjall
+//! keyspace per table.
+//!
+//! fjall's own `persist` holds the journal's lock through the fdatasync,
+//! which would stop the commit thread from applying the next group while
+//! the last one syncs. So `sync` fdatasyncs the active journal through a
+//! descriptor of its own, without that lock. This rests on two facts of
+//! fjall's journal, checked by the tests below and to re-check before
+//! upgrading fjall: journals are `<id>.jnl` files in the database folder,
+//! the newest being the active one, and a journal is synced whole before
+//! the next one is created. So when `sync` finds journal N the newest, every
+//! batch applied before it is in journal N (synced now) or in an older one
+//! (synced when N was created).
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Slice};
 
@@ -25,6 +39,31 @@ pub struct FjallEngine {
     db: Database,
     /// In `Table::ALL` order.
     keyspaces: Vec<Keyspace>,
+    path: PathBuf,
+    /// The active journal as `sync` last found it, by id.
+    journal: Mutex<Option<(u64, File)>>,
+}
+
+/// The newest journal in the database folder: the one fjall appends to.
+fn active_journal(folder: &Path) -> Result<(u64, PathBuf)> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(folder)? {
+        let path = entry?.path();
+        let id = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".jnl"))
+            .and_then(|id| id.parse::<u64>().ok());
+        if let Some(id) = id
+            && newest.as_ref().is_none_or(|(n, _)| id > *n)
+        {
+            newest = Some((id, path));
+        }
+    }
+    newest.ok_or_else(|| StorageError::Corrupt {
+        table: "journal",
+        reason: format!("no journal in {}", folder.display()),
+    })
 }
 
 impl FjallEngine {
@@ -37,7 +76,12 @@ impl FjallEngine {
                     .map_err(error)
             })
             .collect::<Result<_>>()?;
-        Ok(FjallEngine { db, keyspaces })
+        Ok(FjallEngine {
+            db,
+            keyspaces,
+            path: path.to_path_buf(),
+            journal: Mutex::new(None),
+        })
     }
 
     fn keyspace(&self, table: Table) -> &Keyspace {
@@ -96,10 +140,27 @@ impl Engine for FjallEngine {
         Ok(())
     }
 
+    fn sync(&self) -> Result<()> {
+        let (id, path) = active_journal(&self.path)?;
+        let mut journal = self.journal.lock().expect("not poisoned");
+        if journal.as_ref().is_none_or(|(open, _)| *open != id) {
+            *journal = Some((id, File::open(path)?));
+        }
+        let (_, file) = journal.as_ref().expect("opened above");
+        // fdatasync: it also persists the block allocation an append needs,
+        // so it is as durable as fsync here (PostgreSQL's WAL default makes
+        // the same choice).
+        file.sync_data()?;
+        Ok(())
+    }
+
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>> {
         Ok(Box::new(FjallWrite {
             engine: self,
-            batch: self.db.batch().durability(Some(PersistMode::SyncData)),
+            // Written through to the kernel, not synced: `sync` does that
+            // for every batch applied since the last one, while the commit
+            // thread applies the next.
+            batch: self.db.batch().durability(Some(PersistMode::Buffer)),
             overlay: BTreeMap::new(),
         }))
     }
@@ -180,10 +241,57 @@ impl WriteTxn for FjallWrite<'_> {
         Ok(())
     }
 
-    fn commit(self: Box<Self>) -> Result<()> {
-        // One journal write for the whole batch, then one fdatasync: on Linux
-        // it also persists the file size an append changed, so it is as
-        // durable as fsync here (PostgreSQL's WAL default makes the same choice).
+    fn apply(self: Box<Self>) -> Result<()> {
+        // One journal write for the whole batch; fjall numbers it after
+        // every batch before it, and replays only whole batches.
         self.batch.commit().map_err(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contains(path: &Path, marker: &[u8]) -> bool {
+        let bytes = std::fs::read(path).unwrap();
+        bytes.windows(marker.len()).any(|w| w == marker)
+    }
+
+    fn apply(engine: &FjallEngine, key: &[u8], value: &[u8]) {
+        let mut txn = engine.begin().unwrap();
+        txn.put(Table::Orders, key, value).unwrap();
+        txn.apply().unwrap();
+        engine.sync().unwrap();
+    }
+
+    /// What `sync` assumes of fjall's journal layout: the newest `<id>.jnl`
+    /// holds the batches just applied, also after fjall starts a new one.
+    #[test]
+    fn sync_finds_the_journal_that_holds_the_applied_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = FjallEngine::open(dir.path()).unwrap();
+        apply(&engine, b"k1", b"first-marker-7f3a");
+        let (first, path) = active_journal(dir.path()).unwrap();
+        assert!(contains(&path, b"first-marker-7f3a"));
+
+        // fjall starts a new journal at a memtable flush once the active
+        // one holds more than 64 MB; the filler does not compress.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut filler = vec![0u8; 1 << 20];
+        for i in 0u32..70 {
+            for byte in filler.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *byte = state as u8;
+            }
+            apply(&engine, &i.to_be_bytes(), &filler);
+        }
+        engine.flush().unwrap();
+        apply(&engine, b"k2", b"second-marker-91c2");
+        let (second, path) = active_journal(dir.path()).unwrap();
+        assert!(second > first, "a rotation starts a newer journal");
+        assert!(contains(&path, b"second-marker-91c2"));
+        assert_eq!(engine.journal.lock().unwrap().as_ref().unwrap().0, second);
     }
 }

@@ -52,13 +52,6 @@ pub fn order_by_user(user: UserId, order: OrderId) -> [u8; 16] {
     key
 }
 
-pub fn order_by_shard(shard: u16, order: OrderId) -> [u8; 10] {
-    let mut key = [0u8; 10];
-    key[..2].copy_from_slice(&shard.to_be_bytes());
-    key[2..].copy_from_slice(&order.0.to_be_bytes());
-    key
-}
-
 /// The order id at the end of an index key.
 pub fn trailing_order(key: &[u8]) -> Result<OrderId> {
     let bytes: [u8; 8] = key
@@ -108,7 +101,7 @@ mod tests {
         assert!(order(OrderId(2)) < order(OrderId(256)));
         assert!(order_by_user(UserId(1), OrderId(999)) < order_by_user(UserId(2), OrderId(0)));
         assert_eq!(
-            trailing_order(&order_by_shard(3, OrderId(77))).unwrap(),
+            trailing_order(&order_by_user(UserId(3), OrderId(77))).unwrap(),
             OrderId(77)
         );
     }

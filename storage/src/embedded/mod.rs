@@ -115,6 +115,14 @@ impl EmbeddedStore {
         self.committer.write(operation).await
     }
 
+    /// Answers a read once everything it could have seen is durable (see
+    /// `commit`): every read of the store ends here.
+    async fn settled<T>(&self, read: Result<T>) -> Result<T> {
+        let value = read?;
+        self.committer.settled().await?;
+        Ok(value)
+    }
+
     fn get_record<T: serde::de::DeserializeOwned>(
         &self,
         table: Table,
@@ -136,6 +144,24 @@ impl EmbeddedStore {
             .iter()
             .map(|(_, value)| decode(table.name(), value))
             .collect()
+    }
+
+    /// Up to `ALL_ORDERS_PAGE` orders from `from` on, in id order, and the
+    /// id to read the next page from (none after the last).
+    fn orders_page(&self, from: OrderId) -> Result<(Vec<OrderRecord>, Option<u64>)> {
+        let key = keys::order(from);
+        let scan = Scan {
+            prefix: b"",
+            from: Some(&key),
+            descending: false,
+            limit: ALL_ORDERS_PAGE,
+        };
+        let page: Vec<OrderRecord> = self.scan_records(Table::Orders, scan)?;
+        let next = match page.last() {
+            Some(last) if page.len() == ALL_ORDERS_PAGE => last.id.0.checked_add(1),
+            _ => None,
+        };
+        Ok((page, next))
     }
 
     /// Orders named by the trailing ids of index keys, in index order.
@@ -209,10 +235,8 @@ fn page_limit(limit: usize) -> usize {
 #[async_trait]
 impl CatalogStore for EmbeddedStore {
     async fn catalog_imported(&self) -> Result<bool> {
-        Ok(self
-            .engine
-            .get(Table::Meta, keys::CATALOG_IMPORTED)?
-            .is_some())
+        let imported = self.engine.get(Table::Meta, keys::CATALOG_IMPORTED);
+        self.settled(imported.map(|flag| flag.is_some())).await
     }
 
     async fn import_catalog(&self, catalog: &CatalogData) -> Result<()> {
@@ -261,11 +285,12 @@ impl CatalogStore for EmbeddedStore {
         let categories = self.scan_records(Table::Categories, everything(usize::MAX))?;
         let products = self.scan_records(Table::Products, everything(usize::MAX))?;
         let stock: Vec<StockRecord> = self.scan_records(Table::Stock, everything(usize::MAX))?;
-        Ok(CatalogData {
+        self.settled(Ok(CatalogData {
             categories,
             products,
             stock: stock.into_iter().map(|s| (s.sku, s.received)).collect(),
-        })
+        }))
+        .await
     }
 
     async fn upsert_product(&self, product: &Product) -> Result<()> {
@@ -276,7 +301,8 @@ impl CatalogStore for EmbeddedStore {
     }
 
     async fn product(&self, id: &ProductId) -> Result<Option<Product>> {
-        self.get_record(Table::Products, &keys::text(id.as_str(), "product id")?)
+        self.settled(self.get_record(Table::Products, &keys::text(id.as_str(), "product id")?))
+            .await
     }
 
     async fn put_categories(&self, categories: &[Category]) -> Result<()> {
@@ -321,7 +347,8 @@ impl StockStore for EmbeddedStore {
     }
 
     async fn stock_levels(&self) -> Result<Vec<StockRecord>> {
-        self.scan_records(Table::Stock, Scan::prefix(b"", usize::MAX))
+        self.settled(self.scan_records(Table::Stock, Scan::prefix(b"", usize::MAX)))
+            .await
     }
 
     async fn stock_snapshot(&self) -> Result<StockSnapshot> {
@@ -340,10 +367,11 @@ impl StockStore for EmbeddedStore {
                 Ok((sku, decode::<i64>("stock sold", &value)?))
             })
             .collect::<Result<_>>()?;
-        Ok(StockSnapshot {
+        self.settled(Ok(StockSnapshot {
             watermark: OrderId(self.watermark.load(Ordering::SeqCst)),
             sold,
-        })
+        }))
+        .await
     }
 
     /// Runs in the commit thread, so that no insert or update interleaves
@@ -430,14 +458,15 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>> {
-        self.get_record(Table::Users, &keys::user(id))
+        self.settled(self.get_record(Table::Users, &keys::user(id)))
+            .await
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
         let Some(id) = self.engine.get(Table::UsersByEmail, &keys::email(email)?)? else {
-            return Ok(None);
+            return self.settled(Ok(None)).await;
         };
-        self.get_record(Table::Users, &id)
+        self.settled(self.get_record(Table::Users, &id)).await
     }
 
     async fn update_user(&self, user: &UserRecord) -> Result<()> {
@@ -479,7 +508,8 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn addresses(&self, user: UserId) -> Result<Vec<Address>> {
-        self.scan_records(Table::Addresses, Scan::prefix(&keys::user(user), PAGE_MAX))
+        self.settled(self.scan_records(Table::Addresses, Scan::prefix(&keys::user(user), PAGE_MAX)))
+            .await
     }
 }
 
@@ -499,7 +529,8 @@ impl TokenStore for EmbeddedStore {
     }
 
     async fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshTokenRecord>> {
-        self.get_record(Table::RefreshTokens, token_hash)
+        self.settled(self.get_record(Table::RefreshTokens, token_hash))
+            .await
     }
 
     async fn rotate_refresh_token(&self, old: &[u8; 32], new: &RefreshTokenRecord) -> Result<()> {
@@ -560,7 +591,6 @@ impl OrderStore for EmbeddedStore {
         let id = order.id;
         let value = encode("order", order, RECORD_BYTES_MAX)?;
         let by_user = keys::order_by_user(order.user_id, id);
-        let by_shard = keys::order_by_shard(order.shard, id);
         let watermark = self.watermark.clone();
         self.write(move |txn| {
             if id.0 < watermark.load(Ordering::SeqCst) {
@@ -578,14 +608,14 @@ impl OrderStore for EmbeddedStore {
                 return Err(StorageError::Conflict(format!("order {} exists", id.0)));
             }
             txn.put(Table::Orders, &key, &value)?;
-            txn.put(Table::OrdersByUser, &by_user, &[])?;
-            txn.put(Table::OrdersByShard, &by_shard, &[])
+            txn.put(Table::OrdersByUser, &by_user, &[])
         })
         .await
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>> {
-        self.get_record(Table::Orders, &keys::order(id))
+        self.settled(self.get_record(Table::Orders, &keys::order(id)))
+            .await
     }
 
     async fn update_order(&self, order: &OrderRecord, expected: OrderStatus) -> Result<()> {
@@ -616,58 +646,50 @@ impl OrderStore for EmbeddedStore {
             descending: true,
             limit: page_limit(limit),
         };
-        self.orders_by_index(Table::OrdersByUser, scan)
+        self.settled(self.orders_by_index(Table::OrdersByUser, scan))
+            .await
     }
 
+    /// Walks the orders table in id order and keeps the shard's: the
+    /// embedded store keeps no index by shard, as a start replays every
+    /// order once through `orders_from`, and each index costs every insert.
     async fn orders_of_shard(
         &self,
         shard: u16,
         after: Option<OrderId>,
         limit: usize,
     ) -> Result<Page<OrderRecord, OrderId>> {
-        let prefix = shard.to_be_bytes();
-        let from = match after {
-            Some(OrderId(u64::MAX)) => {
-                return Ok(Page {
-                    items: Vec::new(),
-                    next: None,
-                });
-            }
-            Some(after) => Some(keys::order_by_shard(shard, OrderId(after.0 + 1))),
-            None => None,
+        let limit = page_limit(limit);
+        let mut items = Vec::new();
+        let mut next = match after {
+            Some(after) => after.0.checked_add(1),
+            None => Some(0),
         };
-        let scan = Scan {
-            prefix: &prefix,
-            from: from.as_ref().map(|k| k.as_slice()),
-            descending: false,
-            limit: page_limit(limit),
-        };
-        self.orders_by_index(Table::OrdersByShard, scan)
+        while let Some(from) = next
+            && items.len() < limit
+        {
+            let page;
+            (page, next) = self.orders_page(OrderId(from))?;
+            items.extend(page.into_iter().filter(|o| o.shard == shard));
+        }
+        items.truncate(limit);
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|o| o.id))
+            .flatten();
+        self.settled(Ok(Page { items, next })).await
     }
 
     /// One scan of the orders table: no index, no lookup per order.
     async fn orders_from(&self, from: OrderId, shards: u16) -> Result<Vec<OrderRecord>> {
         let mut orders: Vec<OrderRecord> = Vec::new();
-        let mut next = Some(from);
+        let mut next = Some(from.0);
         while let Some(from) = next {
-            let key = keys::order(from);
-            let scan = Scan {
-                prefix: b"",
-                from: Some(&key),
-                descending: false,
-                limit: ALL_ORDERS_PAGE,
-            };
-            let page: Vec<OrderRecord> = self.scan_records(Table::Orders, scan)?;
-            next = match page.last() {
-                Some(last) if page.len() == ALL_ORDERS_PAGE => {
-                    last.id.0.checked_add(1).map(OrderId)
-                }
-                _ => None,
-            };
+            let page;
+            (page, next) = self.orders_page(OrderId(from))?;
             orders.extend(page);
         }
         orders.retain(|o| o.shard < shards);
-        Ok(orders)
+        self.settled(Ok(orders)).await
     }
 }
 
@@ -700,7 +722,8 @@ impl CartStore for EmbeddedStore {
     }
 
     async fn carts(&self) -> Result<Vec<CartRecord>> {
-        self.scan_records(Table::Carts, Scan::prefix(b"", usize::MAX))
+        self.settled(self.scan_records(Table::Carts, Scan::prefix(b"", usize::MAX)))
+            .await
     }
 }
 
@@ -714,7 +737,8 @@ impl PaymentStore for EmbeddedStore {
     }
 
     async fn payment(&self, order: OrderId) -> Result<Option<PaymentRecord>> {
-        self.get_record(Table::Payments, &keys::order(order))
+        self.settled(self.get_record(Table::Payments, &keys::order(order)))
+            .await
     }
 }
 
@@ -746,7 +770,8 @@ impl IdempotencyStore for EmbeddedStore {
         scope: &str,
         key: IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>> {
-        self.get_record(Table::Idempotency, &keys::idempotency(scope, key)?)
+        self.settled(self.get_record(Table::Idempotency, &keys::idempotency(scope, key)?))
+            .await
     }
 }
 
@@ -784,7 +809,7 @@ impl EventLog for EmbeddedStore {
             limit: 1,
         };
         let last: Vec<EventRecord> = self.scan_records(Table::Events, scan)?;
-        Ok(last.first().map(|e| e.offset))
+        self.settled(Ok(last.first().map(|e| e.offset))).await
     }
 
     async fn read_events(&self, shard: u16, from: u64, limit: usize) -> Result<Vec<EventRecord>> {
@@ -796,7 +821,7 @@ impl EventLog for EmbeddedStore {
             descending: false,
             limit: page_limit(limit),
         };
-        self.scan_records(Table::Events, scan)
+        self.settled(self.scan_records(Table::Events, scan)).await
     }
 
     async fn commit_offset(&self, consumer: &str, shard: u16, offset: u64) -> Result<()> {
@@ -808,7 +833,7 @@ impl EventLog for EmbeddedStore {
     async fn committed_offset(&self, consumer: &str, shard: u16) -> Result<Option<u64>> {
         let key = keys::event_offset(consumer, shard)?;
         let Some(bytes) = self.engine.get(Table::EventOffsets, &key)? else {
-            return Ok(None);
+            return self.settled(Ok(None)).await;
         };
         let bytes: [u8; 8] = bytes
             .as_slice()
@@ -817,7 +842,7 @@ impl EventLog for EmbeddedStore {
                 table: "event_offsets",
                 reason: format!("offset of {} bytes", bytes.len()),
             })?;
-        Ok(Some(u64::from_be_bytes(bytes)))
+        self.settled(Ok(Some(u64::from_be_bytes(bytes)))).await
     }
 }
 

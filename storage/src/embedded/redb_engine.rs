@@ -33,7 +33,6 @@ const DEFINITIONS: [TableDefinition<'static, Bytes, Bytes>; Table::ALL.len()] = 
     definition("token_families"),
     definition("orders"),
     definition("orders_by_user"),
-    definition("orders_by_shard"),
     definition("payments"),
     definition("idempotency"),
     definition("events"),
@@ -192,8 +191,9 @@ impl WriteTxn for RedbWrite {
         Ok(())
     }
 
-    fn commit(self: Box<Self>) -> Result<()> {
-        // redb's default durability is immediate: commit returns after fsync.
+    fn apply(self: Box<Self>) -> Result<()> {
+        // redb's default durability is immediate: commit returns after
+        // fsync, so the engine's `sync` has nothing left to do.
         self.txn.commit().map_err(error)
     }
 }
