@@ -62,25 +62,22 @@ struct Progress {
     /// group's writes can be visible, so a read that saw them also sees a
     /// number at least this large.
     applied: AtomicU64,
-    /// The last group whose writers may be told it is durable (or that it
-    /// failed without writing anything).
-    settled: AtomicU64,
     /// Set once an fsync failed: nothing applied after the last good one
     /// can be trusted.
     failed: AtomicBool,
-    /// Wakes readers waiting in `settled`; carries `settled`.
-    changes: watch::Sender<u64>,
+    /// The last group whose writers may be told it is durable (or that it
+    /// failed without writing anything); wakes readers waiting in `settled`.
+    settled: watch::Sender<u64>,
 }
 
 impl Progress {
     fn settle(&self, through: u64) {
-        self.settled.store(through, Ordering::SeqCst);
-        self.changes.send_replace(through);
+        self.settled.send_replace(through);
     }
 
     fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
-        self.changes.send_modify(|_| {});
+        self.settled.send_modify(|_| {});
     }
 }
 
@@ -108,9 +105,8 @@ impl Committer {
         let healthy = Arc::new(AtomicBool::new(true));
         let progress = Arc::new(Progress {
             applied: AtomicU64::new(0),
-            settled: AtomicU64::new(0),
             failed: AtomicBool::new(false),
-            changes: watch::Sender::new(0),
+            settled: watch::Sender::new(0),
         });
         let commit = {
             let (engine, healthy, progress) = (engine.clone(), healthy.clone(), progress.clone());
@@ -184,21 +180,21 @@ impl Committer {
                 (settled >= applied).then_some(Ok(()))
             }
         };
-        if let Some(outcome) = ready(progress.settled.load(Ordering::SeqCst)) {
+        if let Some(outcome) = ready(*progress.settled.borrow()) {
             return outcome;
         }
-        let mut changes = progress.changes.subscribe();
-        loop {
-            if let Some(outcome) = ready(*changes.borrow_and_update()) {
-                return outcome;
-            }
-            if changes.changed().await.is_err() {
-                // The committer is gone; what it settled last is final.
-                return ready(progress.settled.load(Ordering::SeqCst)).unwrap_or_else(|| {
-                    Err(StorageError::Unavailable("the store is closed".into()))
-                });
-            }
-        }
+        let mut outcome = None;
+        // The sender lives in `progress`, which `self` holds: waiting ends
+        // only when the outcome is known.
+        let _ = progress
+            .settled
+            .subscribe()
+            .wait_for(|&settled| {
+                outcome = ready(settled);
+                outcome.is_some()
+            })
+            .await;
+        outcome.unwrap_or_else(|| Err(StorageError::Unavailable("the store is closed".into())))
     }
 
     /// Commits what is queued, then stops both threads. Later writes are

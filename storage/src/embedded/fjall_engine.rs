@@ -141,9 +141,15 @@ impl Engine for FjallEngine {
     }
 
     fn sync(&self) -> Result<()> {
-        let (id, path) = active_journal(&self.path)?;
         let mut journal = self.journal.lock().expect("not poisoned");
-        if journal.as_ref().is_none_or(|(open, _)| *open != id) {
+        // fjall numbers journals one after another, so the open one is still
+        // the newest unless the next id exists: one stat per sync instead of
+        // a directory listing.
+        let current = journal
+            .as_ref()
+            .is_some_and(|(open, _)| !self.path.join(format!("{}.jnl", open + 1)).exists());
+        if !current {
+            let (id, path) = active_journal(&self.path)?;
             *journal = Some((id, File::open(path)?));
         }
         let (_, file) = journal.as_ref().expect("opened above");
