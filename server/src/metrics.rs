@@ -10,6 +10,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::header;
 use axum::routing::get;
+use souk_storage::Store;
+use souk_storage::store::{SYNC_BUCKETS_SECONDS, WriteStats};
 use tokio::sync::watch;
 
 use crate::stats::{Counter, ShardStats, Stats};
@@ -91,8 +93,9 @@ const COUNTERS: &[(&str, &str, Read)] = &[
     ),
 ];
 
-/// The exposition text.
-pub fn render(stats: &Stats) -> String {
+/// The exposition text: every shard's counters, then the store's group
+/// commit where the backend has one.
+pub fn render(stats: &Stats, writes: Option<&WriteStats>) -> String {
     let mut out = String::with_capacity(4096);
     for (name, help, read) in COUNTERS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -107,13 +110,67 @@ pub fn render(stats: &Stats) -> String {
          souk_catalog_cache_hit_ratio {}",
         stats.cache_hit_rate()
     );
+    if let Some(writes) = writes {
+        render_writes(&mut out, writes);
+    }
     out
+}
+
+/// The embedded store's group commit: its batching (writes per group), its
+/// fsync latency as a histogram, refusals of a full queue, and whether it
+/// stopped after a failed write.
+fn render_writes(out: &mut String, writes: &WriteStats) {
+    let counters = [
+        (
+            "souk_store_commit_groups_total",
+            "Group commits: write transactions applied, each made durable by an fsync.",
+            writes.groups,
+        ),
+        (
+            "souk_store_committed_writes_total",
+            "Writes run in group commits (writes per group is the batching).",
+            writes.writes,
+        ),
+        (
+            "souk_store_busy_total",
+            "Writes refused with Busy because the commit queue was full.",
+            writes.busy,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let name = "souk_store_fsync_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} fsyncs of group commits, by how long they took.\n# TYPE {name} histogram"
+    );
+    for (bound, count) in SYNC_BUCKETS_SECONDS.iter().zip(writes.sync_buckets) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {syncs}\n{name}_sum {sum}\n{name}_count {syncs}",
+        syncs = writes.syncs,
+        sum = writes.sync_seconds
+    );
+    let _ = writeln!(
+        out,
+        "# HELP souk_store_healthy 1 while every write and fsync succeeded; 0 once one failed and the store refuses writes until a restart.\n\
+         # TYPE souk_store_healthy gauge\n\
+         souk_store_healthy {}",
+        u8::from(writes.healthy)
+    );
 }
 
 /// Serves `/metrics` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
+    store: Arc<dyn Store>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -121,7 +178,7 @@ pub async fn serve(
     let app = Router::new().route(
         "/metrics",
         get(move || {
-            let body = render(&stats);
+            let body = render(&stats, store.write_stats().as_ref());
             async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
         }),
     );
@@ -143,7 +200,7 @@ mod tests {
         stats.shard(ShardId(1)).cache_hits.increment();
         stats.shard(ShardId(1)).cache_hits.increment();
         stats.shard(ShardId(0)).cache_misses.increment();
-        let text = render(&stats);
+        let text = render(&stats, None);
         assert!(
             text.contains("souk_catalog_cache_hits_total{shard=\"1\"} 2\n"),
             "{text}"
@@ -156,5 +213,46 @@ mod tests {
         let ratio: f64 = ratio.split(' ').nth(1).unwrap().parse().unwrap();
         assert!((ratio - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(text.matches("# TYPE").count(), COUNTERS.len() + 1);
+        assert!(!text.contains("souk_store_"), "{text}");
+    }
+
+    #[test]
+    fn the_group_commit_is_rendered_with_a_cumulative_fsync_histogram() {
+        let mut sync_buckets = [0; SYNC_BUCKETS_SECONDS.len()];
+        sync_buckets[2..].fill(3);
+        sync_buckets[9] = 4;
+        let writes = WriteStats {
+            groups: 5,
+            writes: 120,
+            busy: 2,
+            syncs: 5,
+            sync_seconds: 0.0125,
+            sync_buckets,
+            healthy: true,
+        };
+        let text = render(&Stats::new(1), Some(&writes));
+        for line in [
+            "souk_store_commit_groups_total 5",
+            "souk_store_committed_writes_total 120",
+            "souk_store_busy_total 2",
+            "souk_store_fsync_seconds_bucket{le=\"0.00025\"} 0",
+            "souk_store_fsync_seconds_bucket{le=\"0.0005\"} 3",
+            "souk_store_fsync_seconds_bucket{le=\"1\"} 4",
+            "souk_store_fsync_seconds_bucket{le=\"+Inf\"} 5",
+            "souk_store_fsync_seconds_sum 0.0125",
+            "souk_store_fsync_seconds_count 5",
+            "souk_store_healthy 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        let stopped = WriteStats {
+            healthy: false,
+            ..writes
+        };
+        let text = render(&Stats::new(1), Some(&stopped));
+        assert!(text.lines().any(|l| l == "souk_store_healthy 0"), "{text}");
     }
 }

@@ -147,7 +147,8 @@ impl Server {
                 let listener = std::net::TcpListener::bind(addr)
                     .with_context(|| format!("cannot serve metrics on {addr}"))?;
                 let bound = listener.local_addr()?;
-                let serving = metrics::serve(listener, stats.clone(), shutdown_rx.clone());
+                let serving =
+                    metrics::serve(listener, stats.clone(), store.clone(), shutdown_rx.clone());
                 storage_runtime.spawn(async move {
                     if let Err(error) = serving.await {
                         tracing::warn!(%error, "the metrics endpoint stopped");

@@ -176,6 +176,34 @@ pub trait EventLog: Send + Sync {
     async fn committed_offset(&self, consumer: &str, shard: u16) -> Result<Option<u64>>;
 }
 
+/// Upper bounds, in seconds, of the buckets `WriteStats::sync_buckets`
+/// counts fsyncs in: from a fast disk's flush to a stalled one.
+pub const SYNC_BUCKETS_SECONDS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// How a backend's group commit is doing, for operators: the batching it
+/// achieves, how long its fsyncs take and whether writes are refused.
+/// Counters since the store opened.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteStats {
+    /// Groups committed: write transactions applied (and then synced).
+    pub groups: u64,
+    /// Writes run in those groups; `writes / groups` is the batching.
+    pub writes: u64,
+    /// Writes refused with `Busy` because the commit queue was full.
+    pub busy: u64,
+    /// fsyncs, and the seconds they took in all.
+    pub syncs: u64,
+    pub sync_seconds: f64,
+    /// fsyncs that took at most each `SYNC_BUCKETS_SECONDS` bound
+    /// (cumulative, as a Prometheus histogram counts).
+    pub sync_buckets: [u64; SYNC_BUCKETS_SECONDS.len()],
+    /// False once a commit or fsync failed: the store refuses writes until
+    /// a restart.
+    pub healthy: bool,
+}
+
 /// Everything souk keeps.
 #[async_trait]
 pub trait Store:
@@ -191,6 +219,11 @@ pub trait Store:
 {
     /// The backend's name, for logs.
     fn backend(&self) -> &'static str;
+    /// The group commit's counters, for backends that commit in groups
+    /// (the embedded store); a remote database keeps its own.
+    fn write_stats(&self) -> Option<WriteStats> {
+        None
+    }
     /// Makes every acknowledged write durable and stops accepting writes.
     async fn close(&self) -> Result<()>;
 

@@ -21,7 +21,7 @@ use souk_storage::embedded::engine::{Scan, Table};
 use souk_storage::embedded::fault::{Faults, FaultyBackend, FaultySync, SyncFaults};
 use souk_storage::embedded::redb_engine::RedbEngine;
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
-use souk_storage::store::OrderStore;
+use souk_storage::store::{OrderStore, SYNC_BUCKETS_SECONDS};
 use souk_storage::testing;
 use souk_wire::api::OrderId;
 
@@ -290,6 +290,8 @@ fn a_failed_fsync_fails_its_writers_and_stops_the_store_until_a_restart() {
             matches!(refused, StorageError::Unavailable(_)),
             "{refused:?}"
         );
+        let stats = souk_storage::Store::write_stats(&*store).unwrap();
+        assert!(!stats.healthy, "{stats:?}");
         souk_storage::Store::close(&*store).await.unwrap();
         drop(store);
 
@@ -300,5 +302,70 @@ fn a_failed_fsync_fails_its_writers_and_stops_the_store_until_a_restart() {
             store.order(OrderId(1000)).await.unwrap(),
             Some(testing::order(1000))
         );
+    });
+}
+
+#[test]
+fn a_full_commit_queue_answers_busy_at_once_and_the_counters_show_it() {
+    use souk_storage::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(SyncFaults::default());
+    runtime().block_on(async {
+        let store = fjall_with_sync_faults(dir.path(), &faults);
+        store.insert_order(&testing::order(1)).await.unwrap();
+        let before = store.write_stats().unwrap();
+        assert!(before.healthy && before.syncs >= 1, "{before:?}");
+
+        // With fsyncs held, writes fill the groups waiting for a sync, then
+        // the commit queue; past that they are refused, not queued.
+        faults.hold();
+        const WRITES: u64 = 60_000;
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in 2..2 + WRITES {
+            let store = store.clone();
+            tasks.spawn(async move { store.insert_order(&testing::order(id)).await });
+        }
+        let mut busy = 0;
+        // Only refusals can finish while fsyncs are held; a second with
+        // none means the rest are waiting for the sync.
+        let quiet = std::time::Duration::from_secs(1);
+        while let Ok(Some(joined)) = tokio::time::timeout(quiet, tasks.join_next()).await {
+            let refused = joined.unwrap().unwrap_err();
+            assert!(matches!(refused, StorageError::Busy), "{refused:?}");
+            busy += 1;
+        }
+        assert!(busy > 0, "a full commit queue never answered Busy");
+        assert_eq!(store.write_stats().unwrap().busy - before.busy, busy);
+
+        faults.release();
+        let mut acked = 0;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.unwrap() {
+                Ok(()) => acked += 1,
+                Err(StorageError::Busy) => busy += 1,
+                Err(error) => panic!("{error:?}"),
+            }
+        }
+        assert_eq!(acked + busy, WRITES);
+        let after = store.write_stats().unwrap();
+        assert!(after.healthy, "{after:?}");
+        assert_eq!(after.busy - before.busy, busy);
+        assert_eq!(after.writes - before.writes, acked);
+        let groups = after.groups - before.groups;
+        assert!(groups >= 1 && groups <= acked, "{after:?}");
+        let syncs = after.syncs - before.syncs;
+        assert!(syncs >= 1 && syncs <= groups, "{after:?}");
+        assert!(after.sync_seconds > before.sync_seconds);
+        // Cumulative buckets: each counts the fsyncs at most its bound.
+        assert!(
+            after.sync_buckets.windows(2).all(|w| w[0] <= w[1]),
+            "{after:?}"
+        );
+        assert!(after.sync_buckets[SYNC_BUCKETS_SECONDS.len() - 1] <= after.syncs);
+        let stored = store
+            .engine()
+            .scan(Table::Orders, Scan::prefix(b"", usize::MAX))
+            .unwrap();
+        assert_eq!(stored.len() as u64, 1 + acked);
     });
 }

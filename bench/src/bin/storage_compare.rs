@@ -18,8 +18,9 @@ use std::time::Duration;
 use clap::Parser;
 use souk_bench::postgres::Postgres;
 use souk_bench::{Measurement, Row, closed_loop};
+use souk_storage::Store;
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
-use souk_storage::store::OrderStore;
+use souk_storage::store::{OrderStore, WriteStats};
 use souk_storage::testing;
 
 /// The allocator souk's binaries use (see server/src/main.rs).
@@ -45,15 +46,20 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-fn measure_souk(kind: EngineKind, writers: usize, seconds: u64) -> anyhow::Result<Measurement> {
+fn measure_souk(
+    kind: EngineKind,
+    writers: usize,
+    seconds: u64,
+) -> anyhow::Result<(Measurement, WriteStats)> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(EmbeddedStore::open(dir.path(), kind)?);
+    let counted = store.clone();
     let next = Arc::new(AtomicU64::new(1));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let measurement = local.block_on(&runtime, async {
+    let measurement = local.block_on(&runtime, async move {
         let operation = move || {
             let (store, id) = (store.clone(), next.fetch_add(1, Ordering::Relaxed));
             async move { store.insert_order(&testing::order(id)).await.is_ok() }
@@ -66,7 +72,8 @@ fn measure_souk(kind: EngineKind, writers: usize, seconds: u64) -> anyhow::Resul
         )
         .await
     });
-    Ok(measurement)
+    let stats = counted.write_stats().unwrap_or_default();
+    Ok((measurement, stats))
 }
 
 fn postgres_script(record_len: usize) -> String {
@@ -98,11 +105,17 @@ fn main() -> anyhow::Result<()> {
             EngineKind::Fjall
         };
         for &writers in &args.writers {
-            let m = measure_souk(kind, writers, args.seconds)?;
+            let (m, stats) = measure_souk(kind, writers, args.seconds)?;
+            // Warm-up included: the batching and fsync time behind the rate.
+            let groups = stats.groups.max(1) as f64;
+            let syncs = stats.syncs.max(1) as f64;
             println!(
-                "{only} {writers} writers: {:.0} orders/s, p99 {} µs",
+                "{only} {writers} writers: {:.0} orders/s, p99 {} µs; {:.1} writes per group, {:.1} groups per fsync, mean fsync {:.0} µs",
                 m.per_second(),
-                m.p99_us()
+                m.p99_us(),
+                stats.writes as f64 / groups,
+                stats.groups as f64 / syncs,
+                stats.sync_seconds * 1e6 / syncs,
             );
         }
         return Ok(());
@@ -125,8 +138,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &writers in &args.writers {
-        let redb = measure_souk(EngineKind::Redb, writers, args.seconds)?;
-        let fjall = measure_souk(EngineKind::Fjall, writers, args.seconds)?;
+        let (redb, _) = measure_souk(EngineKind::Redb, writers, args.seconds)?;
+        let (fjall, _) = measure_souk(EngineKind::Fjall, writers, args.seconds)?;
         let pg = match &postgres {
             Ok(pg) => {
                 pg.psql(POSTGRES_SCHEMA).map_err(anyhow::Error::msg)?;

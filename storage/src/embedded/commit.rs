@@ -33,6 +33,7 @@ use tokio::sync::{oneshot, watch};
 use super::engine::{Engine, WriteTxn};
 use crate::error::{Result, StorageError};
 use crate::limits::{COMMIT_BATCH_MAX, COMMIT_QUEUE_MAX, SYNC_PIPELINE_MAX};
+use crate::store::{SYNC_BUCKETS_SECONDS, WriteStats};
 
 /// Called once the group is durable or has failed.
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
@@ -81,6 +82,32 @@ impl Progress {
     }
 }
 
+/// What `Committer::stats` reports. Each counter has one writer (the
+/// commit thread, the sync thread, or writers refused at the queue).
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    writes: AtomicU64,
+    busy: AtomicU64,
+    syncs: AtomicU64,
+    sync_nanos: AtomicU64,
+    sync_buckets: [AtomicU64; SYNC_BUCKETS_SECONDS.len()],
+}
+
+impl Counters {
+    fn count_sync(&self, took: std::time::Duration) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        for (bound, bucket) in SYNC_BUCKETS_SECONDS.iter().zip(&self.sync_buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// A group on its way from the commit thread to the sync thread.
 struct Applied {
     number: u64,
@@ -96,6 +123,7 @@ pub struct Committer {
     /// to write (a full disk), so a clean-shutdown flush must not be tried.
     healthy: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    counters: Arc<Counters>,
 }
 
 impl Committer {
@@ -108,24 +136,58 @@ impl Committer {
             failed: AtomicBool::new(false),
             settled: watch::Sender::new(0),
         });
+        let counters = Arc::new(Counters::default());
         let commit = {
-            let (engine, healthy, progress) = (engine.clone(), healthy.clone(), progress.clone());
+            let (engine, healthy, progress, counters) = (
+                engine.clone(),
+                healthy.clone(),
+                progress.clone(),
+                counters.clone(),
+            );
             std::thread::Builder::new()
                 .name("souk-commit".into())
-                .spawn(move || commit_loop(engine.as_ref(), jobs, to_sync, &healthy, &progress))?
+                .spawn(move || {
+                    commit_loop(
+                        engine.as_ref(),
+                        jobs,
+                        to_sync,
+                        &healthy,
+                        &progress,
+                        &counters,
+                    )
+                })?
         };
         let sync = {
-            let (healthy, progress) = (healthy.clone(), progress.clone());
+            let (healthy, progress, counters) =
+                (healthy.clone(), progress.clone(), counters.clone());
             std::thread::Builder::new()
                 .name("souk-sync".into())
-                .spawn(move || sync_loop(engine.as_ref(), applied, &healthy, &progress))?
+                .spawn(move || {
+                    sync_loop(engine.as_ref(), applied, &healthy, &progress, &counters)
+                })?
         };
         Ok(Committer {
             queue: Mutex::new(Some(queue)),
             threads: Mutex::new(vec![commit, sync]),
             healthy,
             progress,
+            counters,
         })
+    }
+
+    /// The group commit's counters so far.
+    pub fn stats(&self) -> WriteStats {
+        let counters = &self.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        WriteStats {
+            groups: read(&counters.groups),
+            writes: read(&counters.writes),
+            busy: read(&counters.busy),
+            syncs: read(&counters.syncs),
+            sync_seconds: read(&counters.sync_nanos) as f64 / 1e9,
+            sync_buckets: std::array::from_fn(|i| read(&counters.sync_buckets[i])),
+            healthy: self.healthy(),
+        }
     }
 
     /// Whether every commit and sync so far succeeded.
@@ -157,7 +219,10 @@ impl Committer {
             return Err(StorageError::Unavailable("the store is closed".into()));
         };
         sender.try_send(job).map_err(|error| match error {
-            TrySendError::Full(_) => StorageError::Busy,
+            TrySendError::Full(_) => {
+                self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                StorageError::Busy
+            }
             TrySendError::Disconnected(_) => {
                 StorageError::Unavailable("the store is closed".into())
             }
@@ -219,6 +284,7 @@ fn commit_loop(
     to_sync: SyncSender<Applied>,
     healthy: &AtomicBool,
     progress: &Progress,
+    counters: &Counters,
 ) {
     let mut group = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut number = 0;
@@ -231,6 +297,10 @@ fn commit_loop(
             }
         }
         number += 1;
+        counters.groups.fetch_add(1, Ordering::Relaxed);
+        counters
+            .writes
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         let applied = if progress.failed.load(Ordering::SeqCst) {
             refuse(&mut group, sync_failed(), number)
         } else {
@@ -297,6 +367,7 @@ fn sync_loop(
     applied: Receiver<Applied>,
     healthy: &AtomicBool,
     progress: &Progress,
+    counters: &Counters,
 ) {
     let mut groups = Vec::with_capacity(SYNC_PIPELINE_MAX);
     while let Ok(first) = applied.recv() {
@@ -309,7 +380,10 @@ fn sync_loop(
         let sync = if progress.failed.load(Ordering::SeqCst) {
             Err(sync_failed())
         } else if groups.iter().any(|g| g.outcome.is_ok()) {
-            engine.sync()
+            let began = std::time::Instant::now();
+            let sync = engine.sync();
+            counters.count_sync(began.elapsed());
+            sync
         } else {
             Ok(())
         };

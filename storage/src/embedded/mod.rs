@@ -855,6 +855,10 @@ impl Store for EmbeddedStore {
         }
     }
 
+    fn write_stats(&self) -> Option<crate::store::WriteStats> {
+        Some(self.committer.stats())
+    }
+
     /// One write: the payment is stored only with the order's change.
     async fn settle_payment(
         &self,
