@@ -132,3 +132,32 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[(values.len() - 1) / 2]
 }
+
+/// CPU seconds (user + system) each thread of this process has used so
+/// far, by thread name, from `/proc`: steal time on a shared machine is not
+/// in them, so CPU per operation stays comparable between noisy runs where
+/// rates do not. Empty where `/proc` is not readable.
+pub fn cpu_by_thread() -> Vec<(String, f64)> {
+    let ticks = 100.0; // USER_HZ, fixed at 100 on Linux's user ABI
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ..." where comm may hold spaces or parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of the whole line.
+        let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (field(14), field(15)) {
+            threads.push((name, (user + system) / ticks));
+        }
+    }
+    threads
+}

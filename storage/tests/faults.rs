@@ -205,7 +205,9 @@ fn fjall_on_a_full_disk_refuses_writes_typed_and_recovers_after_restart() {
         let (acked, errors) = insert_all(&store, 1..200).await;
         assert!(errors.is_empty(), "{errors:?}");
         disk.fill();
-        let (late, errors) = insert_all(&store, 200..400).await;
+        // The journal's blocks zero-filled ahead of its data (at most 256
+        // KiB) still take writes; 2,800 orders need more than that.
+        let (late, errors) = insert_all(&store, 200..3000).await;
         assert!(!errors.is_empty(), "a full disk refuses writes");
         assert_disk_errors(&errors);
         assert!(errors.contains(&StorageError::DiskFull), "{errors:?}");
@@ -215,8 +217,8 @@ fn fjall_on_a_full_disk_refuses_writes_typed_and_recovers_after_restart() {
         disk.free();
         let acked: BTreeSet<u64> = acked.union(&late).copied().collect();
         let store = EmbeddedStore::open(&store_dir, EngineKind::Fjall).unwrap();
-        check_after_restart(&store, &acked, 1..400).await;
-        store.insert_order(&testing::order(1000)).await.unwrap();
+        check_after_restart(&store, &acked, 1..3000).await;
+        store.insert_order(&testing::order(5000)).await.unwrap();
     });
 }
 

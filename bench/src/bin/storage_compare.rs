@@ -46,11 +46,15 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
+/// CPU seconds by thread during one measurement (warm-up included).
+type CpuUse = Vec<(String, f64)>;
+
 fn measure_souk(
     kind: EngineKind,
     writers: usize,
     seconds: u64,
-) -> anyhow::Result<(Measurement, WriteStats)> {
+) -> anyhow::Result<(Measurement, WriteStats, CpuUse)> {
+    let before = souk_bench::cpu_by_thread();
     let dir = tempfile::tempdir()?;
     let store = Arc::new(EmbeddedStore::open(dir.path(), kind)?);
     let counted = store.clone();
@@ -73,7 +77,15 @@ fn measure_souk(
         .await
     });
     let stats = counted.write_stats().unwrap_or_default();
-    Ok((measurement, stats))
+    // The store's threads are this measurement's own; the writers' thread
+    // (this one) ran before it too.
+    let mut cpu = souk_bench::cpu_by_thread();
+    for (name, seconds) in &mut cpu {
+        if let Some((_, earlier)) = before.iter().find(|(n, _)| n == name) {
+            *seconds -= earlier;
+        }
+    }
+    Ok((measurement, stats, cpu))
 }
 
 fn postgres_script(record_len: usize) -> String {
@@ -105,17 +117,31 @@ fn main() -> anyhow::Result<()> {
             EngineKind::Fjall
         };
         for &writers in &args.writers {
-            let (m, stats) = measure_souk(kind, writers, args.seconds)?;
+            let (m, stats, cpu) = measure_souk(kind, writers, args.seconds)?;
             // Warm-up included: the batching and fsync time behind the rate.
             let groups = stats.groups.max(1) as f64;
             let syncs = stats.syncs.max(1) as f64;
+            let writes = stats.writes.max(1) as f64;
+            let per_write = |seconds: f64| seconds * 1e6 / writes;
+            let total: f64 = cpu.iter().map(|(_, s)| s).sum();
+            let mut by_thread: std::collections::BTreeMap<&str, f64> = Default::default();
+            for (name, seconds) in &cpu {
+                *by_thread.entry(name.as_str()).or_default() += seconds;
+            }
+            let threads = by_thread
+                .iter()
+                .filter(|(_, s)| **s > 0.0)
+                .map(|(name, s)| format!("{name} {:.1}", per_write(*s)))
+                .collect::<Vec<_>>()
+                .join(", ");
             println!(
-                "{only} {writers} writers: {:.0} orders/s, p99 {} µs; {:.1} writes per group, {:.1} groups per fsync, mean fsync {:.0} µs",
+                "{only} {writers} writers: {:.0} orders/s, p99 {} µs; {:.1} writes per group, {:.1} groups per fsync, mean fsync {:.0} µs; CPU {:.1} µs per write ({threads})",
                 m.per_second(),
                 m.p99_us(),
                 stats.writes as f64 / groups,
                 stats.groups as f64 / syncs,
                 stats.sync_seconds * 1e6 / syncs,
+                per_write(total),
             );
         }
         return Ok(());
@@ -138,8 +164,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &writers in &args.writers {
-        let (redb, _) = measure_souk(EngineKind::Redb, writers, args.seconds)?;
-        let (fjall, _) = measure_souk(EngineKind::Fjall, writers, args.seconds)?;
+        let (redb, _, _) = measure_souk(EngineKind::Redb, writers, args.seconds)?;
+        let (fjall, _, _) = measure_souk(EngineKind::Fjall, writers, args.seconds)?;
         let pg = match &postgres {
             Ok(pg) => {
                 pg.psql(POSTGRES_SCHEMA).map_err(anyhow::Error::msg)?;
