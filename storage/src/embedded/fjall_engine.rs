@@ -66,11 +66,13 @@ const BLOCK: usize = 4096;
 /// block allocation, which costs about as much again as the data. Into
 /// blocks already written (with zeros) the fdatasync writes data alone.
 ///
-/// It only ever writes zeros over bytes that read as zero, from the commit
-/// thread, which is the only thread that writes batches to the journal
-/// (and every batch is written through to the kernel before `apply`
-/// returns): so no byte of the journal changes, and what recovery reads is
-/// the same with or without it.
+/// It only ever writes zeros into the file's holes (found with
+/// `SEEK_HOLE`/`SEEK_DATA`, which count written-but-unallocated pages as
+/// data), from the commit thread, which is the only thread that writes
+/// batches to the journal (and every batch is written through to the
+/// kernel before `apply` returns): so no byte of the journal changes, and
+/// what recovery reads is the same with or without it. A filesystem that
+/// cannot report holes reports none, and nothing is written.
 #[derive(Default)]
 struct Prefill {
     /// The journal being prefilled, by id; `None` in the file slot once it
@@ -82,6 +84,30 @@ struct Prefill {
     /// where its data ends (fjall adds headers; the journal is not
     /// compressed).
     applied: u64,
+}
+
+static ZEROS: [u8; PREFILL_CHUNK as usize] = [0; PREFILL_CHUNK as usize];
+
+/// The holes of `file` between `from` and `to`, as ranges.
+fn holes(file: &File, from: u64, to: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{SeekFrom, seek};
+    let mut holes = Vec::new();
+    let mut at = from;
+    while at < to {
+        let hole = seek(file, SeekFrom::Hole(at))?;
+        if hole >= to {
+            break;
+        }
+        let data = match seek(file, SeekFrom::Data(hole)) {
+            Ok(data) => data.min(to),
+            // No data after the hole: it runs to the end of the file.
+            Err(rustix::io::Errno::NXIO) => to,
+            Err(error) => return Err(error.into()),
+        };
+        holes.push((hole, data));
+        at = data;
+    }
+    Ok(holes)
 }
 
 impl Prefill {
@@ -117,8 +143,8 @@ impl Prefill {
         // known from the bytes applied, or seen in the journal (the
         // data's headers make it run ahead of that count).
         let probe = self.filled.saturating_sub(PREFILL_CHUNK / 2);
-        let mut block = [0u8; BLOCK];
         if self.filled > 0 && self.applied < probe {
+            let mut block = [0u8; BLOCK];
             match file.read_exact_at(&mut block, probe) {
                 Ok(()) if block.iter().all(|&b| b == 0) => return,
                 Ok(()) => {}
@@ -126,21 +152,16 @@ impl Prefill {
             }
         }
         let end = (self.filled + PREFILL_CHUNK).min(JOURNAL_PREALLOCATED);
-        let mut chunk = vec![0u8; (end - self.filled) as usize];
-        if file.read_exact_at(&mut chunk, self.filled).is_err() {
-            return self.stop();
-        }
-        let zeros = [0u8; BLOCK];
-        for (i, block) in chunk.chunks(BLOCK).enumerate() {
-            if block.iter().all(|&b| b == 0)
-                && file
-                    .write_all_at(&zeros[..block.len()], self.filled + (i * BLOCK) as u64)
-                    .is_err()
-            {
-                return self.stop();
+        let filled = holes(file, self.filled, end).and_then(|holes| {
+            for (from, to) in holes {
+                file.write_all_at(&ZEROS[..(to - from) as usize], from)?;
             }
+            Ok(())
+        });
+        match filled {
+            Ok(()) => self.filled = end,
+            Err(_) => self.stop(),
         }
-        self.filled = end;
     }
 
     fn stop(&mut self) {
@@ -461,6 +482,29 @@ mod tests {
             let stored = engine.get(Table::Orders, &i.to_be_bytes()).unwrap();
             assert_eq!(stored.as_deref(), Some(value.as_slice()), "batch {i}");
         }
+    }
+
+    #[test]
+    fn zeros_go_into_holes_and_never_over_data_not_yet_on_disk() {
+        // Written but not synced, the data has no blocks yet (delayed
+        // allocation): it must still count as data, not as a hole.
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("5.jnl");
+        let file = File::create(&path).unwrap();
+        file.set_len(JOURNAL_PREALLOCATED).unwrap();
+        let data = vec![0x5Au8; 3 * BLOCK + 100];
+        file.write_all_at(&data, 100 * 1024).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let mut prefill = Prefill::default();
+        prefill.advance(dir.path(), 0);
+        assert_eq!(prefill.filled, PREFILL_CHUNK);
+        assert!(before == std::fs::read(&path).unwrap(), "no byte changed");
+        file.sync_all().unwrap();
+        assert!(
+            allocated(&path) >= PREFILL_CHUNK,
+            "the holes around the data got blocks"
+        );
     }
 
     #[test]
