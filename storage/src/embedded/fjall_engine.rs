@@ -54,7 +54,9 @@ pub struct FjallEngine {
 /// The size fjall gives a new journal (`set_len`, so a hole); data is
 /// written into it from offset 0. A journal of any other length (one
 /// reopened after recovery, which cut it to its data and appends) is never
-/// prefilled, so the file never grows under fjall.
+/// prefilled, so the file never grows under fjall: zeros past its end
+/// would come before the next batch. So after a restart the prefill waits
+/// for fjall's next journal (after about 64 MB of writes).
 const JOURNAL_PREALLOCATED: u64 = 64 * 1024 * 1024;
 /// Zeros written ahead of the journal's data at a time.
 const PREFILL_CHUNK: u64 = 256 * 1024;
@@ -438,6 +440,10 @@ mod tests {
         assert!(second > first, "a rotation starts a newer journal");
         assert!(contains(&path, b"second-marker-91c2"));
         assert_eq!(engine.journal.lock().unwrap().as_ref().unwrap().0, second);
+        // The prefill follows to the new journal.
+        let prefill = engine.prefill.lock().unwrap();
+        assert_eq!(prefill.journal.as_ref().unwrap().0, second);
+        assert!(prefill.filled > 0);
     }
 
     /// Bytes of the file that have disk blocks (holes have none).
