@@ -134,16 +134,19 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// CPU seconds (user + system) each thread of this process has used so
-/// far, by thread name, from `/proc`: steal time on a shared machine is not
+/// far, as (thread id, name, seconds), from `/proc`: steal time on a shared machine is not
 /// in them, so CPU per operation stays comparable between noisy runs where
 /// rates do not. Empty where `/proc` is not readable.
-pub fn cpu_by_thread() -> Vec<(String, f64)> {
+pub fn cpu_by_thread() -> Vec<(u32, String, f64)> {
     let ticks = 100.0; // USER_HZ, fixed at 100 on Linux's user ABI
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
     let mut threads = Vec::new();
     for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
@@ -156,7 +159,7 @@ pub fn cpu_by_thread() -> Vec<(String, f64)> {
         // utime and stime are fields 14 and 15 of the whole line.
         let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
         if let (Some(user), Some(system)) = (field(14), field(15)) {
-            threads.push((name, (user + system) / ticks));
+            threads.push((tid, name, (user + system) / ticks));
         }
     }
     threads

@@ -77,14 +77,15 @@ fn measure_souk(
         .await
     });
     let stats = counted.write_stats().unwrap_or_default();
-    // The store's threads are this measurement's own; the writers' thread
-    // (this one) ran before it too.
-    let mut cpu = souk_bench::cpu_by_thread();
-    for (name, seconds) in &mut cpu {
-        if let Some((_, earlier)) = before.iter().find(|(n, _)| n == name) {
-            *seconds -= earlier;
-        }
-    }
+    // Threads that ran before (this one, the writers', and any earlier
+    // store's still winding down) count only what they used since.
+    let cpu = souk_bench::cpu_by_thread()
+        .into_iter()
+        .map(|(tid, name, seconds)| {
+            let earlier = before.iter().find(|(t, ..)| *t == tid).map_or(0.0, |b| b.2);
+            (name, seconds - earlier)
+        })
+        .collect();
     Ok((measurement, stats, cpu))
 }
 

@@ -84,8 +84,9 @@ impl Progress {
     }
 }
 
-/// What `Committer::stats` reports. Each counter has one writer (the
-/// commit thread, the sync thread, or writers refused at the queue).
+/// What `Committer::stats` reports: `groups` and `writes` are counted by
+/// the commit thread, fsyncs by whichever thread ran one (the sync thread,
+/// or the commit thread for a lone group), `busy` by refused writers.
 #[derive(Default)]
 struct Counters {
     groups: AtomicU64,
@@ -301,6 +302,7 @@ fn commit_loop(
     counters: &Counters,
 ) {
     let mut group = Vec::with_capacity(COMMIT_BATCH_MAX);
+    let mut lone = Vec::with_capacity(1);
     let mut number = 0;
     let mut next = None;
     loop {
@@ -336,7 +338,8 @@ fn commit_loop(
         // sync thread (a thread wake-up) on the path of a lone write.
         next = jobs.try_recv().ok();
         if next.is_none() && syncing.load(Ordering::SeqCst) == 0 {
-            sync_and_finish(engine, vec![applied], healthy, progress, counters);
+            lone.push(applied);
+            sync_and_finish(engine, &mut lone, healthy, progress, counters);
             continue;
         }
         syncing.fetch_add(1, Ordering::SeqCst);
@@ -401,23 +404,25 @@ fn sync_loop(
     progress: &Progress,
     counters: &Counters,
 ) {
+    let mut groups = Vec::with_capacity(SYNC_PIPELINE_MAX);
     while let Ok(first) = applied.recv() {
-        let mut groups = vec![first];
+        groups.push(first);
         while let Ok(next) = applied.try_recv() {
             groups.push(next);
         }
         let handed = groups.len() as u64;
-        sync_and_finish(engine, groups, healthy, progress, counters);
+        sync_and_finish(engine, &mut groups, healthy, progress, counters);
         // Only now may the commit thread sync a later group itself: its
         // settled number must not overtake these.
         syncing.fetch_sub(handed, Ordering::SeqCst);
     }
 }
 
-/// Makes applied groups durable with one fsync and tells their writers.
+/// Makes applied groups durable with one fsync and tells their writers;
+/// leaves `groups` empty, for the caller to fill again.
 fn sync_and_finish(
     engine: &dyn Engine,
-    groups: Vec<Applied>,
+    groups: &mut Vec<Applied>,
     healthy: &AtomicBool,
     progress: &Progress,
     counters: &Counters,
@@ -441,7 +446,7 @@ fn sync_and_finish(
             progress.fail();
         }
     }
-    for group in groups {
+    for group in groups.drain(..) {
         let outcome = group.outcome.and(sync.clone());
         for completion in group.completions {
             completion(outcome.clone());

@@ -118,7 +118,7 @@ impl Prefill {
         let current = self
             .journal
             .as_ref()
-            .is_some_and(|(id, _)| !folder.join(format!("{}.jnl", id + 1)).exists());
+            .is_some_and(|(id, _)| still_newest(folder, *id));
         if !current {
             let Ok((id, path)) = active_journal(folder) else {
                 return;
@@ -171,6 +171,13 @@ impl Prefill {
             *file = None;
         }
     }
+}
+
+/// Whether journal `id` is still the newest: fjall numbers journals one
+/// after another, so it is unless the next id exists (one stat instead of
+/// a directory listing).
+fn still_newest(folder: &Path, id: u64) -> bool {
+    !folder.join(format!("{}.jnl", id + 1)).exists()
 }
 
 /// The newest journal in the database folder: the one fjall appends to.
@@ -272,12 +279,9 @@ impl Engine for FjallEngine {
 
     fn sync(&self) -> Result<()> {
         let mut journal = self.journal.lock().expect("not poisoned");
-        // fjall numbers journals one after another, so the open one is still
-        // the newest unless the next id exists: one stat per sync instead of
-        // a directory listing.
         let current = journal
             .as_ref()
-            .is_some_and(|(open, _)| !self.path.join(format!("{}.jnl", open + 1)).exists());
+            .is_some_and(|(open, _)| still_newest(&self.path, *open));
         if !current {
             let (id, path) = active_journal(&self.path)?;
             *journal = Some((id, File::open(path)?));
