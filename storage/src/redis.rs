@@ -81,6 +81,17 @@ end
 return revoked
 ";
 
+/// KEYS: the user's sign-out cutoff. ARGV: the cutoff, ms to keep it.
+/// Keeps the later of the stored cutoff and this one.
+const SIGN_OUT: &str = r"
+local at = tonumber(ARGV[1])
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+if at > stored then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+";
+
 /// A sliding window of failures. KEYS: the window. ARGV: now, window ms,
 /// max, this attempt's id. 0: counted; otherwise ms until a retry can pass.
 const ATTEMPT_BEGIN: &str = r"
@@ -123,6 +134,7 @@ pub struct RedisState {
     put_token: Script,
     rotate_token: Script,
     revoke_family: Script,
+    sign_out: Script,
     attempt_begin: Script,
     take_token: Script,
 }
@@ -162,6 +174,7 @@ impl RedisState {
             put_token: Script::from_lua(PUT_TOKEN),
             rotate_token: Script::from_lua(ROTATE_TOKEN),
             revoke_family: Script::from_lua(REVOKE_FAMILY),
+            sign_out: Script::from_lua(SIGN_OUT),
             attempt_begin: Script::from_lua(ATTEMPT_BEGIN),
             take_token: Script::from_lua(TAKE_TOKEN),
         };
@@ -169,6 +182,7 @@ impl RedisState {
             &state.put_token,
             &state.rotate_token,
             &state.revoke_family,
+            &state.sign_out,
             &state.attempt_begin,
             &state.take_token,
         ] {
@@ -263,6 +277,10 @@ fn token_key(hash: &[u8; 32]) -> String {
 
 fn family_key(family: &[u8; 16]) -> String {
     format!("{PREFIX}rf:{}", hex(family))
+}
+
+fn sign_out_key(user: UserId) -> String {
+    format!("{PREFIX}so:{}", user.0)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -394,6 +412,42 @@ impl TokenStore for RedisState {
             )
             .await?;
         Ok(revoked as usize)
+    }
+
+    async fn sign_out_everywhere(
+        &self,
+        user: UserId,
+        at: UnixMillis,
+        keep_until: UnixMillis,
+    ) -> Result<()> {
+        let keep = keep_until.0.saturating_sub(at.0).max(1);
+        let _: i64 = self
+            .run(
+                &self.sign_out,
+                vec![sign_out_key(user)],
+                vec![at.0.to_string(), keep.to_string()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn signed_out_at(&self, user: UserId) -> Result<Option<UnixMillis>> {
+        let stored: Option<String> = self
+            .pool
+            .next()
+            .get(sign_out_key(user))
+            .await
+            .map_err(unavailable)?;
+        stored
+            .map(|at| {
+                at.parse()
+                    .map(UnixMillis)
+                    .map_err(|_| StorageError::Corrupt {
+                        table: "redis sign-outs",
+                        reason: format!("cutoff {at:?} is not a number"),
+                    })
+            })
+            .transpose()
     }
 }
 

@@ -9,7 +9,8 @@
 
 use async_trait::async_trait;
 use souk_wire::api::{
-    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, UserId,
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId,
+    UnixMillis, UserId,
 };
 
 use crate::CatalogData;
@@ -79,6 +80,19 @@ pub trait TokenStore: Send + Sync {
     async fn rotate_refresh_token(&self, old: &[u8; 32], new: &RefreshTokenRecord) -> Result<()>;
     /// Revokes every token of a family; returns how many.
     async fn revoke_token_family(&self, family: &[u8; 16]) -> Result<usize>;
+    /// Signs `user` out of every session begun at or before `at`: the
+    /// caller refuses refresh and access tokens issued by then. A cutoff
+    /// never moves back (a later one wins, whatever order they arrive in).
+    /// It may be forgotten after `keep_until`, once every token it could
+    /// refuse has expired.
+    async fn sign_out_everywhere(
+        &self,
+        user: UserId,
+        at: UnixMillis,
+        keep_until: UnixMillis,
+    ) -> Result<()>;
+    /// The user's latest sign-out cutoff, if one is kept.
+    async fn signed_out_at(&self, user: UserId) -> Result<Option<UnixMillis>>;
 }
 
 #[async_trait]

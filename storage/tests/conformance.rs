@@ -272,6 +272,37 @@ async fn tokens_rotate_once_and_families_revoke(store: &dyn TokenStore, salt: u8
     assert!(matches!(revoked, StorageError::Conflict(_)));
 }
 
+async fn sign_outs_keep_the_latest_cutoff(f: &Fixture) {
+    sign_outs_keep_the_latest_cutoff_of(f.store.as_ref(), f.salt).await;
+}
+
+/// Shared with the Redis token store (`redis_tokens` below).
+async fn sign_outs_keep_the_latest_cutoff_of(store: &dyn TokenStore, salt: u64) {
+    let (user, other) = (UserId(salt * 10 + 5), UserId(salt * 10 + 6));
+    let keep = |at: u64| UnixMillis(at + 86_400_000);
+    assert_eq!(store.signed_out_at(user).await.unwrap(), None);
+    let at = UnixMillis(1_700_000_000_000);
+    store
+        .sign_out_everywhere(user, at, keep(at.0))
+        .await
+        .unwrap();
+    assert_eq!(store.signed_out_at(user).await.unwrap(), Some(at));
+    // An earlier cutoff arriving late does not move it back.
+    let earlier = UnixMillis(at.0 - 5_000);
+    store
+        .sign_out_everywhere(user, earlier, keep(earlier.0))
+        .await
+        .unwrap();
+    assert_eq!(store.signed_out_at(user).await.unwrap(), Some(at));
+    let later = UnixMillis(at.0 + 1);
+    store
+        .sign_out_everywhere(user, later, keep(later.0))
+        .await
+        .unwrap();
+    assert_eq!(store.signed_out_at(user).await.unwrap(), Some(later));
+    assert_eq!(store.signed_out_at(other).await.unwrap(), None);
+}
+
 async fn orders_insert_once_transition_checked_and_page(f: &Fixture) {
     let store = &f.store;
     let base = f.salt * 1000 + 100;
@@ -706,6 +737,7 @@ macro_rules! conformance {
             check!(users_are_unique_by_id_and_case_insensitive_email);
             check!(addresses_belong_to_their_user);
             check!(refresh_tokens_rotate_once_and_families_revoke);
+            check!(sign_outs_keep_the_latest_cutoff);
             check!(orders_insert_once_transition_checked_and_page);
             check!(orders_from_returns_each_order_once_in_its_last_state);
             check!(stock_snapshot_folds_settled_orders_and_guards_its_range);
@@ -729,16 +761,31 @@ mod redis_tokens {
     use souk_storage::redis::RedisState;
     use souk_storage::testing::RedisServer;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn refresh_tokens_rotate_once_and_families_revoke() {
+    /// A fresh server and a client of it; none (with the reason printed)
+    /// when `redis-server` is not installed.
+    async fn redis() -> Option<(RedisServer, RedisState)> {
         let redis = match RedisServer::start("everysec") {
             Ok(redis) => redis,
             Err(reason) => {
                 eprintln!("skipped: {reason}");
-                return;
+                return None;
             }
         };
         let state = RedisState::connect(&redis.url(), 2).await.unwrap();
-        super::tokens_rotate_once_and_families_revoke(&state, 3).await;
+        Some((redis, state))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_tokens_rotate_once_and_families_revoke() {
+        if let Some((_redis, state)) = redis().await {
+            super::tokens_rotate_once_and_families_revoke(&state, 3).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sign_outs_keep_the_latest_cutoff() {
+        if let Some((_redis, state)) = redis().await {
+            super::sign_outs_keep_the_latest_cutoff_of(&state, 3).await;
+        }
     }
 }

@@ -26,10 +26,11 @@ pub enum Table {
     EventOffsets,
     Carts,
     StockSold,
+    SignOuts,
 }
 
 impl Table {
-    pub const ALL: [Table; 17] = [
+    pub const ALL: [Table; 18] = [
         Table::Meta,
         Table::Categories,
         Table::Products,
@@ -47,6 +48,7 @@ impl Table {
         Table::EventOffsets,
         Table::Carts,
         Table::StockSold,
+        Table::SignOuts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Table {
             Table::EventOffsets => "event_offsets",
             Table::Carts => "carts",
             Table::StockSold => "stock_sold",
+            Table::SignOuts => "sign_outs",
         }
     }
 

@@ -2,7 +2,7 @@
 //! order; composite keys put the partition first (user, shard, family) so
 //! that one prefix scan reads one partition, as a Scylla partition would.
 
-use souk_wire::api::{AddressId, IdempotencyKey, OrderId, UserId};
+use souk_wire::api::{AddressId, IdempotencyKey, OrderId, UnixMillis, UserId};
 
 use crate::error::{Result, StorageError};
 use crate::limits::KEY_BYTES_MAX;
@@ -76,6 +76,15 @@ pub fn token_family(family: &[u8; 16], token_hash: &[u8; 32]) -> [u8; 48] {
     key[..16].copy_from_slice(family);
     key[16..].copy_from_slice(token_hash);
     key
+}
+
+/// A stored time (`Table::SignOuts` values): big-endian milliseconds.
+pub fn millis(value: &[u8]) -> Result<UnixMillis> {
+    let bytes: [u8; 8] = value.try_into().map_err(|_| StorageError::Corrupt {
+        table: "sign_outs",
+        reason: format!("a time of {} bytes", value.len()),
+    })?;
+    Ok(UnixMillis(u64::from_be_bytes(bytes)))
 }
 
 pub fn event(shard: u16, offset: u64) -> [u8; 10] {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use souk_wire::api::{
     Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, Sku,
-    UserId,
+    UnixMillis, UserId,
 };
 
 use crate::CatalogData;
@@ -582,6 +582,34 @@ impl TokenStore for EmbeddedStore {
             Ok(updates.len())
         })
         .await
+    }
+
+    /// Kept whatever `keep_until` says: one small row per user who ever
+    /// signed out everywhere.
+    async fn sign_out_everywhere(
+        &self,
+        user: UserId,
+        at: UnixMillis,
+        _keep_until: UnixMillis,
+    ) -> Result<()> {
+        self.write(move |txn| {
+            let key = keys::user(user);
+            if let Some(stored) = txn.get(Table::SignOuts, &key)?
+                && keys::millis(&stored)? >= at
+            {
+                return Ok(());
+            }
+            txn.put(Table::SignOuts, &key, &at.0.to_be_bytes())
+        })
+        .await
+    }
+
+    async fn signed_out_at(&self, user: UserId) -> Result<Option<UnixMillis>> {
+        let read = self
+            .engine
+            .get(Table::SignOuts, &keys::user(user))
+            .and_then(|stored| stored.map(|bytes| keys::millis(&bytes)).transpose());
+        self.settled(read).await
     }
 }
 

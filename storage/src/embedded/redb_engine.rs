@@ -39,6 +39,7 @@ const DEFINITIONS: [TableDefinition<'static, Bytes, Bytes>; Table::ALL.len()] = 
     definition("event_offsets"),
     definition("carts"),
     definition("stock_sold"),
+    definition("sign_outs"),
 ];
 
 fn table(table: Table) -> TableDefinition<'static, Bytes, Bytes> {

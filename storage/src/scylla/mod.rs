@@ -27,7 +27,8 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use souk_wire::api::{
-    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, UserId,
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId,
+    UnixMillis, UserId,
 };
 
 use crate::CatalogData;
@@ -590,6 +591,31 @@ impl TokenStore for ScyllaStore {
             }
         }
         Ok(revoked)
+    }
+
+    async fn sign_out_everywhere(
+        &self,
+        user: UserId,
+        at: UnixMillis,
+        keep_until: UnixMillis,
+    ) -> Result<()> {
+        // Microseconds, as CQL write timestamps are: the later cutoff wins.
+        let timestamp = to_i64(at.0.saturating_mul(1000));
+        // CQL refuses a TTL over 20 years.
+        let ttl = (keep_until.0.saturating_sub(at.0) / 1000 + 1).min(630_720_000) as i32;
+        let values = (to_i64(user.0), to_i64(at.0), timestamp, ttl);
+        self.run(&self.statements.sign_out, values).await?;
+        Ok(())
+    }
+
+    async fn signed_out_at(&self, user: UserId) -> Result<Option<UnixMillis>> {
+        let rows = self
+            .run(&self.statements.signed_out_at, (to_i64(user.0),))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
+        Ok(row.map(|(at,)| UnixMillis(at.max(0) as u64)))
     }
 }
 
