@@ -444,6 +444,16 @@ impl Client {
         Ok(())
     }
 
+    /// Signs the user out on every device ("this account was used
+    /// somewhere I do not know"): every refresh and access token issued so
+    /// far stops working, connections signed in as the user lose their
+    /// identity, and this client forgets its session.
+    pub async fn logout_everywhere(&self) -> Result<(), ClientError> {
+        self.call(RequestBody::Logout { all_devices: true }).await?;
+        self.forget_session();
+        Ok(())
+    }
+
     pub async fn list_categories(&self) -> Result<Vec<Category>, ClientError> {
         match self.call(RequestBody::ListCategories).await? {
             ResponseBody::CategoryList(categories) => Ok(categories),

@@ -87,12 +87,21 @@ pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
 pub const SETTLE_ATTEMPTS: u32 = 100;
 pub const SETTLE_RETRY_DELAY: Duration = Duration::from_millis(20);
 
-/// Lifetime of an access token. Short, because a token is not revocable
-/// before it expires; the refresh token renews it.
+/// Lifetime of an access token. Short, because only a "sign out
+/// everywhere" revokes one before it expires; the refresh token renews it.
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Lifetime of a refresh token.
 pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Recent "sign out everywhere" cutoffs one shard keeps in memory (each is
+/// needed for one access-token lifetime); past it the oldest is dropped.
+/// Bounded by accounts, each of which signs out everywhere once per entry.
+pub const SIGN_OUTS_MAX: usize = 100_000;
+
+/// Tries at telling a busy shard of a sign-out everywhere (with
+/// `SETTLE_RETRY_DELAY` between); its durable cutoff holds regardless.
+pub const SIGN_OUT_ATTEMPTS: u32 = 5;
 
 /// Password length bounds: long enough to matter, short enough that
 /// hashing one is bounded work.

@@ -227,6 +227,7 @@ impl Server {
                         limits::RATE_LIMITED_KEYS_MAX,
                     ),
                     stock_board: stock_board.clone(),
+                    sign_outs: Default::default(),
                 },
                 socket,
                 cid_key: cid_key.clone(),

@@ -575,3 +575,79 @@ async fn scrape(addr: SocketAddr) -> String {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }
+
+/// A stolen phone: the owner signs out everywhere from another device.
+/// Every connection signed in as the user (on either shard) loses its
+/// identity, the other devices' refresh and access tokens are refused,
+/// also after a restart, and signing in again works.
+#[tokio::test]
+async fn signing_out_everywhere_ends_every_session_of_the_user() {
+    const EMAIL: &str = "owner@example.org";
+    const PASSWORD: &str = "stolen phone password";
+    let data = tempfile::tempdir().unwrap();
+    let server = start_new(&config(data.path(), "127.0.0.1:0".parse().unwrap()));
+    let addr = server.local_addr();
+    let laptop = connect(&server).await;
+    laptop.register(EMAIL, PASSWORD, None).await.unwrap();
+    let phone = connect(&server).await;
+    let stolen = phone.login(EMAIL, PASSWORD, None).await.unwrap();
+    // Connections signed in with the phone's access token, on both shards.
+    let mut open = Vec::new();
+    let mut shards_seen = HashSet::new();
+    while shards_seen.len() < 2 && open.len() < 24 {
+        let client = connect(&server).await;
+        shards_seen.insert(client.hello().await.unwrap().shard);
+        client.authenticate(&stolen.access_token).await.unwrap();
+        client.profile().await.unwrap();
+        open.push(client);
+    }
+    assert_eq!(shards_seen.len(), 2, "signed-in connections on both shards");
+    let bystander = connect(&server).await;
+    bystander
+        .register("bystander@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+
+    laptop.logout_everywhere().await.unwrap();
+
+    assert_eq!(
+        laptop.profile().await.unwrap_err().status(),
+        Some(ErrorStatus::Unauthenticated),
+        "the device that signed out is signed out too"
+    );
+    for client in open.iter().chain([&phone]) {
+        let refused = client.profile().await.unwrap_err();
+        assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));
+    }
+    let refused = connect(&server).await.refresh(&stolen.refresh_token).await;
+    let refused = refused.unwrap_err();
+    assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));
+    assert!(refused.to_string().contains("signed out"), "{refused}");
+    let refused = connect(&server)
+        .await
+        .authenticate(&stolen.access_token)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));
+    bystander
+        .profile()
+        .await
+        .expect("other users stay signed in");
+
+    // Signing in again starts a session the cutoff does not touch.
+    let fresh = phone.login(EMAIL, PASSWORD, None).await.unwrap();
+    assert_eq!(phone.profile().await.unwrap().email, EMAIL);
+    server.shutdown().unwrap();
+
+    // The cutoff is durable: after a restart the old tokens stay refused.
+    let server = Server::start(&config(data.path(), addr)).unwrap();
+    let client = connect(&server).await;
+    let refused = client.authenticate(&stolen.access_token).await.unwrap_err();
+    assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));
+    let refused = client.refresh(&stolen.refresh_token).await.unwrap_err();
+    assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));
+    client.authenticate(&fresh.access_token).await.unwrap();
+    assert_eq!(client.profile().await.unwrap().email, EMAIL);
+    client.refresh(&fresh.refresh_token).await.unwrap();
+    server.shutdown().unwrap();
+}

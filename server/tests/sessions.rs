@@ -183,6 +183,52 @@ async fn nodes_sharing_redis_share_refresh_tokens_and_login_limits() {
     node_b.shutdown().unwrap();
 }
 
+/// With `--redis` a sign-out everywhere is kept in Redis, where every node
+/// reads it: the old tokens stay refused after the node restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_everywhere_is_kept_in_redis() {
+    let Some(redis) = redis() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let with_redis = |c: &mut Config| c.redis = Some(redis.url());
+    let node = Server::start(&config(dir.path(), with_redis)).unwrap();
+    let tokens = RedisState::connect(&redis.url(), 1).await.unwrap();
+    let laptop = connect(&node).await;
+    let user = laptop
+        .register("lin@example.org", PASSWORD, None)
+        .await
+        .unwrap()
+        .user_id;
+    let phone = connect(&node).await;
+    let stolen = phone
+        .login("lin@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    assert_eq!(tokens.signed_out_at(user).await.unwrap(), None);
+    laptop.logout_everywhere().await.unwrap();
+    assert!(tokens.signed_out_at(user).await.unwrap().is_some());
+    assert_eq!(status(phone.profile().await), ErrorStatus::Unauthenticated);
+
+    node.shutdown().unwrap();
+    let node = Server::start(&config(dir.path(), with_redis)).unwrap();
+    let client = connect(&node).await;
+    assert_eq!(
+        status(client.authenticate(&stolen.access_token).await),
+        ErrorStatus::Unauthenticated
+    );
+    assert_eq!(
+        status(client.refresh(&stolen.refresh_token).await),
+        ErrorStatus::Unauthenticated
+    );
+    client
+        .login("lin@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    assert_eq!(client.profile().await.unwrap().user_id, user);
+    node.shutdown().unwrap();
+}
+
 /// With `--retry-above 0` every new client proves its address with a QUIC
 /// Retry first, and the SDK follows it without noticing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

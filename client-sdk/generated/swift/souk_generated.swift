@@ -840,7 +840,9 @@ public struct souk_wire_Logout: FlatBufferTable, FlatbuffersVectorInitializable,
     var p: VOffset { self.rawValue }
   }
 
-  ///  Revoke every refresh token of the user, not only this session's.
+  ///  Sign out everywhere: every refresh and access token of the user
+  ///  issued so far is refused from now on, and connections signed in as
+  ///  the user lose their identity, not only this session.
   public var allDevices: Bool { let o = _accessor.offset(VTOFFSET.allDevices.v); return o == 0 ? false : _accessor.readBuffer(of: Bool.self, at: o) }
   public static func startLogout(_ fbb: inout FlatBufferBuilder) -> UOffset { fbb.startTable(with: 1) }
   public static func add(allDevices: Bool, _ fbb: inout FlatBufferBuilder) { fbb.add(element: allDevices, def: false,

@@ -1,8 +1,9 @@
 //! Credentials: password hashing, access tokens, refresh tokens.
 //!
 //! Passwords are kept only as Argon2id PHC strings. Access tokens are JWTs
-//! (HS256) signed with the server's token key and checked without any
-//! storage read, so any shard can authenticate a connection on its own.
+//! (HS256) signed with the server's token key, so any shard can check one
+//! on its own; the one storage read at `Authenticate` is the user's
+//! sign-out cutoff (`sign_outs`), which refuses tokens issued before it.
 //! Refresh tokens are random; only their SHA-256 is stored.
 //!
 //! Hashing a password costs tens of milliseconds of CPU: callers run
@@ -57,6 +58,18 @@ struct Claims {
     aud: String,
     /// A unique id per token, for audit logs and a future deny list.
     jti: String,
+    /// `iat` in milliseconds, to compare with a sign-out cutoff; tokens
+    /// from before this claim count from the start of their `iat` second.
+    #[serde(default)]
+    iat_ms: Option<u64>,
+}
+
+/// What a genuine, current access token proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub identity: Identity,
+    /// When the token was issued, for sign-out cutoffs.
+    pub issued_at: UnixMillis,
 }
 
 const ISSUER: &str = "souk";
@@ -93,6 +106,7 @@ impl TokenKeys {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
             jti: hex::encode(&new_token_key()[..16]),
+            iat_ms: Some(now.0),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.kid.clone());
@@ -102,7 +116,7 @@ impl TokenKeys {
     }
 
     /// The identity an access token proves, if it is genuine and current.
-    pub fn verify(&self, token: &str, now: UnixMillis) -> Result<Identity, ApiError> {
+    pub fn verify(&self, token: &str, now: UnixMillis) -> Result<Verified, ApiError> {
         let invalid = || ApiError::new(ErrorStatus::Unauthenticated, "invalid access token");
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         if header.kid.as_deref() != Some(self.kid.as_str()) {
@@ -123,10 +137,13 @@ impl TokenKeys {
             "admin" => Role::Admin,
             _ => return Err(invalid()),
         };
-        Ok(Identity {
-            user_id: UserId(user),
-            role,
-            access_expires_at: UnixMillis(claims.exp * 1000),
+        Ok(Verified {
+            identity: Identity {
+                user_id: UserId(user),
+                role,
+                access_expires_at: UnixMillis(claims.exp * 1000),
+            },
+            issued_at: UnixMillis(claims.iat_ms.unwrap_or(claims.iat * 1000)),
         })
     }
 }
@@ -218,10 +235,11 @@ mod tests {
     fn access_tokens_prove_who_and_expire() {
         let keys = TokenKeys::new(&[7; 32]);
         let (token, expires) = keys.issue(UserId(42), Role::Customer, NOW);
-        let identity = keys.verify(&token, NOW).unwrap();
+        let identity = keys.verify(&token, NOW).unwrap().identity;
         assert_eq!(identity.user_id, UserId(42));
         assert_eq!(identity.role, Role::Customer);
         assert_eq!(identity.access_expires_at, expires);
+        assert_eq!(keys.verify(&token, NOW).unwrap().issued_at, NOW);
         let expired = keys.verify(&token, expires).unwrap_err();
         assert!(expired.message.contains("expired"));
         let other = TokenKeys::new(&[8; 32]);
@@ -264,7 +282,7 @@ mod tests {
             &secret,
         );
         assert_eq!(
-            keys.verify(&good, NOW).unwrap().role,
+            keys.verify(&good, NOW).unwrap().identity.role,
             Role::Admin,
             "the control case passes"
         );

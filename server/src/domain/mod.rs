@@ -14,6 +14,7 @@ pub mod cart;
 pub mod catalog;
 pub mod inventory;
 pub mod orders;
+pub mod sign_outs;
 pub mod stock_board;
 pub mod throttle;
 
@@ -64,6 +65,9 @@ pub struct ShardState {
     /// Every owner's published stock statuses, for listings; this shard
     /// writes only its own SKUs' entries.
     pub stock_board: Arc<stock_board::StockBoard>,
+    /// Recent "sign out everywhere" cutoffs, which end the identities of
+    /// connections signed in before them.
+    pub sign_outs: sign_outs::SignOuts,
 }
 
 /// Failed-login limits, per account and per source address.
@@ -109,6 +113,9 @@ pub struct CommerceConfig {
 #[derive(Debug, Default)]
 pub struct Session {
     pub identity: Option<Identity>,
+    /// When the credential behind `identity` was issued: a sign-out
+    /// cutoff at or after it ends the identity.
+    pub signed_in_at: UnixMillis,
     /// The refresh-token family issued on this connection, which logout
     /// revokes.
     pub refresh_family: Option<[u8; 16]>,
@@ -147,6 +154,12 @@ pub enum ShardCall {
     LoginAttempt {
         key: LoginKey,
         attempt: throttle::Attempt,
+    },
+    /// `user` signed out everywhere at `at`: sent to every shard, so that
+    /// connections signed in before it lose their identity.
+    SignOut {
+        user: UserId,
+        at: UnixMillis,
     },
 }
 
@@ -192,6 +205,7 @@ pub enum ShardAnswer {
     Placed(Result<Box<Order>, ApiError>),
     Upserted(Result<Box<Product>, ApiError>),
     Throttled(Result<(), ApiError>),
+    SignedOut,
 }
 
 /// What handling a request needs next.
@@ -210,6 +224,9 @@ pub enum Step {
         owner: ShardId,
         call: ShardCall,
     },
+    /// The access token is genuine and current; the user's durable
+    /// sign-out cutoff must be read before `bind` binds it.
+    Authenticate(accounts::Verified),
 }
 
 fn reply(response: Response) -> Step {
@@ -225,7 +242,7 @@ pub fn handle(
     use RequestBody as R;
     match &request.body {
         R::Hello(hello) => reply(hello_reply(state, hello, now)),
-        R::Authenticate { access_token } => reply(authenticate(state, session, access_token, now)),
+        R::Authenticate { access_token } => authenticate(state, session, access_token, now),
         R::ListCategories => reply(Ok(ResponseBody::CategoryList(
             state.catalog.categories().to_vec(),
         ))),
@@ -270,23 +287,60 @@ fn hello_reply(state: &ShardState, hello: &Hello, now: UnixMillis) -> Response {
     }))
 }
 
-/// Binds an identity to the connection: an access token this server
-/// signed. Admins are accounts with the admin role (`souk create-admin`).
-fn authenticate(
-    state: &ShardState,
-    session: &mut Session,
-    token: &str,
-    now: UnixMillis,
-) -> Response {
+/// Checks an access token this server signed; `bind` binds it once the
+/// user's durable sign-out cutoff is known. Admins are accounts with the
+/// admin role (`souk create-admin`).
+fn authenticate(state: &ShardState, session: &mut Session, token: &str, now: UnixMillis) -> Step {
     match state.tokens.verify(token, now) {
-        Ok(identity) => {
-            session.identity = Some(identity.clone());
-            Ok(ResponseBody::Identity(identity))
-        }
+        Ok(verified) => Step::Authenticate(verified),
         Err(error) => {
             session.identity = None;
-            Err(error)
+            reply(Err(error))
         }
+    }
+}
+
+/// Binds a verified access token's identity to the connection, unless the
+/// user signed out everywhere after it was issued (`stored`: the durable
+/// cutoff, if any; this shard may know a newer one).
+pub fn bind(
+    state: &ShardState,
+    session: &mut Session,
+    verified: accounts::Verified,
+    stored: Option<UnixMillis>,
+) -> Response {
+    let accounts::Verified {
+        identity,
+        issued_at,
+    } = verified;
+    let signed_out = stored.is_some_and(|cutoff| issued_at <= cutoff)
+        || state.sign_outs.refuses(identity.user_id, issued_at);
+    if signed_out {
+        session.identity = None;
+        return Err(signed_out_everywhere());
+    }
+    session.identity = Some(identity.clone());
+    session.signed_in_at = issued_at;
+    Ok(ResponseBody::Identity(identity))
+}
+
+pub fn signed_out_everywhere() -> ApiError {
+    ApiError::new(
+        ErrorStatus::Unauthenticated,
+        "signed out on every device: sign in again",
+    )
+}
+
+/// Ends the connection's identity if its user has since signed out
+/// everywhere; run before every request.
+pub fn end_signed_out(state: &ShardState, session: &mut Session) {
+    if let Some(identity) = &session.identity
+        && state
+            .sign_outs
+            .refuses(identity.user_id, session.signed_in_at)
+    {
+        session.identity = None;
+        session.refresh_family = None;
     }
 }
 
@@ -453,6 +507,10 @@ pub fn answer(
                 ShardAnswer::Throttled(throttle.attempt(&text, attempt, now)),
                 None,
             )
+        }
+        ShardCall::SignOut { user, at } => {
+            state.sign_outs.record(user, at, now);
+            (ShardAnswer::SignedOut, None)
         }
         other @ (ShardCall::Checkout(_) | ShardCall::UpsertProduct(_)) => {
             unreachable!("the I/O layer runs {other:?}")

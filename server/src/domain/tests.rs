@@ -56,6 +56,7 @@ fn shards(shard_count: usize) -> Vec<ShardState> {
             login_failures: Default::default(),
             rate_limits: throttle::RateLimits::new([], 10),
             stock_board: board.clone(),
+            sign_outs: Default::default(),
         })
         .collect()
 }
@@ -101,6 +102,25 @@ fn complete(shards: &mut [ShardState], on: usize, step: Step) -> Response {
             }
             product_detail(&shards[on], &product_id, &levels)
         }
+        Step::Authenticate(_) => panic!("authenticate with `sign_in`"),
+    }
+}
+
+/// Authenticates with `token` as the I/O layer does, with `stored` as the
+/// user's durable sign-out cutoff.
+fn sign_in(
+    state: &ShardState,
+    session: &mut Session,
+    token: &str,
+    stored: Option<UnixMillis>,
+) -> Response {
+    let body = RequestBody::Authenticate {
+        access_token: token.to_owned(),
+    };
+    match run(state, session, body) {
+        Step::Authenticate(verified) => bind(state, session, verified, stored),
+        Step::Reply(response) => response,
+        other => panic!("authenticate stepped to {other:?}"),
     }
 }
 
@@ -206,25 +226,16 @@ fn restock_needs_an_admin_and_runs_on_the_owner() {
     assert_eq!(response.unwrap_err().status, ErrorStatus::Unauthenticated);
 
     let mut admin = Session::default();
-    let wrong = RequestBody::Authenticate {
-        access_token: "not-the-key-at-all".into(),
-    };
-    let response = expect_reply(run(&shards[0], &mut admin, wrong));
+    let response = sign_in(&shards[0], &mut admin, "not-the-key-at-all", None);
     assert_eq!(response.unwrap_err().status, ErrorStatus::Unauthenticated);
     let mut customer = Session::default();
     let (customer_token, _) = shards[0].tokens.issue(UserId(2), Role::Customer, NOW);
-    let bind = RequestBody::Authenticate {
-        access_token: customer_token,
-    };
-    assert!(expect_reply(run(&shards[0], &mut customer, bind)).is_ok());
+    assert!(sign_in(&shards[0], &mut customer, &customer_token, None).is_ok());
     let response = expect_reply(run(&shards[0], &mut customer, restock.clone()));
     assert_eq!(response.unwrap_err().status, ErrorStatus::Forbidden);
 
     let (admin_token, _) = shards[0].tokens.issue(UserId(1), Role::Admin, NOW);
-    let right = RequestBody::Authenticate {
-        access_token: admin_token,
-    };
-    assert!(expect_reply(run(&shards[0], &mut admin, right)).is_ok());
+    assert!(sign_in(&shards[0], &mut admin, &admin_token, None).is_ok());
 
     let step = run(&shards[0], &mut admin, restock);
     let owner = shards[0].placement.sku_owner(&sku);
@@ -393,4 +404,45 @@ fn browse_pages_show_each_product_with_its_best_variants_stock() {
     publish_all(&mut shards);
     assert_eq!(shown(&shards), StockStatus::LowStock);
     assert_every_product_listed_right(&shards);
+}
+
+#[test]
+fn signing_out_everywhere_ends_earlier_sessions_and_refuses_earlier_tokens() {
+    let fresh = shards(1).remove(0);
+    let mut shards = shards(2);
+    let user = UserId(7);
+    let (before, _) = shards[1].tokens.issue(user, Role::Customer, NOW);
+    let mut open = Session::default();
+    assert!(sign_in(&shards[1], &mut open, &before, None).is_ok());
+    let later = UnixMillis(NOW.0 + 1);
+    let (after, _) = shards[1].tokens.issue(user, Role::Customer, later);
+
+    // Another shard ran the sign-out; every shard is told.
+    for shard in shards.iter_mut() {
+        let call = ShardCall::SignOut { user, at: NOW };
+        assert_eq!(answer(shard, call, NOW).0, ShardAnswer::SignedOut);
+    }
+    end_signed_out(&shards[1], &mut open);
+    assert!(
+        open.identity.is_none(),
+        "the open session lost its identity"
+    );
+
+    // A token from before the cutoff is refused, by this shard's memory
+    // or by the durable cutoff alone (a restart, another node's sign-out).
+    let mut again = Session::default();
+    let refused = sign_in(&shards[1], &mut again, &before, None).unwrap_err();
+    assert_eq!(refused.status, ErrorStatus::Unauthenticated);
+    assert!(refused.message.contains("signed out"), "{refused:?}");
+    let refused = sign_in(&fresh, &mut again, &before, Some(NOW)).unwrap_err();
+    assert_eq!(refused.status, ErrorStatus::Unauthenticated);
+    assert!(again.identity.is_none());
+
+    // One issued after it binds, and survives the check before requests.
+    assert!(sign_in(&shards[1], &mut again, &after, Some(NOW)).is_ok());
+    end_signed_out(&shards[1], &mut again);
+    assert_eq!(again.identity.map(|i| i.user_id), Some(user));
+    // Other users are untouched.
+    let (other, _) = shards[1].tokens.issue(UserId(8), Role::Customer, NOW);
+    assert!(sign_in(&shards[1], &mut Session::default(), &other, None).is_ok());
 }

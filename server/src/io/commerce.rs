@@ -119,13 +119,15 @@ pub async fn execute(
             let granted = refresh(shard, &refresh_token, now).await?;
             Ok(ResponseBody::SessionGrant(bind(session, granted)))
         }
-        R::Logout { all_devices } => {
-            if all_devices {
-                return Err(ApiError::new(
-                    ErrorStatus::Unavailable,
-                    "signing out every device is not offered by this server version",
-                ));
-            }
+        R::Logout { all_devices: true } => {
+            let user = domain::require_customer(&session.borrow(), now)?;
+            sign_out_everywhere(shard, user, now).await?;
+            let mut session = session.borrow_mut();
+            session.identity = None;
+            session.refresh_family = None;
+            Ok(ResponseBody::Empty)
+        }
+        R::Logout { all_devices: false } => {
             let family = {
                 let mut session = session.borrow_mut();
                 session.identity = None;
@@ -255,6 +257,7 @@ pub async fn execute(
 struct Granted {
     grant: SessionGrant,
     family: [u8; 16],
+    issued_at: UnixMillis,
 }
 
 /// Binds a grant's identity to the connection, remembering its refresh
@@ -266,6 +269,7 @@ fn bind(session: &std::cell::RefCell<Session>, granted: Granted) -> SessionGrant
         role: granted.grant.role,
         access_expires_at: granted.grant.access_expires_at,
     });
+    session.signed_in_at = granted.issued_at;
     session.refresh_family = Some(granted.family);
     granted.grant
 }
@@ -453,7 +457,11 @@ async fn grant(
         access_expires_at,
         refresh_token,
     };
-    Ok(Granted { grant, family })
+    Ok(Granted {
+        grant,
+        family,
+        issued_at: now,
+    })
 }
 
 fn rand_family() -> [u8; 16] {
@@ -487,13 +495,85 @@ async fn refresh(shard: &Rc<Shard>, token: &str, now: UnixMillis) -> Result<Gran
     if record.revoked || record.expires_at <= now {
         return Err(refused("refresh token expired or revoked: sign in again"));
     }
+    signed_out_since(shard, &record).await?;
     let user = shard
         .store
         .user(record.user_id)
         .await
         .map_err(storage_failure)?
         .ok_or_else(|| refused("the account no longer exists"))?;
-    grant(shard, &user, Some((&hash, record.family)), now).await
+    let granted = grant(shard, &user, Some((&hash, record.family)), now).await?;
+    // A sign-out everywhere that landed while the token rotated still
+    // wins: the new token never leaves the server.
+    if let Err(error) = signed_out_since(shard, &record).await {
+        let revoked = shard.sessions.revoke_token_family(&record.family).await;
+        debug!(
+            user = record.user_id.0,
+            ?revoked,
+            "signed out while refreshing"
+        );
+        return Err(error);
+    }
+    Ok(granted)
+}
+
+/// Refuses a refresh token issued at or before its user's sign-out cutoff.
+async fn signed_out_since(shard: &Rc<Shard>, token: &RefreshTokenRecord) -> Result<(), ApiError> {
+    let cutoff = shard
+        .sessions
+        .signed_out_at(token.user_id)
+        .await
+        .map_err(storage_failure)?;
+    match cutoff {
+        Some(cutoff) if token.issued_at <= cutoff => Err(domain::signed_out_everywhere()),
+        _ => Ok(()),
+    }
+}
+
+/// Ends every session of `user` begun by `at`: the durable cutoff refuses
+/// their refresh and access tokens from now on, on every node; then every
+/// shard of this node is told, so that connections already signed in as
+/// the user lose their identity at their next request. (Connections on
+/// other nodes keep theirs until their access token expires, at most
+/// `ACCESS_TOKEN_TTL`.)
+async fn sign_out_everywhere(
+    shard: &Rc<Shard>,
+    user: UserId,
+    at: UnixMillis,
+) -> Result<(), ApiError> {
+    // Every token the cutoff can refuse has expired by then.
+    let keep_until = UnixMillis(at.0 + limits::REFRESH_TOKEN_TTL.as_millis() as u64);
+    shard
+        .sessions
+        .sign_out_everywhere(user, at, keep_until)
+        .await
+        .map_err(storage_failure)?;
+    let mut unreached: Vec<ShardId> = shard.placement().shards().collect();
+    for attempt in 1..=limits::SIGN_OUT_ATTEMPTS {
+        let calls = unreached
+            .iter()
+            .map(|&owner| call_owner(shard, owner, ShardCall::SignOut { user, at }));
+        let answers = join_all(calls).await;
+        unreached = unreached
+            .into_iter()
+            .zip(answers)
+            .filter_map(|(owner, answer)| answer.is_err().then_some(owner))
+            .collect();
+        if unreached.is_empty() {
+            return Ok(());
+        }
+        if attempt < limits::SIGN_OUT_ATTEMPTS {
+            tokio::time::sleep(limits::SETTLE_RETRY_DELAY).await;
+        }
+    }
+    // The cutoff is durable; only open connections on these shards keep
+    // their identity, until their access token expires.
+    warn!(
+        user = user.0,
+        shards = ?unreached,
+        "shards not told of a sign-out everywhere"
+    );
+    Ok(())
 }
 
 async fn user_record(shard: &Rc<Shard>, user: UserId) -> Result<UserRecord, ApiError> {

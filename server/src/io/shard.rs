@@ -584,6 +584,7 @@ fn encode(shard: &Shard, response: &Response) -> Bytes {
 
 /// Carries out the step `domain::handle` returns.
 async fn execute(shard: &Rc<Shard>, session: &RefCell<Session>, request: Request) -> Response {
+    domain::end_signed_out(&shard.state.borrow(), &mut session.borrow_mut());
     if commerce::serves(&request.body) {
         return commerce::execute(shard, session, request).await;
     }
@@ -602,6 +603,22 @@ async fn execute(shard: &Rc<Shard>, session: &RefCell<Session>, request: Request
             let skus = asks.into_iter().flat_map(|(_, skus)| skus).collect();
             let levels = commerce::stock_levels(shard, skus).await?;
             domain::product_detail(&shard.state.borrow(), &product_id, &levels)
+        }
+        Step::Authenticate(verified) => {
+            let user = verified.identity.user_id;
+            match shard.sessions.signed_out_at(user).await {
+                Ok(stored) => domain::bind(
+                    &shard.state.borrow(),
+                    &mut session.borrow_mut(),
+                    verified,
+                    stored,
+                ),
+                // Without the cutoff the token cannot be trusted.
+                Err(error) => {
+                    session.borrow_mut().identity = None;
+                    Err(domain::storage_failure(error))
+                }
+            }
         }
     }
 }

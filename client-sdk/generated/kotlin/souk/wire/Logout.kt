@@ -29,7 +29,9 @@ class Logout : Table() {
         return this
     }
     /**
-     * Revoke every refresh token of the user, not only this session's.
+     * Sign out everywhere: every refresh and access token of the user
+     * issued so far is refused from now on, and connections signed in as
+     * the user lose their identity, not only this session.
      */
     val allDevices : Boolean
         get() {

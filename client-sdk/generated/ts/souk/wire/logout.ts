@@ -23,7 +23,9 @@ static getSizePrefixedRootAsLogout(bb:flatbuffers.ByteBuffer, obj?:Logout):Logou
 }
 
 /**
- * Revoke every refresh token of the user, not only this session's.
+ * Sign out everywhere: every refresh and access token of the user
+ * issued so far is refused from now on, and connections signed in as
+ * the user lose their identity, not only this session.
  */
 allDevices():boolean {
   const offset = this.bb!.__offset(this.bb_pos, 4);
