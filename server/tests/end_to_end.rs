@@ -618,6 +618,7 @@ async fn signing_out_everywhere_ends_every_session_of_the_user() {
     for client in open.iter().chain([&phone]) {
         let refused = client.profile().await.unwrap_err();
         assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));
+        assert!(refused.to_string().contains("signed out"), "{refused}");
     }
     let refused = connect(&server).await.refresh(&stolen.refresh_token).await;
     let refused = refused.unwrap_err();

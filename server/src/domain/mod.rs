@@ -116,6 +116,9 @@ pub struct Session {
     /// When the credential behind `identity` was issued: a sign-out
     /// cutoff at or after it ends the identity.
     pub signed_in_at: UnixMillis,
+    /// Whether a sign-out everywhere ended the connection's last identity
+    /// (until another is bound), so that requests are told why.
+    pub signed_out: bool,
     /// The refresh-token family issued on this connection, which logout
     /// revokes.
     pub refresh_family: Option<[u8; 16]>,
@@ -321,6 +324,7 @@ pub fn bind(
     }
     session.identity = Some(identity.clone());
     session.signed_in_at = issued_at;
+    session.signed_out = false;
     Ok(ResponseBody::Identity(identity))
 }
 
@@ -341,6 +345,7 @@ pub fn end_signed_out(state: &ShardState, session: &mut Session) {
     {
         session.identity = None;
         session.refresh_family = None;
+        session.signed_out = true;
     }
 }
 
@@ -360,13 +365,22 @@ pub fn current_identity(
     }
 }
 
+/// The session's identity, as `current_identity` checks it; one that a
+/// sign-out everywhere ended says so.
+fn session_identity(session: &Session, now: UnixMillis) -> Result<&Identity, ApiError> {
+    if session.identity.is_none() && session.signed_out {
+        return Err(signed_out_everywhere());
+    }
+    current_identity(session.identity.as_ref(), now)
+}
+
 /// The customer the connection is authenticated as.
 pub fn require_customer(session: &Session, now: UnixMillis) -> Result<UserId, ApiError> {
-    current_identity(session.identity.as_ref(), now).map(|identity| identity.user_id)
+    session_identity(session, now).map(|identity| identity.user_id)
 }
 
 pub fn require_admin(session: &Session, now: UnixMillis) -> Result<(), ApiError> {
-    let identity = current_identity(session.identity.as_ref(), now)?;
+    let identity = session_identity(session, now)?;
     if identity.role != Role::Admin {
         return Err(ApiError::new(ErrorStatus::Forbidden, "admin role required"));
     }

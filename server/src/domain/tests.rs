@@ -427,6 +427,8 @@ fn signing_out_everywhere_ends_earlier_sessions_and_refuses_earlier_tokens() {
         open.identity.is_none(),
         "the open session lost its identity"
     );
+    let refused = require_customer(&open, NOW).unwrap_err();
+    assert!(refused.message.contains("signed out"), "{refused:?}");
 
     // A token from before the cutoff is refused, by this shard's memory
     // or by the durable cutoff alone (a restart, another node's sign-out).

@@ -270,6 +270,7 @@ fn bind(session: &std::cell::RefCell<Session>, granted: Granted) -> SessionGrant
         access_expires_at: granted.grant.access_expires_at,
     });
     session.signed_in_at = granted.issued_at;
+    session.signed_out = false;
     session.refresh_family = Some(granted.family);
     granted.grant
 }
