@@ -156,3 +156,40 @@ fn an_admin_account_made_with_create_admin_can_restock_and_a_customer_cannot() {
     });
     souk.kill();
 }
+
+/// A sign-out everywhere is durable once acknowledged: the process killed
+/// with SIGKILL right after the reply, the restarted server still refuses
+/// the tokens issued before it.
+#[test]
+fn an_acknowledged_sign_out_everywhere_survives_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let souk = Souk::spawn(&["--shards", "2"], data.path(), Stdio::null());
+    let stolen = runtime.block_on(async {
+        let laptop = Client::connect(souk.client_config()).await.unwrap();
+        laptop
+            .register("kim@example.org", "a customer password", None)
+            .await
+            .unwrap();
+        let phone = Client::connect(souk.client_config()).await.unwrap();
+        let stolen = phone
+            .login("kim@example.org", "a customer password", None)
+            .await
+            .unwrap();
+        laptop.logout_everywhere().await.unwrap();
+        stolen
+    });
+    souk.kill();
+
+    let souk = Souk::spawn(&["--shards", "2"], data.path(), Stdio::null());
+    runtime.block_on(async {
+        let client = Client::connect(souk.client_config()).await.unwrap();
+        let unauthenticated = Some(souk_client::api::ErrorStatus::Unauthenticated);
+        let refused = client.refresh(&stolen.refresh_token).await.unwrap_err();
+        assert_eq!(refused.status(), unauthenticated);
+        assert!(refused.to_string().contains("signed out"), "{refused}");
+        let refused = client.authenticate(&stolen.access_token).await;
+        assert_eq!(refused.unwrap_err().status(), unauthenticated);
+    });
+    souk.kill();
+}
