@@ -542,13 +542,22 @@ async fn sign_out_everywhere(
     user: UserId,
     at: UnixMillis,
 ) -> Result<(), ApiError> {
-    // Every token the cutoff can refuse has expired by then.
-    let keep_until = UnixMillis(at.0 + limits::REFRESH_TOKEN_TTL.as_millis() as u64);
-    shard
-        .sessions
-        .sign_out_everywhere(user, at, keep_until)
-        .await
-        .map_err(storage_failure)?;
+    // A refresh that began after `at` and finished before the cutoff
+    // landed issued tokens after it: a second cutoff, taken once the first
+    // is stored, is later than every such refresh's tokens (and every later
+    // refresh sees the first). Every token a cutoff can refuse has expired
+    // once the refresh-token lifetime has passed.
+    let keep = limits::REFRESH_TOKEN_TTL.as_millis() as u64;
+    let store = |at: UnixMillis| async move {
+        shard
+            .sessions
+            .sign_out_everywhere(user, at, UnixMillis(at.0 + keep))
+            .await
+            .map_err(storage_failure)
+    };
+    store(at).await?;
+    let at = shard.now().max(at);
+    store(at).await?;
     let mut unreached: Vec<ShardId> = shard.placement().shards().collect();
     for attempt in 1..=limits::SIGN_OUT_ATTEMPTS {
         let calls = unreached
