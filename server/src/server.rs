@@ -51,6 +51,8 @@ pub struct Server {
     /// their own runtimes. Always present; an `Option` only so that `Drop`
     /// can take it out and shut it down without blocking.
     storage_runtime: Option<tokio::runtime::Runtime>,
+    /// With `--redis`: the subscription the shards' sign-out feeds read.
+    _sign_outs: Option<souk_storage::redis::SignOutFeed>,
     _data_dir: DataDir,
 }
 
@@ -94,6 +96,15 @@ impl Server {
                     .with_context(|| format!("cannot reach Redis at {}", redact(url)))?;
                 info!(url = %redact(url), "refresh tokens and shared limits in Redis");
                 Some(Arc::new(redis))
+            }
+        };
+        let sign_outs = match &config.redis {
+            None => None,
+            Some(url) => {
+                let connecting = souk_storage::redis::SignOutFeed::connect(url);
+                let feed = block_on(&storage_runtime, connecting)
+                    .with_context(|| format!("cannot subscribe at Redis {}", redact(url)))?;
+                Some(feed)
             }
         };
         let sessions: Arc<dyn TokenStore> = match &redis {
@@ -204,6 +215,7 @@ impl Server {
                 store: store.clone(),
                 sessions: sessions.clone(),
                 shared_limits: redis.clone(),
+                sign_outs: sign_outs.as_ref().map(|feed| feed.receiver()),
                 state: ShardState {
                     shard,
                     placement,
@@ -269,6 +281,7 @@ impl Server {
             store,
             clock,
             storage_runtime: Some(storage_runtime),
+            _sign_outs: sign_outs,
             _data_dir: data_dir,
         };
         for _ in 0..config.shards {

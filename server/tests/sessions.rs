@@ -229,6 +229,47 @@ async fn a_sign_out_everywhere_is_kept_in_redis() {
     node.shutdown().unwrap();
 }
 
+/// With `--redis`, a sign-out everywhere on one node also ends the user's
+/// open connections on another, which hears of it through Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_everywhere_reaches_open_connections_on_other_nodes() {
+    let Some(redis) = redis() else {
+        return;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_redis = |c: &mut Config| c.redis = Some(redis.url());
+    let node_a = Server::start(&config(dir_a.path(), with_redis)).unwrap();
+    // The nodes sign access tokens with one key, as a deployment's do.
+    let key = souk_server::server::TOKEN_KEY_FILE;
+    std::fs::copy(dir_a.path().join(key), dir_b.path().join(key)).unwrap();
+    let node_b = Server::start(&config(dir_b.path(), with_redis)).unwrap();
+
+    let laptop = connect(&node_a).await;
+    let grant = laptop
+        .register("noor@example.org", PASSWORD, None)
+        .await
+        .unwrap();
+    let elsewhere = connect(&node_b).await;
+    elsewhere.authenticate(&grant.access_token).await.unwrap();
+    elsewhere.list_orders(None, 10).await.unwrap();
+
+    laptop.logout_everywhere().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        match elsewhere.list_orders(None, 10).await {
+            Err(error) => break error,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(_) => panic!("node B kept the connection signed in"),
+        }
+    };
+    assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));
+    assert!(refused.to_string().contains("signed out"), "{refused}");
+    node_a.shutdown().unwrap();
+    node_b.shutdown().unwrap();
+}
+
 /// With `--retry-above 0` every new client proves its address with a QUIC
 /// Retry first, and the SDK follows it without noticing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

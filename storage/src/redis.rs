@@ -1,6 +1,7 @@
 //! Session state several souk nodes share, in Redis through `fred`:
-//! refresh tokens (`TokenStore`), failed-attempt windows (login brute
-//! force) and token buckets (per-customer rates). One node alone keeps all
+//! refresh tokens and sign-out cutoffs (`TokenStore`), failed-attempt
+//! windows (login brute force), token buckets (per-customer rates), and a
+//! pub/sub channel of sign-outs everywhere (`SignOutFeed`). One node alone keeps all
 //! of this in its embedded store and in shard memory; with `--redis`,
 //! every node sees the same tokens and counts against the same limits.
 //!
@@ -33,6 +34,10 @@ const PREFIX: &str = "souk:";
 /// a rotated token is still recognised (and revokes its family) rather than
 /// looking merely unknown.
 const TOKEN_KEEP_MIN_MS: u64 = 60_000;
+
+/// Where every node publishes its sign-outs everywhere, so that the others
+/// end their open connections of the user too.
+const SIGN_OUTS_CHANNEL: &str = "souk:sign-outs";
 
 /// How long a call waits for Redis before it fails `Unavailable`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -268,6 +273,93 @@ impl RedisState {
             )
             .await?;
         Ok((wait > 0).then_some(wait as u64))
+    }
+}
+
+impl RedisState {
+    /// Tells every node following the sign-outs (`SignOutFeed`) that `user`
+    /// signed out everywhere at `at`.
+    pub async fn publish_sign_out(&self, user: UserId, at: UnixMillis) -> Result<()> {
+        let message = format!("{}:{}", user.0, at.0);
+        fred::interfaces::PubsubInterface::publish::<i64, _, _>(
+            self.pool.next(),
+            SIGN_OUTS_CHANNEL,
+            message,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Every node's sign-outs everywhere, as published from now on, over a
+/// connection of its own that resubscribes after a reconnect. Pub/sub
+/// delivers at most once: one lost while Redis was unreachable leaves the
+/// user's open connections on this node signed in until their access
+/// tokens expire, while the durable cutoff still refuses their tokens.
+pub struct SignOutFeed {
+    subscriber: fred::clients::SubscriberClient,
+    _resubscribing: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SignOutFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignOutFeed(..)")
+    }
+}
+
+impl SignOutFeed {
+    /// Connects to `url` and subscribes. Its tasks run on the calling
+    /// runtime; receivers work on any.
+    pub async fn connect(url: &str) -> Result<SignOutFeed> {
+        let config = Config::from_url(url)
+            .map_err(|e| StorageError::Unavailable(format!("redis url {url:?}: {e}")))?;
+        let subscriber = Builder::from_config(config)
+            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build_subscriber_client()
+            .map_err(unavailable)?;
+        subscriber.init().await.map_err(unavailable)?;
+        let resubscribing = subscriber.manage_subscriptions();
+        fred::interfaces::PubsubInterface::subscribe(&subscriber, SIGN_OUTS_CHANNEL)
+            .await
+            .map_err(unavailable)?;
+        Ok(SignOutFeed {
+            subscriber,
+            _resubscribing: resubscribing,
+        })
+    }
+
+    /// A receiver of the sign-outs published from now on.
+    pub fn receiver(&self) -> SignOutReceiver {
+        use fred::interfaces::EventInterface;
+        SignOutReceiver(self.subscriber.message_rx())
+    }
+}
+
+pub struct SignOutReceiver(tokio::sync::broadcast::Receiver<fred::types::Message>);
+
+impl SignOutReceiver {
+    /// The next sign-out (`user`, `at`); none once the feed is gone. A
+    /// receiver that fell behind skips what it missed.
+    pub async fn next(&mut self) -> Option<(UserId, UnixMillis)> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.0.recv().await {
+                Ok(message) => {
+                    let text: Option<String> = message.value.convert().ok();
+                    let parsed = text.as_deref().and_then(|text| {
+                        let (user, at) = text.split_once(':')?;
+                        Some((UserId(user.parse().ok()?), UnixMillis(at.parse().ok()?)))
+                    });
+                    if let Some(parsed) = parsed {
+                        return Some(parsed);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
     }
 }
 

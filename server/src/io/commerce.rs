@@ -534,9 +534,10 @@ async fn signed_out_since(shard: &Rc<Shard>, token: &RefreshTokenRecord) -> Resu
 /// Ends every session of `user` begun by `at`: the durable cutoff refuses
 /// their refresh and access tokens from now on, on every node; then every
 /// shard of this node is told, so that connections already signed in as
-/// the user lose their identity at their next request. (Connections on
-/// other nodes keep theirs until their access token expires, at most
-/// `ACCESS_TOKEN_TTL`.)
+/// the user lose their identity at their next request, and with `--redis`
+/// so is every other node (pub/sub, at most once: a node that misses it
+/// keeps such connections until their access token expires, at most
+/// `ACCESS_TOKEN_TTL`).
 async fn sign_out_everywhere(
     shard: &Rc<Shard>,
     user: UserId,
@@ -558,6 +559,12 @@ async fn sign_out_everywhere(
     store(at).await?;
     let at = shard.now().max(at);
     store(at).await?;
+    if let Some(redis) = &shard.shared_limits
+        && let Err(error) = redis.publish_sign_out(user, at).await
+    {
+        // Other nodes' open connections then end with their access token.
+        warn!(user = user.0, %error, "a sign-out everywhere was not published");
+    }
     let mut unreached: Vec<ShardId> = shard.placement().shards().collect();
     for attempt in 1..=limits::SIGN_OUT_ATTEMPTS {
         let calls = unreached

@@ -64,6 +64,8 @@ pub struct ShardSetup {
     pub sessions: Arc<dyn TokenStore>,
     /// With `--redis`: the limits that must hold across nodes.
     pub shared_limits: Option<Arc<RedisState>>,
+    /// With `--redis`: every node's sign-outs everywhere.
+    pub sign_outs: Option<souk_storage::redis::SignOutReceiver>,
     pub socket: UdpSocket,
     /// Names this shard in connection ids; shared by all shards.
     pub cid_key: CidKey,
@@ -180,6 +182,7 @@ async fn run(setup: ShardSetup) {
         clock,
         sessions,
         shared_limits,
+        sign_outs,
         gate,
         ..
     } = setup;
@@ -226,6 +229,8 @@ async fn run(setup: ShardSetup) {
     // Payments that a stop interrupted resume; the gateway is idempotent.
     let pending = shard.state.borrow().pending.ids();
     let resume_task = tokio::task::spawn_local(commerce::resume_payments(shard.clone(), pending));
+    let sign_outs_task =
+        sign_outs.map(|feed| tokio::task::spawn_local(follow_sign_outs(shard.clone(), feed)));
     let _ = ready.send(Ok(()));
     debug!(shard = id.0, "listening");
 
@@ -241,7 +246,19 @@ async fn run(setup: ShardSetup) {
     catalog_task.abort();
     board_task.abort();
     resume_task.abort();
+    if let Some(task) = sign_outs_task {
+        task.abort();
+    }
     debug!(shard = id.0, "stopped");
+}
+
+/// Records the sign-outs everywhere of every node (this one's too), so
+/// that this shard's connections signed in before them lose their identity.
+async fn follow_sign_outs(shard: Rc<Shard>, mut feed: souk_storage::redis::SignOutReceiver) {
+    while let Some((user, at)) = feed.next().await {
+        let now = shard.now();
+        shard.state.borrow_mut().sign_outs.record(user, at, now);
+    }
 }
 
 /// Stops taking connections, lets in-flight requests finish within the
