@@ -610,11 +610,13 @@ async fn signing_out_everywhere_ends_every_session_of_the_user() {
 
     laptop.logout_everywhere().await.unwrap();
 
+    let refused = laptop.profile().await.unwrap_err();
     assert_eq!(
-        laptop.profile().await.unwrap_err().status(),
+        refused.status(),
         Some(ErrorStatus::Unauthenticated),
         "the device that signed out is signed out too"
     );
+    assert!(refused.to_string().contains("signed out"), "{refused}");
     for client in open.iter().chain([&phone]) {
         let refused = client.profile().await.unwrap_err();
         assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));

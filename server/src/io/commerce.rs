@@ -125,6 +125,8 @@ pub async fn execute(
             let mut session = session.borrow_mut();
             session.identity = None;
             session.refresh_family = None;
+            // A retry whose first reply was lost is told what happened.
+            session.signed_out = true;
             Ok(ResponseBody::Empty)
         }
         R::Logout { all_devices: false } => {
