@@ -126,6 +126,22 @@ pub struct Session {
     pub remote: Option<std::net::IpAddr>,
 }
 
+impl Session {
+    /// Binds `identity`, from a credential issued at `issued_at`.
+    pub fn sign_in(&mut self, identity: Identity, issued_at: UnixMillis) {
+        self.identity = Some(identity);
+        self.signed_in_at = issued_at;
+        self.signed_out = false;
+    }
+
+    /// Ends the identity because its user signed out everywhere.
+    pub fn end_signed_out(&mut self) {
+        self.identity = None;
+        self.refresh_family = None;
+        self.signed_out = true;
+    }
+}
+
 /// A message from one shard to the owner of some state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardCall {
@@ -322,9 +338,7 @@ pub fn bind(
         session.identity = None;
         return Err(signed_out_everywhere());
     }
-    session.identity = Some(identity.clone());
-    session.signed_in_at = issued_at;
-    session.signed_out = false;
+    session.sign_in(identity.clone(), issued_at);
     Ok(ResponseBody::Identity(identity))
 }
 
@@ -343,9 +357,7 @@ pub fn end_signed_out(state: &ShardState, session: &mut Session) {
             .sign_outs
             .refuses(identity.user_id, session.signed_in_at)
     {
-        session.identity = None;
-        session.refresh_family = None;
-        session.signed_out = true;
+        session.end_signed_out();
     }
 }
 

@@ -7,6 +7,7 @@
 //! identity at its next request. A cutoff is needed for one access-token
 //! lifetime: after that, every identity it could end has expired anyway.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use souk_wire::api::{UnixMillis, UserId};
@@ -25,11 +26,14 @@ impl SignOuts {
     /// Records `user`'s cutoff `at`; a later cutoff already kept stays.
     pub fn record(&mut self, user: UserId, at: UnixMillis, now: UnixMillis) {
         self.forget_expired(now);
-        let cutoff = self.cutoffs.entry(user).or_insert(at);
-        if at < *cutoff {
-            return;
+        // The same cutoff again (told by this node and by Redis) adds nothing.
+        match self.cutoffs.entry(user) {
+            Entry::Occupied(kept) if *kept.get() >= at => return,
+            Entry::Occupied(mut kept) => *kept.get_mut() = at,
+            Entry::Vacant(new) => {
+                new.insert(at);
+            }
         }
-        *cutoff = at;
         self.recorded.push_back((at, user));
         // Over the bound even after forgetting: a flood of sign-outs costs
         // the oldest cutoff its in-memory half (its connections keep

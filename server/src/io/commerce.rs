@@ -122,11 +122,8 @@ pub async fn execute(
         R::Logout { all_devices: true } => {
             let user = domain::require_customer(&session.borrow(), now)?;
             sign_out_everywhere(shard, user, now).await?;
-            let mut session = session.borrow_mut();
-            session.identity = None;
-            session.refresh_family = None;
             // A retry whose first reply was lost is told what happened.
-            session.signed_out = true;
+            session.borrow_mut().end_signed_out();
             Ok(ResponseBody::Empty)
         }
         R::Logout { all_devices: false } => {
@@ -266,13 +263,12 @@ struct Granted {
 /// family so that logout can revoke it.
 fn bind(session: &std::cell::RefCell<Session>, granted: Granted) -> SessionGrant {
     let mut session = session.borrow_mut();
-    session.identity = Some(Identity {
+    let identity = Identity {
         user_id: granted.grant.user_id,
         role: granted.grant.role,
         access_expires_at: granted.grant.access_expires_at,
-    });
-    session.signed_in_at = granted.issued_at;
-    session.signed_out = false;
+    };
+    session.sign_in(identity, granted.issued_at);
     session.refresh_family = Some(granted.family);
     granted.grant
 }
