@@ -25,10 +25,10 @@ pub const COMMIT_QUEUE_MAX: usize = 16 * 1024;
 /// so that one commit's latency, and the memory of its batch, stay bounded.
 pub const COMMIT_BATCH_MAX: usize = 4096;
 
-/// Groups applied but not yet durable. The commit thread applies the next
-/// groups while the sync thread's fsync runs; past this many it waits, so
+/// Groups applied whose writers are not yet told. The commit thread
+/// applies the next groups while fsyncs run; past this many it waits, so
 /// memory held by unacknowledged writes stays bounded.
-pub const SYNC_PIPELINE_MAX: usize = 4;
+pub const SYNC_PIPELINE_MAX: usize = 8;
 
 /// Items in one page of a list query.
 pub const PAGE_MAX: usize = 1000;

@@ -268,6 +268,62 @@ fn a_read_waits_until_what_it_saw_is_durable() {
 }
 
 #[test]
+fn a_later_fsync_answers_every_group_it_covers_while_an_earlier_one_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(SyncFaults::default());
+    runtime().block_on(async {
+        let store = fjall_with_sync_faults(dir.path(), &faults);
+        faults.hold_next();
+        // A lone group is synced by the commit thread itself, which is not
+        // held: write until a group reaches a sync thread and its fsync hangs.
+        let mut next = 1;
+        let mut stuck = tokio::task::JoinSet::new();
+        while faults.waiting() == 0 {
+            for id in next..next + 50 {
+                let store = store.clone();
+                stuck.spawn(async move { store.insert_order(&testing::order(id)).await });
+            }
+            next += 50;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(next < 100_000, "no group ever reached a sync thread");
+        }
+        // Applied after the hung fsync began, so it needs an fsync of its
+        // own, which covers the hung one's groups too.
+        let answered = async {
+            let (acked, errors) = insert_all(&store, next..next + 50).await;
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(acked.len(), 50);
+            while let Some(joined) = stuck.join_next().await {
+                joined.unwrap().unwrap();
+            }
+        };
+        let patience = std::time::Duration::from_secs(20);
+        if tokio::time::timeout(patience, answered).await.is_err() {
+            faults.release();
+            panic!("writes waited for an fsync that began before they were applied");
+        }
+        assert_eq!(faults.waiting(), 1, "answered by the hung fsync");
+        faults.release();
+        // The hung fsync returns last: what it covered was settled by the
+        // later one, and the settled number must not go back.
+        store
+            .insert_order(&testing::order(next + 50))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.order(OrderId(next)).await.unwrap(),
+            Some(testing::order(next))
+        );
+        souk_storage::Store::close(&*store).await.unwrap();
+        drop(store);
+
+        let store = EmbeddedStore::open(dir.path(), EngineKind::Fjall).unwrap();
+        let acked: BTreeSet<u64> = (1..=next + 50).collect();
+        check_after_restart(&store, &acked, 1..next + 51).await;
+    });
+}
+
+#[test]
 fn a_failed_fsync_fails_its_writers_and_stops_the_store_until_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(SyncFaults::default());

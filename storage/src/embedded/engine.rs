@@ -122,9 +122,10 @@ pub trait Engine: Send + Sync + 'static {
     fn scan(&self, table: Table, scan: Scan<'_>) -> Result<Vec<Pair>>;
     /// A write transaction. Only the group-commit thread opens them.
     fn begin(&self) -> Result<Box<dyn WriteTxn + '_>>;
-    /// Makes every transaction applied so far durable. Only the sync
-    /// thread calls it, concurrently with the next transactions. An engine
-    /// whose `apply` is already durable has nothing to do.
+    /// Makes every transaction applied before the call durable. Only the
+    /// group commit's threads call it, concurrently with the next
+    /// transactions and with other calls of `sync`. An engine whose `apply`
+    /// is already durable has nothing to do.
     fn sync(&self) -> Result<()> {
         Ok(())
     }

@@ -125,8 +125,20 @@ impl StorageBackend for FaultyBackend {
 #[derive(Debug, Default)]
 pub struct SyncFaults {
     fail: AtomicBool,
-    held: Mutex<bool>,
+    held: Mutex<Held>,
     released: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Every sync waits.
+    all: bool,
+    /// The next sync on a sync thread is to wait.
+    next: bool,
+    /// That sync is waiting.
+    one: bool,
+    /// Syncs waiting now.
+    waiting: usize,
 }
 
 impl SyncFaults {
@@ -137,11 +149,24 @@ impl SyncFaults {
 
     /// Syncs wait until `release`: applied writes stay undurable.
     pub fn hold(&self) {
-        *self.held.lock().expect("not poisoned") = true;
+        self.held.lock().expect("not poisoned").all = true;
+    }
+
+    /// Only the next sync run by a sync thread waits until `release`; the
+    /// commit thread's own syncs (of a lone group) and later ones go on.
+    pub fn hold_next(&self) {
+        self.held.lock().expect("not poisoned").next = true;
+    }
+
+    /// Syncs waiting for `release` now.
+    pub fn waiting(&self) -> usize {
+        self.held.lock().expect("not poisoned").waiting
     }
 
     pub fn release(&self) {
-        *self.held.lock().expect("not poisoned") = false;
+        let mut held = self.held.lock().expect("not poisoned");
+        (held.all, held.next, held.one) = (false, false, false);
+        drop(held);
         self.released.notify_all();
     }
 }
@@ -177,8 +202,20 @@ impl Engine for FaultySync {
 
     fn sync(&self) -> Result<()> {
         let mut held = self.faults.held.lock().expect("not poisoned");
-        while *held {
-            held = self.faults.released.wait(held).expect("not poisoned");
+        if held.next && std::thread::current().name() == Some("souk-sync") {
+            (held.next, held.one) = (false, true);
+            held.waiting += 1;
+            while held.one {
+                held = self.faults.released.wait(held).expect("not poisoned");
+            }
+            held.waiting -= 1;
+        }
+        if held.all {
+            held.waiting += 1;
+            while held.all {
+                held = self.faults.released.wait(held).expect("not poisoned");
+            }
+            held.waiting -= 1;
         }
         drop(held);
         if self.faults.fail.load(Ordering::SeqCst) {

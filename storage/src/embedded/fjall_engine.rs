@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode, Slice};
 
@@ -45,7 +45,7 @@ pub struct FjallEngine {
     keyspaces: Vec<Keyspace>,
     path: PathBuf,
     /// The active journal as `sync` last found it, by id.
-    journal: Mutex<Option<(u64, File)>>,
+    journal: Mutex<Option<(u64, Arc<File>)>>,
     /// Zero-filling ahead of the journal's writes (see `Prefill`); only the
     /// commit thread takes it.
     prefill: Mutex<Prefill>,
@@ -278,15 +278,18 @@ impl Engine for FjallEngine {
     }
 
     fn sync(&self) -> Result<()> {
-        let mut journal = self.journal.lock().expect("not poisoned");
-        let current = journal
-            .as_ref()
-            .is_some_and(|(open, _)| still_newest(&self.path, *open));
-        if !current {
-            let (id, path) = active_journal(&self.path)?;
-            *journal = Some((id, File::open(path)?));
-        }
-        let (_, file) = journal.as_ref().expect("opened above");
+        // Several fsyncs run at once, so the lock is not held through one.
+        let file = {
+            let mut journal = self.journal.lock().expect("not poisoned");
+            let current = journal
+                .as_ref()
+                .is_some_and(|(open, _)| still_newest(&self.path, *open));
+            if !current {
+                let (id, path) = active_journal(&self.path)?;
+                *journal = Some((id, Arc::new(File::open(path)?)));
+            }
+            journal.as_ref().expect("opened above").1.clone()
+        };
         // fdatasync: it also persists the block allocation an append needs,
         // so it is as durable as fsync here (PostgreSQL's WAL default makes
         // the same choice).
