@@ -402,7 +402,7 @@ impl Stage {
             // to a sync thread (a thread wake-up) on the path of a lone
             // write.
             if next.is_none() && state.running == 0 && state.waiting.len() == 1 {
-                drop(self.sync_round(state));
+                self.sync_round(state);
             } else {
                 drop(state);
                 self.syncs.work.notify_one();
@@ -414,7 +414,8 @@ impl Stage {
         let mut state = self.syncs.lock();
         loop {
             if state.handed > state.covered {
-                state = self.sync_round(state);
+                self.sync_round(state);
+                state = self.syncs.lock();
             } else if state.closed {
                 return;
             } else {
@@ -425,8 +426,8 @@ impl Stage {
 
     /// Runs one fsync covering every group handed over so far, then tells
     /// the writers of every group it covers that are still waiting. Takes
-    /// the lock with a group not yet covered, and gives it back.
-    fn sync_round<'a>(&'a self, mut state: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+    /// the lock with a group not yet covered, and returns without it.
+    fn sync_round(&self, mut state: MutexGuard<'_, SyncState>) {
         let (after, through) = (state.covered, state.handed);
         state.covered = through;
         state.running += 1;
@@ -475,7 +476,6 @@ impl Stage {
                 completion(outcome.clone());
             }
         }
-        self.syncs.lock()
     }
 }
 

@@ -202,19 +202,19 @@ impl Engine for FaultySync {
 
     fn sync(&self) -> Result<()> {
         let mut held = self.faults.held.lock().expect("not poisoned");
-        if held.next && std::thread::current().name() == Some("souk-sync") {
+        // Only the sync that takes `next` waits on `one`; others go on.
+        let this_one = held.next && std::thread::current().name() == Some("souk-sync");
+        if this_one {
             (held.next, held.one) = (false, true);
-            held.waiting += 1;
-            while held.one {
-                held = self.faults.released.wait(held).expect("not poisoned");
-            }
-            held.waiting -= 1;
         }
-        if held.all {
+        let waits = |held: &mut Held| (this_one && held.one) || held.all;
+        if waits(&mut held) {
             held.waiting += 1;
-            while held.all {
-                held = self.faults.released.wait(held).expect("not poisoned");
-            }
+            held = self
+                .faults
+                .released
+                .wait_while(held, waits)
+                .expect("not poisoned");
             held.waiting -= 1;
         }
         drop(held);
