@@ -106,6 +106,11 @@ async fn serve(incoming: quinn::Incoming, reply: Bytes) {
             if recv.read_exact(&mut payload).await.is_err() {
                 return;
             }
+            // Like souk's server: note the FIN that came with the request,
+            // so that dropping the stream sends no STOP_SENDING.
+            let mut byte = [0u8; 1];
+            let read = std::pin::pin!(recv.read(&mut byte));
+            let _ = read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
             if send.write_chunk(reply).await.is_ok() {
                 let _ = send.finish();
             }

@@ -114,6 +114,16 @@ pub fn quic_config(config: &ClientConfig) -> Result<quinn::ClientConfig, ClientE
     Ok(quic)
 }
 
+/// Notes the end of a reply stream whose last bytes were just read, if the
+/// FIN has already arrived (it travels with the reply), without waiting for
+/// it: quinn answers a stream dropped before its end with STOP_SENDING, one
+/// more packet per request.
+fn take_fin(recv: &mut quinn::RecvStream) {
+    let mut byte = [0u8; 1];
+    let read = std::pin::pin!(recv.read(&mut byte));
+    let _ = read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+}
+
 /// A fresh random idempotency key.
 pub fn new_idempotency_key() -> IdempotencyKey {
     IdempotencyKey(rand::rng().random())
@@ -155,6 +165,16 @@ impl Client {
         };
         client.hello().await?;
         Ok(client)
+    }
+
+    /// QUIC statistics of the current connection (round-trip time, packets
+    /// and frames each way, losses) for an app's diagnostics; `None` while
+    /// no connection is open.
+    pub async fn transport_stats(&self) -> Option<quinn::ConnectionStats> {
+        let slot = self.inner.connection.lock().await;
+        slot.as_ref()
+            .filter(|connection| connection.close_reason().is_none())
+            .map(Connection::stats)
     }
 
     /// The live connection, reconnecting (and re-authenticating) if needed.
@@ -227,6 +247,7 @@ impl Client {
             recv.read_exact(&mut reply[limits::FRAME_HEADER_BYTES..])
                 .await
                 .map_err(Failure::transport)?;
+            take_fin(&mut recv);
             Ok(reply)
         };
         match tokio::time::timeout(self.inner.config.request_timeout, exchange).await {

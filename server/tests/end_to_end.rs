@@ -214,6 +214,46 @@ async fn raw_exchange(connection: &quinn::Connection, bytes: &[u8]) -> souk_wire
     souk_wire::codec::decode_response(&reply).unwrap()
 }
 
+fn list_categories_frame() -> Vec<u8> {
+    let request = souk_wire::api::Request {
+        idempotency_key: None,
+        body: souk_wire::api::RequestBody::ListCategories,
+    };
+    souk_wire::codec::Encoder::new()
+        .request(&request)
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn streams_that_end_with_their_frame_cost_no_stop_sending_either_way() {
+    let running = start();
+    let connection = raw_connection(&running.server).await;
+    let frame = list_categories_frame();
+    for _ in 0..20 {
+        // Written and finished before this single-threaded test yields to
+        // the connection driver, so the FIN travels with the frame.
+        raw_exchange(&connection, &frame).await.unwrap();
+    }
+    // The server drops each stream once the client acknowledged the reply
+    // (25 ms at most); a stream dropped before its FIN was seen would tell
+    // the client STOP_SENDING, a packet per request for nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = connection.stats();
+    assert_eq!(stats.frame_rx.stop_sending, 0, "{stats:?}");
+    assert!(stats.frame_rx.stream >= 20, "{stats:?}");
+
+    // The SDK, in turn, sees the end of each reply before it lets go.
+    let client = connect(&running.server).await;
+    for n in 0..20 {
+        client.get_product(&demo::product_id(n)).await.unwrap();
+    }
+    let stats = client.transport_stats().await.expect("connected");
+    assert_eq!(stats.frame_tx.stop_sending, 0, "{stats:?}");
+    assert!(stats.frame_tx.stream >= 21, "{stats:?}");
+    running.server.shutdown().unwrap();
+}
+
 #[tokio::test]
 async fn malformed_and_oversized_frames_get_typed_errors_and_the_connection_lives_on() {
     let running = start();
@@ -242,14 +282,7 @@ async fn malformed_and_oversized_frames_get_typed_errors_and_the_connection_live
     assert_eq!(error.status, ErrorStatus::BadRequest);
 
     // The same connection still serves a valid request.
-    let request = souk_wire::api::Request {
-        idempotency_key: None,
-        body: souk_wire::api::RequestBody::ListCategories,
-    };
-    let frame = souk_wire::codec::Encoder::new()
-        .request(&request)
-        .unwrap()
-        .to_vec();
+    let frame = list_categories_frame();
     let reply = raw_exchange(&connection, &frame).await.unwrap();
     assert!(matches!(
         reply,

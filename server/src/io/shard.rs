@@ -470,6 +470,7 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure> {
         recv.read_exact(&mut buffer[wire_limits::FRAME_HEADER_BYTES..])
             .await
             .map_err(|_| ReadFailure::Gone)?;
+        take_fin(recv);
         Ok(buffer)
     };
     match tokio::time::timeout(limits::REQUEST_READ_TIMEOUT, read).await {
@@ -479,6 +480,16 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure> {
             limits::REQUEST_READ_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// Notes the end of a stream whose last bytes were just read, if the FIN
+/// has already arrived (it travels in the request's own packet), without
+/// waiting for it. quinn tells the peer STOP_SENDING when a stream it has
+/// not seen the end of is dropped: one more packet each way per request.
+fn take_fin(recv: &mut RecvStream) {
+    let mut byte = [0u8; 1];
+    let read = std::pin::pin!(recv.read(&mut byte));
+    let _ = read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
 }
 
 async fn serve_stream(
