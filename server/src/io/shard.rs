@@ -525,7 +525,9 @@ async fn serve_stream(
             if shard.cache.borrow().caches(request.body.operation()) {
                 cache_key = Some(frame);
             }
-            execute(&shard, &connection.session, request).await
+            // Boxed: the handlers' state is kilobytes, and a task's future
+            // is copied whole when it is spawned and when it completes.
+            Box::pin(execute(&shard, &connection.session, request)).await
         }
         Err(ReadFailure::Gone) => return,
         Err(ReadFailure::Refused(reason)) => {
@@ -749,7 +751,9 @@ async fn serve_inbox(shard: Rc<Shard>, mut inbox: ShardInbox) {
     while let Some(envelope) = inbox.recv().await {
         let owner = shard.clone();
         shard.requests.spawn_local(async move {
-            let answer = answer(&owner, envelope.call).await;
+            // Boxed, like a request's handler: kilobytes of state that the
+            // spawn would otherwise copy.
+            let answer = Box::pin(answer(&owner, envelope.call)).await;
             owner.stats().cross_shard_served.increment();
             // The caller may have timed out and gone; nothing to do then.
             let _ = envelope.reply.send(answer);
