@@ -341,6 +341,7 @@ fn checkout() -> Checkout {
         payment_method_token: "pm_tok_loadgen".into(),
         shipping_address_id: None,
         expected_total: None,
+        lines: Vec::new(),
     }
 }
 

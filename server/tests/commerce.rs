@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use souk_client::api::{
-    BrowseCategory, Checkout, DeviceId, ErrorStatus, IdempotencyKey, OrderStatus, PaymentStatus,
-    RestockMode, Sku, StockLevel, StockStatus,
+    BrowseCategory, Checkout, CheckoutLine, DeviceId, ErrorStatus, IdempotencyKey, OrderStatus,
+    PaymentStatus, RestockMode, Sku, StockLevel, StockStatus,
 };
 use souk_client::{Client, ClientConfig, ClientError, Trust, new_idempotency_key};
 use souk_server::{Config, Server};
@@ -66,6 +66,13 @@ async fn admin(server: &Server) -> Client {
     client
 }
 
+/// A new customer account, signed in on its own connection.
+async fn customer(server: &Server, email: &str) -> Client {
+    let client = connect(server).await;
+    client.register(email, PASSWORD, None).await.unwrap();
+    client
+}
+
 /// The first SKU of demo product `n`.
 async fn sku_of(client: &Client, n: usize) -> Sku {
     let product = client.get_product(&demo::product_id(n)).await.unwrap();
@@ -82,6 +89,7 @@ fn checkout(token: &str) -> Checkout {
         payment_method_token: token.into(),
         shipping_address_id: None,
         expected_total: None,
+        lines: Vec::new(),
     }
 }
 
@@ -284,11 +292,7 @@ async fn a_checkout_whose_second_line_is_sold_out_reserves_nothing() {
         .await
         .unwrap();
 
-    let client = connect(&running.server).await;
-    client
-        .register("bo@example.org", PASSWORD, None)
-        .await
-        .unwrap();
+    let client = customer(&running.server, "bo@example.org").await;
     client.add_to_cart(None, &first, 2).await.unwrap();
     client.add_to_cart(None, &second, 1).await.unwrap();
     let refused = client
@@ -323,6 +327,96 @@ async fn a_checkout_whose_second_line_is_sold_out_reserves_nothing() {
         .await
         .unwrap();
     assert_eq!(order.lines.len(), 1);
+    running.server.shutdown().unwrap();
+}
+
+fn buy_now(lines: &[(&Sku, u32)]) -> Checkout {
+    Checkout {
+        lines: lines
+            .iter()
+            .map(|(sku, quantity)| CheckoutLine {
+                sku: (*sku).clone(),
+                quantity: *quantity,
+            })
+            .collect(),
+        ..checkout("pm_tok_visa")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buying_now_orders_the_named_lines_and_leaves_the_cart_alone() {
+    let running = start(|_| {});
+    let admin = admin(&running.server).await;
+    let mut skus = Vec::new();
+    for n in 1..20 {
+        skus.push(sku_of(&admin, n).await);
+    }
+    skus.dedup();
+    let (kept, bought, sold_out) = (skus[0].clone(), skus[1].clone(), skus[2].clone());
+    for (sku, units) in [(&kept, 10), (&bought, 10), (&sold_out, 0)] {
+        admin
+            .admin_restock(sku, units, RestockMode::Set)
+            .await
+            .unwrap();
+    }
+    let client = customer(&running.server, "cy@example.org").await;
+    client.add_to_cart(None, &kept, 1).await.unwrap();
+
+    let key = new_idempotency_key();
+    let order = client
+        .checkout(buy_now(&[(&bought, 3)]), key)
+        .await
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::PendingPayment);
+    assert_eq!(order.lines.len(), 1);
+    assert_eq!((&order.lines[0].sku, order.lines[0].quantity), (&bought, 3));
+    assert_eq!(
+        order.total.minor_units,
+        3 * order.lines[0].unit_price.minor_units
+    );
+    let levels = (level(&admin, &bought).await, level(&admin, &kept).await);
+    assert_eq!(levels.0.available, 7, "three units reserved");
+    assert_eq!(levels.1.available, 10, "the cart's line is not ordered");
+    let cart = client.get_cart(None).await.unwrap();
+    assert_eq!(
+        cart.lines
+            .iter()
+            .map(|l| (&l.sku, l.quantity))
+            .collect::<Vec<_>>(),
+        vec![(&kept, 1)],
+        "the cart is left as it was"
+    );
+
+    // A retry with the key is the same order, and reserves nothing more;
+    // other lines under the same key are refused.
+    let again = client
+        .checkout(buy_now(&[(&bought, 3)]), key)
+        .await
+        .unwrap();
+    assert_eq!(again.id, order.id);
+    assert_eq!(level(&admin, &bought).await.available, 7);
+    let other = client.checkout(buy_now(&[(&bought, 2)]), key).await;
+    assert_eq!(status(other), ErrorStatus::Conflict);
+
+    // Bad lines are typed errors, and a short line (all or nothing, as
+    // from the cart) reserves nothing.
+    let unknown = Sku::new("NO-SUCH-SKU").unwrap();
+    let refused: [(&[(&Sku, u32)], ErrorStatus); 5] = [
+        (&[(&bought, 1), (&bought, 1)], ErrorStatus::BadRequest),
+        (&[(&bought, 1), (&unknown, 1)], ErrorStatus::NotFound),
+        (&[(&bought, 0)], ErrorStatus::BadRequest),
+        (&[(&bought, 1000)], ErrorStatus::BadRequest),
+        (
+            &[(&bought, 1), (&sold_out, 1)],
+            ErrorStatus::InsufficientStock,
+        ),
+    ];
+    for (lines, expected) in refused {
+        let result = client.checkout(buy_now(lines), new_idempotency_key()).await;
+        assert_eq!(status(result), expected, "{lines:?}");
+    }
+    assert_eq!(level(&admin, &bought).await.available, 7);
+    assert_eq!(client.list_orders(None, 10).await.unwrap().orders.len(), 1);
     running.server.shutdown().unwrap();
 }
 

@@ -56,6 +56,7 @@ fn checkout() -> Checkout {
         payment_method_token: "pm_tok_visa".into(),
         shipping_address_id: None,
         expected_total: None,
+        lines: Vec::new(),
     }
 }
 

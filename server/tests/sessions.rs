@@ -110,6 +110,7 @@ async fn nodes_sharing_redis_share_refresh_tokens_and_login_limits() {
                 payment_method_token: "pm_tok_visa".into(),
                 shipping_address_id: None,
                 expected_total: None,
+                lines: Vec::new(),
             },
             souk_client::new_idempotency_key(),
         )

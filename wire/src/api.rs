@@ -516,6 +516,16 @@ pub struct Checkout {
     pub payment_method_token: String,
     pub shipping_address_id: Option<AddressId>,
     pub expected_total: Option<Money>,
+    /// Empty: order the cart. Otherwise order these lines and leave the
+    /// cart as it is ("buy now").
+    pub lines: Vec<CheckoutLine>,
+}
+
+/// A line bought without the cart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutLine {
+    pub sku: Sku,
+    pub quantity: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

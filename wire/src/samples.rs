@@ -197,6 +197,17 @@ pub fn requests() -> Vec<Request> {
             payment_method_token: "pm_tok_visa_4242".into(),
             shipping_address_id: Some(AddressId(3)),
             expected_total: Some(usd(17998)),
+            // Buy now: these lines instead of the cart's.
+            lines: vec![
+                CheckoutLine {
+                    sku: sku("TR-42"),
+                    quantity: 2,
+                },
+                CheckoutLine {
+                    sku: sku("TR-43"),
+                    quantity: 1,
+                },
+            ],
         }),
         R::GetOrder {
             order_id: OrderId(9_000_001),

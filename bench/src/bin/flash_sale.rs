@@ -5,11 +5,13 @@
 //!
 //! - souk: a real server (every core a shard, embedded store, simulated
 //!   payment) and `--buyers` signed-in customers, each on a connection of
-//!   its own, who set their cart to one unit and check out until the SKU is
-//!   sold out. Each checkout reserves on the SKU's owner shard and writes
-//!   the order durably before it is acknowledged. The sale must sell
-//!   exactly `--units` (0 oversell, checked) and its rate is units sold per
-//!   second of sale.
+//!   its own, who buy one unit at a time until the SKU is sold out: in one
+//!   sale by setting their cart to one unit and checking the cart out (two
+//!   requests), in the other by naming the line in the checkout ("buy now",
+//!   one request); the two sales alternate. Each checkout reserves on the
+//!   SKU's owner shard and writes the order durably before it is
+//!   acknowledged. Every sale must sell exactly `--units` (0 oversell,
+//!   checked) and its rate is units sold per second of sale.
 //! - PostgreSQL: `UPDATE inventory SET stock = stock - 1 WHERE id = 1 AND
 //!   stock > 0` on one row, fsync on, pgbench with `--clients`.
 //! - Redis: a Lua conditional decrement (`EVALSHA`) through `fred` with
@@ -26,7 +28,7 @@ use fred::prelude::{Builder, ClientLike, Config as RedisConfig, LuaInterface};
 use hdrhistogram::Histogram;
 use souk_bench::postgres::Postgres;
 use souk_bench::{closed_loop, median};
-use souk_client::api::{Checkout, ErrorStatus, RestockMode};
+use souk_client::api::{Checkout, CheckoutLine, ErrorStatus, RestockMode};
 use souk_client::{Client, ClientConfig, RetryPolicy, Trust, new_idempotency_key};
 use souk_server::{Config, Server};
 use souk_storage::demo;
@@ -73,7 +75,16 @@ struct Sale {
 const ADMIN_EMAIL: &str = "admin@example.org";
 const ADMIN_PASSWORD: &str = "flash sale benchmark admin";
 
-fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
+/// How each buyer buys.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Sets the cart to one unit, then checks the cart out: two requests.
+    Cart,
+    /// Names the line in the checkout itself ("buy now"): one request.
+    BuyNow,
+}
+
+fn souk_sale(args: &Args, mode: Mode) -> anyhow::Result<Sale> {
     let data = tempfile::tempdir()?;
     let shards = args
         .shards
@@ -146,10 +157,19 @@ fn souk_sale(args: &Args) -> anyhow::Result<Sale> {
                     payment_method_token: "pm_tok_visa".into(),
                     shipping_address_id: None,
                     expected_total: None,
+                    lines: match mode {
+                        Mode::Cart => Vec::new(),
+                        Mode::BuyNow => vec![CheckoutLine {
+                            sku: sku.clone(),
+                            quantity: 1,
+                        }],
+                    },
                 };
                 loop {
                     let began = Instant::now();
-                    client.update_cart_line(None, &sku, 1).await?;
+                    if mode == Mode::Cart {
+                        client.update_cart_line(None, &sku, 1).await?;
+                    }
                     match client
                         .checkout(checkout.clone(), new_idempotency_key())
                         .await
@@ -293,16 +313,29 @@ fn main() -> anyhow::Result<()> {
         "flash sale on one hot SKU, {} run(s) each, medians; souk: {} units, {} buyers; anchors: {} clients, {} s",
         args.runs, args.units, args.buyers, args.clients, args.seconds
     );
-    let mut souk = Vec::new();
+    let (mut cart, mut buy_now) = (Vec::new(), Vec::new());
+    // Alternating, so that both see the machine at the same hours.
     for _ in 0..args.runs {
-        souk.push(souk_sale(&args)?);
+        cart.push(souk_sale(&args, Mode::Cart)?);
+        buy_now.push(souk_sale(&args, Mode::BuyNow)?);
     }
-    let souk_rate = report("souk checkout (cart + reserve + durable order)", &souk);
-    let mut rows = vec![row("souk checkout", false, &souk)];
+    let cart_rate = report("souk checkout (cart + reserve + durable order)", &cart);
+    let buy_now_rate = report("souk buy now (reserve + durable order)", &buy_now);
+    let mut rows = vec![
+        row("souk checkout of the cart", false, &cart),
+        row("souk buy now (lines in the checkout)", false, &buy_now),
+    ];
     println!(
         "  oversell: 0 (every run sold exactly {} units and ended at 0 available)",
         args.units
     );
+    let ratios = |anchor: &str, rate: f64| {
+        println!(
+            "  souk / {anchor}: {:.2}x checkout of the cart, {:.2}x buy now",
+            cart_rate / rate,
+            buy_now_rate / rate
+        );
+    };
 
     if args.no_postgres {
         println!("PostgreSQL: skipped (--no-postgres)");
@@ -321,7 +354,7 @@ fn main() -> anyhow::Result<()> {
                             true,
                             &runs,
                         ));
-                        println!("  souk / PostgreSQL: {:.1}x", souk_rate / rate);
+                        ratios("PostgreSQL", rate);
                     }
                     Err(why) => println!("PostgreSQL: failed: {why}"),
                 }
@@ -343,7 +376,7 @@ fn main() -> anyhow::Result<()> {
                     true,
                     &runs,
                 ));
-                println!("  souk / Redis: {:.2}x", souk_rate / rate);
+                ratios("Redis", rate);
             }
         }
     }

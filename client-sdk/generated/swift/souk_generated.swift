@@ -2764,6 +2764,51 @@ public struct souk_wire_Order: FlatBufferTable, FlatbuffersVectorInitializable, 
   }
 }
 
+///  One line bought without the cart ("buy now").
+public struct souk_wire_CheckoutLine: FlatBufferTable, FlatbuffersVectorInitializable, Verifiable {
+
+  static func validateVersion() { FlatBuffersVersion_25_12_19() }
+  public var __buffer: ByteBuffer! { return _accessor.bb }
+  private var _accessor: Table
+
+  public static var id: String { "SOUK" } 
+  public static func finish(_ fbb: inout FlatBufferBuilder, end: Offset, prefix: Bool = false) { fbb.finish(offset: end, fileId: souk_wire_CheckoutLine.id, addPrefix: prefix) }
+  private init(_ t: Table) { _accessor = t }
+  public init(_ bb: ByteBuffer, o: Int32) { _accessor = Table(bb: bb, position: o) }
+
+  private enum VTOFFSET: VOffset {
+    case sku = 4
+    case quantity = 6
+    var v: Int32 { Int32(self.rawValue) }
+    var p: VOffset { self.rawValue }
+  }
+
+  public var sku: String! { let o = _accessor.offset(VTOFFSET.sku.v); return _accessor.string(at: o) }
+  public var skuSegmentArray: [UInt8]! { return _accessor.getVector(at: VTOFFSET.sku.v) }
+  public var quantity: UInt32 { let o = _accessor.offset(VTOFFSET.quantity.v); return o == 0 ? 0 : _accessor.readBuffer(of: UInt32.self, at: o) }
+  public static func startCheckoutLine(_ fbb: inout FlatBufferBuilder) -> UOffset { fbb.startTable(with: 2) }
+  public static func add(sku: Offset, _ fbb: inout FlatBufferBuilder) { fbb.add(offset: sku, at: VTOFFSET.sku.p) }
+  public static func add(quantity: UInt32, _ fbb: inout FlatBufferBuilder) { fbb.add(element: quantity, def: 0, at: VTOFFSET.quantity.p) }
+  public static func endCheckoutLine(_ fbb: inout FlatBufferBuilder, start: UOffset) -> Offset { let end = Offset(offset: fbb.endTable(at: start)); fbb.require(table: end, fields: [4]); return end }
+  public static func createCheckoutLine(
+    _ fbb: inout FlatBufferBuilder,
+    skuOffset sku: Offset,
+    quantity: UInt32 = 0
+  ) -> Offset {
+    let __start = souk_wire_CheckoutLine.startCheckoutLine(&fbb)
+    souk_wire_CheckoutLine.add(sku: sku, &fbb)
+    souk_wire_CheckoutLine.add(quantity: quantity, &fbb)
+    return souk_wire_CheckoutLine.endCheckoutLine(&fbb, start: __start)
+  }
+
+  public static func verify<T>(_ verifier: inout Verifier, at position: Int, of type: T.Type) throws where T: Verifiable {
+    var _v = try verifier.visitTable(at: position)
+    try _v.visit(field: VTOFFSET.sku.p, fieldName: "sku", required: true, type: ForwardOffset<String>.self)
+    try _v.visit(field: VTOFFSET.quantity.p, fieldName: "quantity", required: false, type: UInt32.self)
+    _v.finish()
+  }
+}
+
 ///  Turns the cart into an order: reserves every line (all or nothing) and
 ///  stores the order as PendingPayment before replying.
 public struct souk_wire_Checkout: FlatBufferTable, FlatbuffersVectorInitializable, Verifiable {
@@ -2782,6 +2827,7 @@ public struct souk_wire_Checkout: FlatBufferTable, FlatbuffersVectorInitializabl
     case paymentMethodToken = 6
     case shippingAddressId = 8
     case expectedTotal = 10
+    case lines = 12
     var v: Int32 { Int32(self.rawValue) }
     var p: VOffset { self.rawValue }
   }
@@ -2794,24 +2840,31 @@ public struct souk_wire_Checkout: FlatBufferTable, FlatbuffersVectorInitializabl
   public var shippingAddressId: UInt64 { let o = _accessor.offset(VTOFFSET.shippingAddressId.v); return o == 0 ? 0 : _accessor.readBuffer(of: UInt64.self, at: o) }
   ///  When present, checkout fails with Conflict if prices changed.
   public var expectedTotal: souk_wire_Money? { let o = _accessor.offset(VTOFFSET.expectedTotal.v); return o == 0 ? nil : souk_wire_Money(_accessor.bb, o: _accessor.indirect(o + _accessor.position)) }
-  public static func startCheckout(_ fbb: inout FlatBufferBuilder) -> UOffset { fbb.startTable(with: 4) }
+  ///  When present, these lines are ordered instead of the cart's ("buy
+  ///  now", one request): the cart is left as it is. At most one line per
+  ///  SKU, each of at least one unit.
+  public var lines: FlatbufferVector<souk_wire_CheckoutLine> { return _accessor.vector(at: VTOFFSET.lines.v, byteSize: 4) }
+  public static func startCheckout(_ fbb: inout FlatBufferBuilder) -> UOffset { fbb.startTable(with: 5) }
   public static func add(deviceId: Offset, _ fbb: inout FlatBufferBuilder) { fbb.add(offset: deviceId, at: VTOFFSET.deviceId.p) }
   public static func add(paymentMethodToken: Offset, _ fbb: inout FlatBufferBuilder) { fbb.add(offset: paymentMethodToken, at: VTOFFSET.paymentMethodToken.p) }
   public static func add(shippingAddressId: UInt64, _ fbb: inout FlatBufferBuilder) { fbb.add(element: shippingAddressId, def: 0, at: VTOFFSET.shippingAddressId.p) }
   public static func add(expectedTotal: Offset, _ fbb: inout FlatBufferBuilder) { fbb.add(offset: expectedTotal, at: VTOFFSET.expectedTotal.p) }
+  public static func addVectorOf(lines: Offset, _ fbb: inout FlatBufferBuilder) { fbb.add(offset: lines, at: VTOFFSET.lines.p) }
   public static func endCheckout(_ fbb: inout FlatBufferBuilder, start: UOffset) -> Offset { let end = Offset(offset: fbb.endTable(at: start)); fbb.require(table: end, fields: [6]); return end }
   public static func createCheckout(
     _ fbb: inout FlatBufferBuilder,
     deviceIdOffset deviceId: Offset = Offset(),
     paymentMethodTokenOffset paymentMethodToken: Offset,
     shippingAddressId: UInt64 = 0,
-    expectedTotalOffset expectedTotal: Offset = Offset()
+    expectedTotalOffset expectedTotal: Offset = Offset(),
+    linesVectorOffset lines: Offset = Offset()
   ) -> Offset {
     let __start = souk_wire_Checkout.startCheckout(&fbb)
     souk_wire_Checkout.add(deviceId: deviceId, &fbb)
     souk_wire_Checkout.add(paymentMethodToken: paymentMethodToken, &fbb)
     souk_wire_Checkout.add(shippingAddressId: shippingAddressId, &fbb)
     souk_wire_Checkout.add(expectedTotal: expectedTotal, &fbb)
+    souk_wire_Checkout.addVectorOf(lines: lines, &fbb)
     return souk_wire_Checkout.endCheckout(&fbb, start: __start)
   }
 
@@ -2821,6 +2874,7 @@ public struct souk_wire_Checkout: FlatBufferTable, FlatbuffersVectorInitializabl
     try _v.visit(field: VTOFFSET.paymentMethodToken.p, fieldName: "paymentMethodToken", required: true, type: ForwardOffset<String>.self)
     try _v.visit(field: VTOFFSET.shippingAddressId.p, fieldName: "shippingAddressId", required: false, type: UInt64.self)
     try _v.visit(field: VTOFFSET.expectedTotal.p, fieldName: "expectedTotal", required: false, type: ForwardOffset<souk_wire_Money>.self)
+    try _v.visit(field: VTOFFSET.lines.p, fieldName: "lines", required: false, type: ForwardOffset<Vector<ForwardOffset<souk_wire_CheckoutLine>, souk_wire_CheckoutLine>>.self)
     _v.finish()
   }
 }

@@ -11,14 +11,14 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use souk_storage::model::OrderRecord;
 use souk_wire::api::{
-    ApiError, Checkout, Currency, ErrorStatus, IdempotencyKey, Money, Order, OrderId, OrderLine,
-    OrderStatus, PaymentStatus, Sku, UnixMillis, UserId,
+    ApiError, Checkout, CheckoutLine, Currency, ErrorStatus, IdempotencyKey, Money, Order, OrderId,
+    OrderLine, OrderStatus, PaymentStatus, Sku, UnixMillis, UserId,
 };
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::cart::line_name;
 use super::catalog::Catalog;
-use crate::limits::{IDEMPOTENCY_WINDOW, PLACED_KEYS_MAX};
+use crate::limits::{CART_LINE_UNITS_MAX, IDEMPOTENCY_WINDOW, PLACED_KEYS_MAX};
 use crate::shard::ShardId;
 
 /// Makes order and user ids: milliseconds since the epoch, then the shard,
@@ -99,6 +99,53 @@ pub fn view(record: &OrderRecord) -> Order {
         shipping_address: record.shipping_address.clone(),
         payment_status: record.payment_status,
     }
+}
+
+/// The lines of a buy-now checkout, checked as a cart line would be: a SKU
+/// the catalog sells, once, in at most `CART_LINE_UNITS_MAX` units.
+pub fn buy_now_lines(
+    catalog: &Catalog,
+    lines: &[CheckoutLine],
+) -> Result<Vec<(Sku, u32)>, ApiError> {
+    let mut checked: Vec<(Sku, u32)> = Vec::with_capacity(lines.len());
+    for line in lines {
+        if checked.iter().any(|(sku, _)| *sku == line.sku) {
+            return Err(ApiError::bad_request(format!(
+                "{} is named twice; give one line per SKU",
+                line.sku
+            )));
+        }
+        if line.quantity == 0 || line.quantity > CART_LINE_UNITS_MAX {
+            return Err(ApiError::bad_request(format!(
+                "{}: from 1 to {CART_LINE_UNITS_MAX} units per line",
+                line.sku
+            )));
+        }
+        if catalog.sku_variant(&line.sku).is_none() {
+            return Err(ApiError::new(
+                ErrorStatus::NotFound,
+                format!("no SKU {}", line.sku),
+            ));
+        }
+        checked.push((line.sku.clone(), line.quantity));
+    }
+    Ok(checked)
+}
+
+/// Whether a stored order is what `checkout` asks for: a retry with the same
+/// idempotency key must not stand for a different purchase.
+pub fn same_checkout(order: &OrderRecord, checkout: &Checkout) -> bool {
+    order.payment_method_token == checkout.payment_method_token
+        && checkout.expected_total.is_none_or(|t| t == order.total)
+        && (checkout.lines.is_empty()
+            || (checkout.lines.len() == order.lines.len()
+                && checkout
+                    .lines
+                    .iter()
+                    .zip(&order.lines)
+                    .all(|(asked, placed)| {
+                        asked.sku == placed.sku && asked.quantity == placed.quantity
+                    })))
 }
 
 /// The order a checkout of `lines` would place, priced from the catalog

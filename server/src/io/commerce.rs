@@ -822,12 +822,7 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
     if let Some(id) = earlier
         && let Some(order) = shard.store.order(id).await.map_err(storage_failure)?
     {
-        let same = order.payment_method_token == call.checkout.payment_method_token
-            && call
-                .checkout
-                .expected_total
-                .is_none_or(|t| t == order.total);
-        if !same {
+        if !orders::same_checkout(&order, &call.checkout) {
             return Err(ApiError::new(
                 ErrorStatus::Conflict,
                 "this idempotency key was used for a different checkout",
@@ -859,11 +854,16 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
     }
     let order_id = OrderId(shard.state.borrow_mut().ids.next(now));
 
+    let buy_now = !call.checkout.lines.is_empty();
     let lines = {
         let mut state = shard.state.borrow_mut();
-        state
-            .carts
-            .apply(&CartKey::User(call.user), CartChange::View, now)?
+        if buy_now {
+            orders::buy_now_lines(&state.catalog, &call.checkout.lines)?
+        } else {
+            state
+                .carts
+                .apply(&CartKey::User(call.user), CartChange::View, now)?
+        }
     };
     let record = {
         let state = shard.state.borrow();
@@ -889,16 +889,19 @@ async fn place(shard: &Rc<Shard>, call: CheckoutCall) -> Result<souk_wire::api::
     }
     {
         let mut state = shard.state.borrow_mut();
-        let ordered = record
-            .lines
-            .iter()
-            .map(|l| (l.sku.clone(), l.quantity))
-            .collect();
-        let _ = state.carts.apply(
-            &CartKey::User(call.user),
-            CartChange::Deduct { lines: ordered },
-            now,
-        );
+        // Buying now leaves the cart as it is.
+        if !buy_now {
+            let ordered = record
+                .lines
+                .iter()
+                .map(|l| (l.sku.clone(), l.quantity))
+                .collect();
+            let _ = state.carts.apply(
+                &CartKey::User(call.user),
+                CartChange::Deduct { lines: ordered },
+                now,
+            );
+        }
         state.pending.insert(record.id, record.expires_at);
         state.placed.insert(call.user, call.key, record.id, now);
     }

@@ -686,6 +686,12 @@ fn request_body(request: &fb::Request<'_>) -> Decoded<api::RequestBody> {
                     .expected_total()
                     .map(|m| amount(m, "expected_total"))
                     .transpose()?,
+                lines: list(checkout.lines(), "lines", limits::CART_LINES_MAX, |line| {
+                    Ok(api::CheckoutLine {
+                        sku: ident(line.sku(), "lines.sku", sku)?,
+                        quantity: quantity(line.quantity(), "lines.quantity", 1)?,
+                    })
+                })?,
             })
         }
         T::GetOrder => R::GetOrder {

@@ -689,11 +689,29 @@ fn request_body(fbb: &mut Fbb, body: &RequestBody) -> (fb::RequestBody, Off<Unio
             let device_id = device(fbb, &checkout.device_id);
             let payment_method_token = Some(string(fbb, &checkout.payment_method_token));
             let expected_total = opt_money(fbb, &checkout.expected_total);
+            let lines = (!checkout.lines.is_empty()).then(|| {
+                let lines: Vec<_> = checkout
+                    .lines
+                    .iter()
+                    .map(|line| {
+                        let sku = Some(string(fbb, line.sku.as_str()));
+                        fb::CheckoutLine::create(
+                            fbb,
+                            &fb::CheckoutLineArgs {
+                                sku,
+                                quantity: line.quantity,
+                            },
+                        )
+                    })
+                    .collect();
+                fbb.create_vector(&lines)
+            });
             let args = fb::CheckoutArgs {
                 device_id,
                 payment_method_token,
                 shipping_address_id: checkout.shipping_address_id.map_or(0, |a| a.0),
                 expected_total,
+                lines,
             };
             (
                 T::Checkout,

@@ -7775,6 +7775,121 @@ impl ::core::fmt::Debug for Order<'_> {
       ds.finish()
   }
 }
+pub enum CheckoutLineOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One line bought without the cart ("buy now").
+pub struct CheckoutLine<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CheckoutLine<'a> {
+  type Inner = CheckoutLine<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CheckoutLine<'a> {
+  pub const VT_SKU: ::flatbuffers::VOffsetT = 4;
+  pub const VT_QUANTITY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CheckoutLine { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CheckoutLineArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CheckoutLine<'bldr>> {
+    let mut builder = CheckoutLineBuilder::new(_fbb);
+    builder.add_quantity(args.quantity);
+    if let Some(x) = args.sku { builder.add_sku(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn sku(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CheckoutLine::VT_SKU, None).unwrap()}
+  }
+  #[inline]
+  pub fn quantity(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CheckoutLine::VT_QUANTITY, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CheckoutLine<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("sku", Self::VT_SKU, true)?
+     .visit_field::<u32>("quantity", Self::VT_QUANTITY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CheckoutLineArgs<'a> {
+    pub sku: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub quantity: u32,
+}
+impl<'a> Default for CheckoutLineArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CheckoutLineArgs {
+      sku: None, // required field
+      quantity: 0,
+    }
+  }
+}
+
+pub struct CheckoutLineBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CheckoutLineBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_sku(&mut self, sku: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CheckoutLine::VT_SKU, sku);
+  }
+  #[inline]
+  pub fn add_quantity(&mut self, quantity: u32) {
+    self.fbb_.push_slot::<u32>(CheckoutLine::VT_QUANTITY, quantity, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CheckoutLineBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CheckoutLineBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CheckoutLine<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CheckoutLine::VT_SKU,"sku");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CheckoutLine<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CheckoutLine");
+      ds.field("sku", &self.sku());
+      ds.field("quantity", &self.quantity());
+      ds.finish()
+  }
+}
 pub enum CheckoutOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7797,6 +7912,7 @@ impl<'a> Checkout<'a> {
   pub const VT_PAYMENT_METHOD_TOKEN: ::flatbuffers::VOffsetT = 6;
   pub const VT_SHIPPING_ADDRESS_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_EXPECTED_TOTAL: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LINES: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -7809,6 +7925,7 @@ impl<'a> Checkout<'a> {
   ) -> ::flatbuffers::WIPOffset<Checkout<'bldr>> {
     let mut builder = CheckoutBuilder::new(_fbb);
     builder.add_shipping_address_id(args.shipping_address_id);
+    if let Some(x) = args.lines { builder.add_lines(x); }
     if let Some(x) = args.expected_total { builder.add_expected_total(x); }
     if let Some(x) = args.payment_method_token { builder.add_payment_method_token(x); }
     if let Some(x) = args.device_id { builder.add_device_id(x); }
@@ -7846,6 +7963,16 @@ impl<'a> Checkout<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Money>>(Checkout::VT_EXPECTED_TOTAL, None)}
   }
+  /// When present, these lines are ordered instead of the cart's ("buy
+  /// now", one request): the cart is left as it is. At most one line per
+  /// SKU, each of at least one unit.
+  #[inline]
+  pub fn lines(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CheckoutLine<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CheckoutLine>>>>(Checkout::VT_LINES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Checkout<'_> {
@@ -7858,6 +7985,7 @@ impl ::flatbuffers::Verifiable for Checkout<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("payment_method_token", Self::VT_PAYMENT_METHOD_TOKEN, true)?
      .visit_field::<u64>("shipping_address_id", Self::VT_SHIPPING_ADDRESS_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Money>>("expected_total", Self::VT_EXPECTED_TOTAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<CheckoutLine>>>>("lines", Self::VT_LINES, false)?
      .finish();
     Ok(())
   }
@@ -7867,6 +7995,7 @@ pub struct CheckoutArgs<'a> {
     pub payment_method_token: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub shipping_address_id: u64,
     pub expected_total: Option<::flatbuffers::WIPOffset<Money<'a>>>,
+    pub lines: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CheckoutLine<'a>>>>>,
 }
 impl<'a> Default for CheckoutArgs<'a> {
   #[inline]
@@ -7876,6 +8005,7 @@ impl<'a> Default for CheckoutArgs<'a> {
       payment_method_token: None, // required field
       shipping_address_id: 0,
       expected_total: None,
+      lines: None,
     }
   }
 }
@@ -7902,6 +8032,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CheckoutBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Money>>(Checkout::VT_EXPECTED_TOTAL, expected_total);
   }
   #[inline]
+  pub fn add_lines(&mut self, lines: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<CheckoutLine<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Checkout::VT_LINES, lines);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CheckoutBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     CheckoutBuilder {
@@ -7924,6 +8058,7 @@ impl ::core::fmt::Debug for Checkout<'_> {
       ds.field("payment_method_token", &self.payment_method_token());
       ds.field("shipping_address_id", &self.shipping_address_id());
       ds.field("expected_total", &self.expected_total());
+      ds.field("lines", &self.lines());
       ds.finish()
   }
 }

@@ -17,6 +17,7 @@ export { CartView } from './wire/cart-view.js';
 export { Category } from './wire/category.js';
 export { CategoryList } from './wire/category-list.js';
 export { Checkout } from './wire/checkout.js';
+export { CheckoutLine } from './wire/checkout-line.js';
 export { DeleteAddress } from './wire/delete-address.js';
 export { Event } from './wire/event.js';
 export { EventBody } from './wire/event-body.js';

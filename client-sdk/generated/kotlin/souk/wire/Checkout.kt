@@ -74,6 +74,24 @@ class Checkout : Table() {
             null
         }
     }
+    /**
+     * When present, these lines are ordered instead of the cart's ("buy
+     * now", one request): the cart is left as it is. At most one line per
+     * SKU, each of at least one unit.
+     */
+    fun lines(j: Int) : souk.wire.CheckoutLine? = lines(souk.wire.CheckoutLine(), j)
+    fun lines(obj: souk.wire.CheckoutLine, j: Int) : souk.wire.CheckoutLine? {
+        val o = __offset(12)
+        return if (o != 0) {
+            obj.__assign(__indirect(__vector(o) + j * 4), bb)
+        } else {
+            null
+        }
+    }
+    val linesLength : Int
+        get() {
+            val o = __offset(12); return if (o != 0) __vector_len(o) else 0
+        }
     companion object {
         fun validateVersion() = Constants.FLATBUFFERS_25_12_19()
         fun getRootAsCheckout(_bb: ByteBuffer): Checkout = getRootAsCheckout(_bb, Checkout())
@@ -81,19 +99,29 @@ class Checkout : Table() {
             _bb.order(ByteOrder.LITTLE_ENDIAN)
             return (obj.__assign(_bb.getInt(_bb.position()) + _bb.position(), _bb))
         }
-        fun createCheckout(builder: FlatBufferBuilder, deviceIdOffset: Int, paymentMethodTokenOffset: Int, shippingAddressId: ULong, expectedTotalOffset: Int) : Int {
-            builder.startTable(4)
+        fun createCheckout(builder: FlatBufferBuilder, deviceIdOffset: Int, paymentMethodTokenOffset: Int, shippingAddressId: ULong, expectedTotalOffset: Int, linesOffset: Int) : Int {
+            builder.startTable(5)
             addShippingAddressId(builder, shippingAddressId)
+            addLines(builder, linesOffset)
             addExpectedTotal(builder, expectedTotalOffset)
             addPaymentMethodToken(builder, paymentMethodTokenOffset)
             addDeviceId(builder, deviceIdOffset)
             return endCheckout(builder)
         }
-        fun startCheckout(builder: FlatBufferBuilder) = builder.startTable(4)
+        fun startCheckout(builder: FlatBufferBuilder) = builder.startTable(5)
         fun addDeviceId(builder: FlatBufferBuilder, deviceId: Int) = builder.addOffset(0, deviceId, 0)
         fun addPaymentMethodToken(builder: FlatBufferBuilder, paymentMethodToken: Int) = builder.addOffset(1, paymentMethodToken, 0)
         fun addShippingAddressId(builder: FlatBufferBuilder, shippingAddressId: ULong) = builder.addLong(2, shippingAddressId.toLong(), 0)
         fun addExpectedTotal(builder: FlatBufferBuilder, expectedTotal: Int) = builder.addOffset(3, expectedTotal, 0)
+        fun addLines(builder: FlatBufferBuilder, lines: Int) = builder.addOffset(4, lines, 0)
+        fun createLinesVector(builder: FlatBufferBuilder, data: IntArray) : Int {
+            builder.startVector(4, data.size, 4)
+            for (i in data.size - 1 downTo 0) {
+                builder.addOffset(data[i])
+            }
+            return builder.endVector()
+        }
+        fun startLinesVector(builder: FlatBufferBuilder, numElems: Int) = builder.startVector(4, numElems, 4)
         fun endCheckout(builder: FlatBufferBuilder) : Int {
             val o = builder.endTable()
                 builder.required(o, 6)

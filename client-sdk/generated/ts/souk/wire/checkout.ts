@@ -4,6 +4,7 @@
 
 import * as flatbuffers from 'flatbuffers';
 
+import { CheckoutLine } from '../../souk/wire/checkout-line.js';
 import { Money } from '../../souk/wire/money.js';
 
 
@@ -59,8 +60,23 @@ expectedTotal(obj?:Money):Money|null {
   return offset ? (obj || new Money()).__init(this.bb!.__indirect(this.bb_pos + offset), this.bb!) : null;
 }
 
+/**
+ * When present, these lines are ordered instead of the cart's ("buy
+ * now", one request): the cart is left as it is. At most one line per
+ * SKU, each of at least one unit.
+ */
+lines(index: number, obj?:CheckoutLine):CheckoutLine|null {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? (obj || new CheckoutLine()).__init(this.bb!.__indirect(this.bb!.__vector(this.bb_pos + offset) + index * 4), this.bb!) : null;
+}
+
+linesLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
 static startCheckout(builder:flatbuffers.Builder) {
-  builder.startObject(4);
+  builder.startObject(5);
 }
 
 static addDeviceId(builder:flatbuffers.Builder, deviceIdOffset:flatbuffers.Offset) {
@@ -77,6 +93,22 @@ static addShippingAddressId(builder:flatbuffers.Builder, shippingAddressId:bigin
 
 static addExpectedTotal(builder:flatbuffers.Builder, expectedTotalOffset:flatbuffers.Offset) {
   builder.addFieldOffset(3, expectedTotalOffset, 0);
+}
+
+static addLines(builder:flatbuffers.Builder, linesOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(4, linesOffset, 0);
+}
+
+static createLinesVector(builder:flatbuffers.Builder, data:flatbuffers.Offset[]):flatbuffers.Offset {
+  builder.startVector(4, data.length, 4);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addOffset(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startLinesVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(4, numElems, 4);
 }
 
 static endCheckout(builder:flatbuffers.Builder):flatbuffers.Offset {
