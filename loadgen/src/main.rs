@@ -88,6 +88,10 @@ pub struct Args {
     /// Units of the flash sale's SKU.
     #[arg(long, default_value_t = 100)]
     flash_units: i64,
+    /// Checkouts and flash-sale buys name their line in the checkout
+    /// ("buy now", one request) instead of adding it to the cart first.
+    #[arg(long)]
+    buy_now: bool,
     /// An admin account, to stock the SKUs that checkouts and the flash
     /// sale buy (`souk create-admin`).
     #[arg(long, env = "SOUK_LOADGEN_ADMIN_EMAIL")]
@@ -334,6 +338,7 @@ async fn setup(
             categories,
             skus,
             flash_sku,
+            buy_now: args.buy_now,
         },
         sale,
     ))

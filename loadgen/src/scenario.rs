@@ -13,8 +13,8 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Zipf};
 use souk_client::api::{
-    BrowseCategory, BrowseSort, CategoryId, Checkout, DeviceId, ErrorStatus, OrderId, ProductId,
-    Sku,
+    BrowseCategory, BrowseSort, CategoryId, Checkout, CheckoutLine, DeviceId, ErrorStatus, OrderId,
+    ProductId, Sku,
 };
 use souk_client::{Client, ClientError, new_idempotency_key};
 
@@ -81,6 +81,9 @@ pub struct Catalog {
     pub skus: Vec<Sku>,
     /// The flash sale's one SKU.
     pub flash_sku: Option<Sku>,
+    /// Checkouts and flash-sale buys name their line in the checkout
+    /// ("buy now", one request) instead of going through the cart.
+    pub buy_now: bool,
 }
 
 /// One connection's shopper.
@@ -285,12 +288,13 @@ impl Workload {
     async fn checkout(&mut self, shopper: &Shopper) -> Outcome {
         let sku = self.sku();
         let _turn = shopper.turn.lock().await;
-        if let Err(error) = shopper.client.add_to_cart(None, &sku, 1).await {
+        let buy_now = self.catalog.buy_now;
+        if !buy_now && let Err(error) = shopper.client.add_to_cart(None, &sku, 1).await {
             return Outcome::of("checkout", Err(error));
         }
         match shopper
             .client
-            .checkout(checkout(), new_idempotency_key())
+            .checkout(checkout(buy_now.then_some(&sku)), new_idempotency_key())
             .await
         {
             Ok(order) => Outcome {
@@ -308,7 +312,8 @@ impl Workload {
             .clone()
             .expect("the flash sale's SKU is chosen in setup");
         let _turn = shopper.turn.lock().await;
-        if !shopper.flash_in_cart.get() {
+        let buy_now = self.catalog.buy_now;
+        if !buy_now && !shopper.flash_in_cart.get() {
             if let Err(error) = shopper.client.add_to_cart(None, &sku, 1).await {
                 return Outcome::of("flash-buy", Err(error));
             }
@@ -316,7 +321,7 @@ impl Workload {
         }
         match shopper
             .client
-            .checkout(checkout(), new_idempotency_key())
+            .checkout(checkout(buy_now.then_some(&sku)), new_idempotency_key())
             .await
         {
             Ok(order) => {
@@ -335,13 +340,20 @@ impl Workload {
     }
 }
 
-fn checkout() -> Checkout {
+/// A checkout of the cart, or of one unit of `buy_now`.
+fn checkout(buy_now: Option<&Sku>) -> Checkout {
     Checkout {
         device_id: None,
         payment_method_token: "pm_tok_loadgen".into(),
         shipping_address_id: None,
         expected_total: None,
-        lines: Vec::new(),
+        lines: buy_now
+            .map(|sku| CheckoutLine {
+                sku: sku.clone(),
+                quantity: 1,
+            })
+            .into_iter()
+            .collect(),
     }
 }
 

@@ -132,24 +132,72 @@ fn a_closed_loop_browse_run_reports_and_draws() {
 /// Eight buyers, 30 units: the sale sells out, and the checks (nothing
 /// oversold, every unit taken is in an order, acknowledged orders read
 /// back) pass.
+/// A buyer refused through the cart keeps the unit in it.
 #[test]
 fn a_flash_sale_sells_its_units_and_the_checks_pass() {
+    let running = flash_sale_sells_out(&[]);
+    assert!(units_in_shoppers_carts(&running) > 0);
+    running.server.shutdown().unwrap();
+}
+
+/// The same, buying now: one request per unit, and no cart is touched.
+#[test]
+fn a_flash_sale_bought_now_sells_its_units_and_the_checks_pass() {
+    let running = flash_sale_sells_out(&["--buy-now"]);
+    assert_eq!(units_in_shoppers_carts(&running), 0);
+    running.server.shutdown().unwrap();
+}
+
+/// Units in the carts of the load generator's shopper accounts (eight of
+/// them, on however many threads it ran).
+fn units_in_shoppers_carts(running: &Running) -> u32 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = souk_client::ClientConfig::new(
+            running.server.local_addr(),
+            souk_client::Trust::Fingerprint(running.server.fingerprint()),
+        );
+        let client = souk_client::Client::connect(config).await.unwrap();
+        let (mut shoppers, mut units) = (0, 0);
+        // Stops at the eighth: failed sign-ins are limited per address.
+        for (thread, n) in (0..8).flat_map(|t| (0..8).map(move |n| (t, n))) {
+            if shoppers == 8 {
+                break;
+            }
+            let email = format!("shopper-{thread}-{n}@loadgen.example");
+            if client
+                .login(&email, "souk loadgen shopper", None)
+                .await
+                .is_ok()
+            {
+                shoppers += 1;
+                units += client.get_cart(None).await.unwrap().item_count;
+            }
+        }
+        assert_eq!(shoppers, 8, "the eight shoppers' accounts");
+        units
+    })
+}
+
+fn flash_sale_sells_out(extra: &[&str]) -> Running {
     let running = start();
-    let (output, report) = loadgen(
-        &running,
-        &[
-            "--scenario",
-            "flash-sale",
-            "--flash-units",
-            "30",
-            "--connections",
-            "8",
-            "--concurrency",
-            "8",
-            "--duration",
-            "2",
-        ],
-    );
+    let mut args = vec![
+        "--scenario",
+        "flash-sale",
+        "--flash-units",
+        "30",
+        "--connections",
+        "8",
+        "--concurrency",
+        "8",
+        "--duration",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let (output, report) = loadgen(&running, &args);
     assert_success(&output);
     let checks = report["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 3, "{report}");
@@ -158,7 +206,7 @@ fn a_flash_sale_sells_its_units_and_the_checks_pass() {
     assert!(stdout.contains("30 units in"), "{stdout}");
     assert!(stdout.contains("sold out"), "{stdout}");
     assert!(report["sold_out"].as_u64().unwrap() > 0, "{report}");
-    running.server.shutdown().unwrap();
+    running
 }
 
 /// Open loop at a fixed rate: the schedule is kept (every action is sent)
