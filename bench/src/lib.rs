@@ -41,7 +41,8 @@ impl Measurement {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+/// The latency histogram every benchmark here records into.
+pub fn histogram() -> Histogram<u64> {
     // 1 µs to 60 s at 3 significant digits.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hdrhistogram::Histogram;
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
 use souk_storage::store::OrderStore;
 use souk_storage::testing;
@@ -46,9 +45,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(&args.dir)?;
     let store = Arc::new(EmbeddedStore::open(dir.path(), EngineKind::Fjall)?);
     let next = Arc::new(AtomicU64::new(1));
-    let latencies = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
+    let latencies = Rc::new(RefCell::new(souk_bench::histogram()));
     // The start of each long insert, in µs since `start`.
     let long = Rc::new(RefCell::new(Vec::new()));
     let per_second = Rc::new(RefCell::new(vec![0u64; args.seconds as usize]));

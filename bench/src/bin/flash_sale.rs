@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use fred::prelude::{Builder, ClientLike, Config as RedisConfig, LuaInterface};
-use hdrhistogram::Histogram;
 use souk_bench::postgres::Postgres;
 use souk_bench::{closed_loop, median};
 use souk_client::api::{Checkout, CheckoutLine, ErrorStatus, RestockMode};
@@ -139,9 +138,7 @@ fn souk_sale(args: &Args, mode: Mode) -> anyhow::Result<Sale> {
         }
         let sold = Rc::new(Cell::new(0i64));
         let last_sale = Rc::new(Cell::new(Instant::now()));
-        let histogram = Rc::new(std::cell::RefCell::new(Histogram::<u64>::new_with_bounds(
-            1, 60_000_000, 3,
-        )?));
+        let histogram = Rc::new(std::cell::RefCell::new(souk_bench::histogram()));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for client in buyers {
