@@ -41,6 +41,13 @@ struct Args {
     /// Measure only this engine, without anchors (for profiling).
     #[arg(long, value_parser = ["redb", "fjall"])]
     only: Option<String>,
+    /// With `--only`: split the writers over this many independent stores
+    /// (each its own journal, commit thread and sync threads), each order
+    /// going to the store its id picks: what partitioning the embedded
+    /// store, by shard for instance, would give.
+    #[arg(long, default_value_t = 1, requires = "only",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    stores: u16,
     /// Also append the results to this file as JSON rows (for `compare`).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -53,11 +60,18 @@ fn measure_souk(
     kind: EngineKind,
     writers: usize,
     seconds: u64,
+    stores: u16,
 ) -> anyhow::Result<(Measurement, WriteStats, CpuUse)> {
     let before = souk_bench::cpu_by_thread();
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(EmbeddedStore::open(dir.path(), kind)?);
-    let counted = store.clone();
+    let stores = (0..stores)
+        .map(|i| {
+            let path = dir.path().join(i.to_string());
+            std::fs::create_dir(&path)?;
+            Ok(Arc::new(EmbeddedStore::open(&path, kind)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let counted = stores.clone();
     let next = Arc::new(AtomicU64::new(1));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -65,7 +79,8 @@ fn measure_souk(
     let local = tokio::task::LocalSet::new();
     let measurement = local.block_on(&runtime, async move {
         let operation = move || {
-            let (store, id) = (store.clone(), next.fetch_add(1, Ordering::Relaxed));
+            let id = next.fetch_add(1, Ordering::Relaxed);
+            let store = stores[id as usize % stores.len()].clone();
             async move { store.insert_order(&testing::order(id)).await.is_ok() }
         };
         closed_loop(
@@ -76,7 +91,18 @@ fn measure_souk(
         )
         .await
     });
-    let stats = counted.write_stats().unwrap_or_default();
+    // The sums `--only` prints (the fsync histogram is left empty).
+    let stats = counted.iter().filter_map(|store| store.write_stats()).fold(
+        WriteStats::default(),
+        |sum, stats| WriteStats {
+            groups: sum.groups + stats.groups,
+            writes: sum.writes + stats.writes,
+            busy: sum.busy + stats.busy,
+            syncs: sum.syncs + stats.syncs,
+            sync_seconds: sum.sync_seconds + stats.sync_seconds,
+            ..sum
+        },
+    );
     // Threads that ran before (this one, the writers', and any earlier
     // store's still winding down) count only what they used since.
     let cpu = souk_bench::cpu_by_thread()
@@ -118,7 +144,7 @@ fn main() -> anyhow::Result<()> {
             EngineKind::Fjall
         };
         for &writers in &args.writers {
-            let (m, stats, cpu) = measure_souk(kind, writers, args.seconds)?;
+            let (m, stats, cpu) = measure_souk(kind, writers, args.seconds, args.stores)?;
             // Warm-up included: the batching and fsync time behind the rate.
             let groups = stats.groups.max(1) as f64;
             let syncs = stats.syncs.max(1) as f64;
@@ -165,8 +191,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &writers in &args.writers {
-        let (redb, _, _) = measure_souk(EngineKind::Redb, writers, args.seconds)?;
-        let (fjall, _, _) = measure_souk(EngineKind::Fjall, writers, args.seconds)?;
+        let (redb, _, _) = measure_souk(EngineKind::Redb, writers, args.seconds, 1)?;
+        let (fjall, _, _) = measure_souk(EngineKind::Fjall, writers, args.seconds, 1)?;
         let pg = match &postgres {
             Ok(pg) => {
                 pg.psql(POSTGRES_SCHEMA).map_err(anyhow::Error::msg)?;
