@@ -91,16 +91,19 @@ fn measure_souk(
         )
         .await
     });
-    // The sums `--only` prints (the fsync histogram is left empty).
     let stats = counted.iter().filter_map(|store| store.write_stats()).fold(
-        WriteStats::default(),
+        WriteStats {
+            healthy: true,
+            ..WriteStats::default()
+        },
         |sum, stats| WriteStats {
             groups: sum.groups + stats.groups,
             writes: sum.writes + stats.writes,
             busy: sum.busy + stats.busy,
             syncs: sum.syncs + stats.syncs,
             sync_seconds: sum.sync_seconds + stats.sync_seconds,
-            ..sum
+            sync_buckets: std::array::from_fn(|i| sum.sync_buckets[i] + stats.sync_buckets[i]),
+            healthy: sum.healthy && stats.healthy,
         },
     );
     // Threads that ran before (this one, the writers', and any earlier
