@@ -116,9 +116,10 @@ pub fn render(stats: &Stats, writes: Option<&WriteStats>) -> String {
     out
 }
 
-/// The embedded store's group commit: its batching (writes per group), its
-/// fsync latency as a histogram, refusals of a full queue, and whether it
-/// stopped after a failed write.
+/// The embedded store's group commit: its batching (writes per group), where
+/// a write's wait goes (queue, apply, hand-over to an fsync, the fsync as a
+/// histogram), refusals of a full queue, and whether it stopped after a
+/// failed write.
 fn render_writes(out: &mut String, writes: &WriteStats) {
     let counters = [
         (
@@ -137,6 +138,31 @@ fn render_writes(out: &mut String, writes: &WriteStats) {
             writes.busy,
         ),
     ];
+    let seconds = [
+        (
+            "souk_store_commit_queue_seconds_total",
+            "Seconds writes waited for their group to begin to apply, summed over writes.",
+            writes.queue_seconds,
+        ),
+        (
+            "souk_store_commit_apply_seconds_total",
+            "Seconds spent running groups' writes and applying them, summed over groups.",
+            writes.apply_seconds,
+        ),
+        (
+            "souk_store_commit_handover_seconds_total",
+            "Seconds applied groups waited for the fsync that covers them to begin, summed over groups.",
+            writes.handover_seconds,
+        ),
+    ];
+    let counters = counters
+        .into_iter()
+        .map(|(name, help, value)| (name, help, value.to_string()))
+        .chain(
+            seconds
+                .into_iter()
+                .map(|(name, help, value)| (name, help, value.to_string())),
+        );
     for (name, help, value) in counters {
         let _ = writeln!(
             out,
@@ -225,6 +251,9 @@ mod tests {
             groups: 5,
             writes: 120,
             busy: 2,
+            queue_seconds: 0.375,
+            apply_seconds: 0.5,
+            handover_seconds: 0.25,
             syncs: 5,
             sync_seconds: 0.0125,
             sync_buckets,
@@ -235,6 +264,9 @@ mod tests {
             "souk_store_commit_groups_total 5",
             "souk_store_committed_writes_total 120",
             "souk_store_busy_total 2",
+            "souk_store_commit_queue_seconds_total 0.375",
+            "souk_store_commit_apply_seconds_total 0.5",
+            "souk_store_commit_handover_seconds_total 0.25",
             "souk_store_fsync_seconds_bucket{le=\"0.00025\"} 0",
             "souk_store_fsync_seconds_bucket{le=\"0.0005\"} 3",
             "souk_store_fsync_seconds_bucket{le=\"1\"} 4",

@@ -207,6 +207,17 @@ pub struct WriteStats {
     pub writes: u64,
     /// Writes refused with `Busy` because the commit queue was full.
     pub busy: u64,
+    /// Where a write's wait goes before its fsync, in seconds summed over
+    /// all: `queue_seconds` over writes, from being queued until their
+    /// group began to apply; `apply_seconds` over groups, running the
+    /// group's operations and applying its transaction; `handover_seconds`
+    /// over groups made durable, from the end of the apply until the fsync
+    /// covering the group began (a wake-up, or a wait for a free sync
+    /// thread). Divided by `writes`, `groups` and `groups`, they give the
+    /// mean of each stage, next to the fsync's `sync_seconds / syncs`.
+    pub queue_seconds: f64,
+    pub apply_seconds: f64,
+    pub handover_seconds: f64,
     /// fsyncs, and the seconds they took in all.
     pub syncs: u64,
     pub sync_seconds: f64,

@@ -422,6 +422,13 @@ fn a_full_commit_queue_answers_busy_at_once_and_the_counters_show_it() {
             "{after:?}"
         );
         assert!(after.sync_buckets[SYNC_BUCKETS_SECONDS.len() - 1] <= after.syncs);
+        // The hold lasted at least `quiet`, and the writes in the full queue
+        // waited all of it for a group to take them.
+        assert!(
+            after.queue_seconds - before.queue_seconds >= quiet.as_secs_f64(),
+            "{after:?}"
+        );
+        assert!(after.apply_seconds > before.apply_seconds, "{after:?}");
         let stored = store
             .engine()
             .scan(Table::Orders, Scan::prefix(b"", usize::MAX))

@@ -100,6 +100,9 @@ fn measure_souk(
             groups: sum.groups + stats.groups,
             writes: sum.writes + stats.writes,
             busy: sum.busy + stats.busy,
+            queue_seconds: sum.queue_seconds + stats.queue_seconds,
+            apply_seconds: sum.apply_seconds + stats.apply_seconds,
+            handover_seconds: sum.handover_seconds + stats.handover_seconds,
             syncs: sum.syncs + stats.syncs,
             sync_seconds: sum.sync_seconds + stats.sync_seconds,
             sync_buckets: std::array::from_fn(|i| sum.sync_buckets[i] + stats.sync_buckets[i]),
@@ -165,11 +168,14 @@ fn main() -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ");
             println!(
-                "{only} {writers} writers: {:.0} orders/s, p99 {} µs; {:.1} writes per group, {:.1} groups per fsync, mean fsync {:.0} µs; CPU {:.1} µs per write ({threads})",
+                "{only} {writers} writers: {:.0} orders/s, p99 {} µs; {:.1} writes per group, {:.1} groups per fsync; mean µs: queue {:.0}, apply {:.0}, hand-over {:.0}, fsync {:.0}; CPU {:.1} µs per write ({threads})",
                 m.per_second(),
                 m.p99_us(),
                 stats.writes as f64 / groups,
                 stats.groups as f64 / syncs,
+                stats.queue_seconds * 1e6 / writes,
+                stats.apply_seconds * 1e6 / groups,
+                stats.handover_seconds * 1e6 / groups,
                 stats.sync_seconds * 1e6 / syncs,
                 per_write(total),
             );

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
@@ -57,6 +58,12 @@ type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 /// An operation run inside the group's transaction. Its result says
 /// whether it poisoned the transaction.
 type Job = Box<dyn FnOnce(&mut dyn WriteTxn) -> (bool, Completion) + Send>;
+
+/// A job and when it was queued, for the time writes wait for a group.
+struct Queued {
+    at: Instant,
+    job: Job,
+}
 
 /// Whether an operation's error leaves the transaction unfit to commit:
 /// refusals happen before any write; I/O-class errors may come after some.
@@ -107,24 +114,31 @@ impl Progress {
     }
 }
 
-/// What `Committer::stats` reports: `groups` and `writes` are counted by
-/// the commit thread, fsyncs by whichever thread ran one (a sync thread,
-/// or the commit thread for a lone group), `busy` by refused writers.
+/// What `Committer::stats` reports: `groups`, `writes` and the queue and
+/// apply times are counted by the commit thread, fsyncs and hand-overs by
+/// whichever thread ran the fsync (a sync thread, or the commit thread for
+/// a lone group), `busy` by refused writers.
 #[derive(Default)]
 struct Counters {
     groups: AtomicU64,
     writes: AtomicU64,
     busy: AtomicU64,
+    queue_nanos: AtomicU64,
+    apply_nanos: AtomicU64,
+    handover_nanos: AtomicU64,
     syncs: AtomicU64,
     sync_nanos: AtomicU64,
     sync_buckets: [AtomicU64; SYNC_BUCKETS_SECONDS.len()],
 }
 
+fn add(counter: &AtomicU64, took: Duration) {
+    counter.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+}
+
 impl Counters {
-    fn count_sync(&self, took: std::time::Duration) {
+    fn count_sync(&self, took: Duration) {
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.sync_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        add(&self.sync_nanos, took);
         let seconds = took.as_secs_f64();
         for (bound, bucket) in SYNC_BUCKETS_SECONDS.iter().zip(&self.sync_buckets) {
             if seconds <= *bound {
@@ -137,13 +151,15 @@ impl Counters {
 /// A group on its way from the commit thread to the sync threads.
 struct Applied {
     number: u64,
+    /// When the apply ended: the hand-over to an fsync is timed from here.
+    at: Instant,
     /// The apply's outcome: an `Err` group wrote nothing and needs no sync.
     outcome: Result<()>,
     completions: Vec<Completion>,
 }
 
 pub struct Committer {
-    queue: Mutex<Option<SyncSender<Job>>>,
+    queue: Mutex<Option<SyncSender<Queued>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Cleared by the first failed commit or sync: the engine may be unable
     /// to write (a full disk), so a clean-shutdown flush must not be tried.
@@ -154,7 +170,7 @@ pub struct Committer {
 
 impl Committer {
     pub fn start(engine: Arc<dyn Engine>) -> std::io::Result<Committer> {
-        let (queue, jobs) = sync_channel::<Job>(COMMIT_QUEUE_MAX);
+        let (queue, jobs) = sync_channel::<Queued>(COMMIT_QUEUE_MAX);
         let healthy = Arc::new(AtomicBool::new(true));
         let progress = Arc::new(Progress {
             applied: AtomicU64::new(0),
@@ -210,12 +226,16 @@ impl Committer {
     pub fn stats(&self) -> WriteStats {
         let counters = &self.counters;
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let seconds = |counter: &AtomicU64| read(counter) as f64 / 1e9;
         WriteStats {
             groups: read(&counters.groups),
             writes: read(&counters.writes),
             busy: read(&counters.busy),
+            queue_seconds: seconds(&counters.queue_nanos),
+            apply_seconds: seconds(&counters.apply_nanos),
+            handover_seconds: seconds(&counters.handover_nanos),
             syncs: read(&counters.syncs),
-            sync_seconds: read(&counters.sync_nanos) as f64 / 1e9,
+            sync_seconds: seconds(&counters.sync_nanos),
             sync_buckets: std::array::from_fn(|i| read(&counters.sync_buckets[i])),
             healthy: self.healthy(),
         }
@@ -249,7 +269,11 @@ impl Committer {
         let Some(sender) = sender else {
             return Err(StorageError::Unavailable("the store is closed".into()));
         };
-        sender.try_send(job).map_err(|error| match error {
+        let queued = Queued {
+            at: Instant::now(),
+            job,
+        };
+        sender.try_send(queued).map_err(|error| match error {
             TrySendError::Full(_) => {
                 self.counters.busy.fetch_add(1, Ordering::Relaxed);
                 StorageError::Busy
@@ -357,7 +381,7 @@ impl Syncs {
 }
 
 impl Stage {
-    fn commit_loop(&self, jobs: Receiver<Job>) {
+    fn commit_loop(&self, jobs: Receiver<Queued>) {
         let mut group = Vec::with_capacity(COMMIT_BATCH_MAX);
         let mut number = 0;
         let mut next = None;
@@ -378,15 +402,25 @@ impl Stage {
             }
             number += 1;
             let counters = &self.counters;
+            let began = Instant::now();
             counters.groups.fetch_add(1, Ordering::Relaxed);
             counters
                 .writes
                 .fetch_add(group.len() as u64, Ordering::Relaxed);
+            let waited: Duration = group
+                .iter()
+                .map(|q| began.saturating_duration_since(q.at))
+                .sum();
+            add(&counters.queue_nanos, waited);
             let applied = if self.progress.failed.load(Ordering::SeqCst) {
                 refuse(&mut group, sync_failed(), number)
             } else {
                 apply_group(self.engine.as_ref(), &mut group, number, &self.progress)
             };
+            add(
+                &counters.apply_nanos,
+                applied.at.saturating_duration_since(began),
+            );
             if applied.outcome.is_err() {
                 self.healthy.store(false, Ordering::SeqCst);
             }
@@ -433,15 +467,20 @@ impl Stage {
         state.running += 1;
         // A group that failed to apply wrote nothing, so it needs no sync;
         // groups up to `after` are covered by an fsync begun earlier.
-        let needed = state
+        let began = Instant::now();
+        let uncovered = state
             .waiting
             .iter()
-            .any(|g| g.number > after && g.outcome.is_ok());
+            .filter(|g| g.number > after && g.outcome.is_ok());
+        let (needed, handover) = uncovered.fold((false, Duration::ZERO), |(_, sum), g| {
+            (true, sum + began.saturating_duration_since(g.at))
+        });
         drop(state);
         let sync = if self.progress.failed.load(Ordering::SeqCst) {
             Err(sync_failed())
         } else if needed {
-            let began = std::time::Instant::now();
+            add(&self.counters.handover_nanos, handover);
+            let began = Instant::now();
             let sync = self.engine.sync();
             self.counters.count_sync(began.elapsed());
             sync
@@ -482,7 +521,7 @@ impl Stage {
 /// Runs one group's operations and applies them as one transaction.
 fn apply_group(
     engine: &dyn Engine,
-    group: &mut Vec<Job>,
+    group: &mut Vec<Queued>,
     number: u64,
     progress: &Progress,
 ) -> Applied {
@@ -492,7 +531,7 @@ fn apply_group(
     };
     let mut completions = Vec::with_capacity(group.len());
     let mut poisoned = false;
-    for job in group.drain(..) {
+    for Queued { job, .. } in group.drain(..) {
         let (poisons, completion) = job(txn.as_mut());
         poisoned |= poisons;
         completions.push(completion);
@@ -508,19 +547,21 @@ fn apply_group(
     };
     Applied {
         number,
+        at: Instant::now(),
         outcome,
         completions,
     }
 }
 
 /// A group that never ran: each operation meets `error` at its first step.
-fn refuse(group: &mut Vec<Job>, error: StorageError, number: u64) -> Applied {
+fn refuse(group: &mut Vec<Queued>, error: StorageError, number: u64) -> Applied {
     let completions = group
         .drain(..)
-        .map(|job| job(&mut Refused(error.clone())).1)
+        .map(|Queued { job, .. }| job(&mut Refused(error.clone())).1)
         .collect();
     Applied {
         number,
+        at: Instant::now(),
         outcome: Err(error),
         completions,
     }
