@@ -155,19 +155,17 @@ fn render_writes(out: &mut String, writes: &WriteStats) {
             writes.handover_seconds,
         ),
     ];
-    let counters = counters
-        .into_iter()
-        .map(|(name, help, value)| (name, help, value.to_string()))
-        .chain(
-            seconds
-                .into_iter()
-                .map(|(name, help, value)| (name, help, value.to_string())),
-        );
-    for (name, help, value) in counters {
+    let counter = |out: &mut String, name: &str, help: &str, value: &dyn std::fmt::Display| {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
+    };
+    for (name, help, value) in counters {
+        counter(out, name, help, &value);
+    }
+    for (name, help, value) in seconds {
+        counter(out, name, help, &value);
     }
     let name = "souk_store_fsync_seconds";
     let _ = writeln!(

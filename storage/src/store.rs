@@ -229,6 +229,25 @@ pub struct WriteStats {
     pub healthy: bool,
 }
 
+impl WriteStats {
+    /// The counters of two committers together (stores side by side):
+    /// every field is named, so one added later cannot be left out.
+    pub fn merged(self, other: WriteStats) -> WriteStats {
+        WriteStats {
+            groups: self.groups + other.groups,
+            writes: self.writes + other.writes,
+            busy: self.busy + other.busy,
+            queue_seconds: self.queue_seconds + other.queue_seconds,
+            apply_seconds: self.apply_seconds + other.apply_seconds,
+            handover_seconds: self.handover_seconds + other.handover_seconds,
+            syncs: self.syncs + other.syncs,
+            sync_seconds: self.sync_seconds + other.sync_seconds,
+            sync_buckets: std::array::from_fn(|i| self.sync_buckets[i] + other.sync_buckets[i]),
+            healthy: self.healthy && other.healthy,
+        }
+    }
+}
+
 /// Everything souk keeps.
 #[async_trait]
 pub trait Store:

@@ -91,24 +91,11 @@ fn measure_souk(
         )
         .await
     });
-    let stats = counted.iter().filter_map(|store| store.write_stats()).fold(
-        WriteStats {
-            healthy: true,
-            ..WriteStats::default()
-        },
-        |sum, stats| WriteStats {
-            groups: sum.groups + stats.groups,
-            writes: sum.writes + stats.writes,
-            busy: sum.busy + stats.busy,
-            queue_seconds: sum.queue_seconds + stats.queue_seconds,
-            apply_seconds: sum.apply_seconds + stats.apply_seconds,
-            handover_seconds: sum.handover_seconds + stats.handover_seconds,
-            syncs: sum.syncs + stats.syncs,
-            sync_seconds: sum.sync_seconds + stats.sync_seconds,
-            sync_buckets: std::array::from_fn(|i| sum.sync_buckets[i] + stats.sync_buckets[i]),
-            healthy: sum.healthy && stats.healthy,
-        },
-    );
+    let stats = counted
+        .iter()
+        .filter_map(|store| store.write_stats())
+        .reduce(WriteStats::merged)
+        .unwrap_or_default();
     // Threads that ran before (this one, the writers', and any earlier
     // store's still winding down) count only what they used since.
     let cpu = souk_bench::cpu_by_thread()

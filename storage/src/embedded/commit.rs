@@ -469,20 +469,20 @@ impl Stage {
         state.running += 1;
         // A group that failed to apply wrote nothing, so it needs no sync;
         // groups up to `after` are covered by an fsync begun earlier.
+        // One clock read times both the hand-over (until now) and the fsync.
         let began = Instant::now();
-        let uncovered = state
-            .waiting
-            .iter()
-            .filter(|g| g.number > after && g.outcome.is_ok());
-        let (needed, handover) = uncovered.fold((false, Duration::ZERO), |(_, sum), g| {
-            (true, sum + began.saturating_duration_since(g.at))
-        });
+        let (mut needed, mut handover) = (false, Duration::ZERO);
+        for group in state.waiting.iter() {
+            if group.number > after && group.outcome.is_ok() {
+                needed = true;
+                handover += began.saturating_duration_since(group.at);
+            }
+        }
         drop(state);
         let sync = if self.progress.failed.load(Ordering::SeqCst) {
             Err(sync_failed())
         } else if needed {
             add(&self.counters.handover_nanos, handover);
-            let began = Instant::now();
             let sync = self.engine.sync();
             self.counters.count_sync(began.elapsed());
             sync
