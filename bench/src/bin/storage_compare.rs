@@ -9,15 +9,17 @@
 //! PostgreSQL gets the same row (same record bytes, primary key and the same
 //! secondary index souk keeps: by user) through pgbench with as many clients;
 //! it is started in a temporary directory (installed with apt if missing)
-//! and the anchor is skipped with the reason if it cannot be.
+//! and the anchor is skipped with the reason if it cannot be. With `--runs
+//! N` each writer count is measured in N rounds, and the ratio reported is
+//! the median of the rounds' own ratios.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use souk_bench::postgres::Postgres;
-use souk_bench::{Measurement, Row, closed_loop};
+use souk_bench::postgres::{PgbenchResult, Postgres};
+use souk_bench::{Measurement, Row, closed_loop, median};
 use souk_storage::Store;
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
 use souk_storage::store::{OrderStore, WriteStats};
@@ -35,6 +37,12 @@ struct Args {
     /// Concurrent writers to measure, comma-separated.
     #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
     writers: Vec<usize>,
+    /// Rounds per writer count, each measuring every store and the anchor
+    /// in turn; the table shows medians, and the ratio is the median of
+    /// each round's own ratio (this machine's disk changes speed from one
+    /// minute to the next, so a ratio is only taken within a round).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+    runs: u16,
     /// Skip the PostgreSQL anchor.
     #[arg(long)]
     no_postgres: bool,
@@ -116,6 +124,13 @@ fn postgres_script(record_len: usize) -> String {
     )
 }
 
+/// One round at one writer count: every store, then the anchor.
+struct Round {
+    redb: Measurement,
+    fjall: Measurement,
+    pg: Option<PgbenchResult>,
+}
+
 const POSTGRES_SCHEMA: &str = "
     DROP TABLE IF EXISTS orders;
     CREATE TABLE orders (
@@ -179,64 +194,91 @@ fn main() -> anyhow::Result<()> {
         println!("PostgreSQL anchor skipped: {reason}");
     }
     println!(
-        "durable order inserts, {record_len}-byte order records, {} s per configuration",
-        args.seconds
+        "durable order inserts, {record_len}-byte order records, {} s per configuration, {} round(s) each (medians)",
+        args.seconds, args.runs
     );
     println!(
-        "\n| writers | souk redb orders/s | p99 µs | souk fjall orders/s | p99 µs | PostgreSQL INSERT/s | p99 µs | fjall (default) / PostgreSQL |"
+        "\n| writers | souk redb orders/s | p99 µs | souk fjall orders/s | p99 µs | PostgreSQL INSERT/s | p99 µs | fjall (default) / PostgreSQL | each round |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for &writers in &args.writers {
-        let (redb, _, _) = measure_souk(EngineKind::Redb, writers, args.seconds, 1)?;
-        let (fjall, _, _) = measure_souk(EngineKind::Fjall, writers, args.seconds, 1)?;
-        let pg = match &postgres {
-            Ok(pg) => {
-                pg.psql(POSTGRES_SCHEMA).map_err(anyhow::Error::msg)?;
-                Some(
-                    pg.pgbench(&postgres_script(record_len), writers, args.seconds)
-                        .map_err(anyhow::Error::msg)?,
-                )
-            }
-            Err(_) => None,
-        };
-        let (pg_rate, pg_p99, ratio) = match pg {
-            Some(pg) => (
-                format!("{:.0}", pg.transactions_per_second),
-                pg.p99_us.to_string(),
-                format!("{:.1}x", fjall.per_second() / pg.transactions_per_second),
+        let mut rounds = Vec::with_capacity(args.runs.into());
+        for _ in 0..args.runs {
+            let (redb, _, _) = measure_souk(EngineKind::Redb, writers, args.seconds, 1)?;
+            let (fjall, _, _) = measure_souk(EngineKind::Fjall, writers, args.seconds, 1)?;
+            anyhow::ensure!(
+                redb.errors + fjall.errors == 0,
+                "{} inserts failed",
+                redb.errors + fjall.errors
+            );
+            let pg = match &postgres {
+                Ok(pg) => {
+                    pg.psql(POSTGRES_SCHEMA).map_err(anyhow::Error::msg)?;
+                    Some(
+                        pg.pgbench(&postgres_script(record_len), writers, args.seconds)
+                            .map_err(anyhow::Error::msg)?,
+                    )
+                }
+                Err(_) => None,
+            };
+            rounds.push(Round { redb, fjall, pg });
+        }
+        let rate = |m: &dyn Fn(&Round) -> f64| median(rounds.iter().map(m).collect());
+        let redb = rate(&|r| r.redb.per_second());
+        let redb_p99 = rate(&|r| r.redb.p99_us() as f64);
+        let fjall = rate(&|r| r.fjall.per_second());
+        let fjall_p99 = rate(&|r| r.fjall.p99_us() as f64);
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| Some(r.fjall.per_second() / r.pg.as_ref()?.transactions_per_second))
+            .collect();
+        let pg = rounds.iter().all(|r| r.pg.is_some()).then(|| {
+            let pg = |m: fn(&PgbenchResult) -> f64| {
+                median(rounds.iter().filter_map(|r| r.pg.as_ref()).map(m).collect())
+            };
+            (
+                pg(|p| p.transactions_per_second),
+                pg(|p| p.p50_us as f64),
+                pg(|p| p.p99_us as f64),
+            )
+        });
+        let (pg_rate, pg_p99, ratio, each) = match pg {
+            Some((rate, _, p99)) => (
+                format!("{rate:.0}"),
+                format!("{p99:.0}"),
+                format!("{:.1}x", median(ratios.clone())),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.1}x"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
-            None => ("skipped".into(), "-".into(), "-".into()),
+            None => ("skipped".into(), "-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {writers} | {:.0} | {} | {:.0} | {} | {pg_rate} | {pg_p99} | {ratio} |",
-            redb.per_second(),
-            redb.p99_us(),
-            fjall.per_second(),
-            fjall.p99_us(),
+            "| {writers} | {redb:.0} | {redb_p99:.0} | {fjall:.0} | {fjall_p99:.0} | {pg_rate} | {pg_p99} | {ratio} | {each} |"
         );
-        let errors = redb.errors + fjall.errors;
-        anyhow::ensure!(errors == 0, "{errors} inserts failed");
         let comparison = format!("durable order inserts, {writers} writers");
-        let souk_row = |target: &str, m: &Measurement| Row {
+        let souk_row = |target: &str, m: fn(&Round) -> &Measurement| Row {
             comparison: comparison.clone(),
             target: target.into(),
             anchor: false,
-            per_second: m.per_second(),
-            p50_us: m.p50_us(),
-            p99_us: m.p99_us(),
+            per_second: rate(&|r| m(r).per_second()),
+            p50_us: rate(&|r| m(r).p50_us() as f64) as u64,
+            p99_us: rate(&|r| m(r).p99_us() as f64) as u64,
         };
         let mut rows = vec![
-            souk_row("souk fjall (default)", &fjall),
-            souk_row("souk redb", &redb),
+            souk_row("souk fjall (default)", |r| &r.fjall),
+            souk_row("souk redb", |r| &r.redb),
         ];
-        if let Some(pg) = pg {
+        if let Some((per_second, p50, p99)) = pg {
             rows.push(Row {
                 comparison: comparison.clone(),
                 target: "PostgreSQL INSERT (pgbench, fsync on)".into(),
                 anchor: true,
-                per_second: pg.transactions_per_second,
-                p50_us: pg.p50_us,
-                p99_us: pg.p99_us,
+                per_second,
+                p50_us: p50 as u64,
+                p99_us: p99 as u64,
             });
         }
         souk_bench::write_rows(args.json.as_deref(), &rows)?;
