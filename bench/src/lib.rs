@@ -112,6 +112,26 @@ pub struct Row {
     pub p99_us: u64,
 }
 
+impl Row {
+    /// The medians of several runs of one target, each run given as (per
+    /// second, p50 µs, p99 µs).
+    pub fn of_medians(
+        comparison: &str,
+        target: &str,
+        anchor: bool,
+        runs: &[(f64, u64, u64)],
+    ) -> Row {
+        Row {
+            comparison: comparison.into(),
+            target: target.into(),
+            anchor,
+            per_second: median(runs.iter().map(|r| r.0).collect()),
+            p50_us: median(runs.iter().map(|r| r.1 as f64).collect()) as u64,
+            p99_us: median(runs.iter().map(|r| r.2 as f64).collect()) as u64,
+        }
+    }
+}
+
 /// Appends `rows` to `path` (one JSON row per line), if a path was given.
 pub fn write_rows(path: Option<&std::path::Path>, rows: &[Row]) -> anyhow::Result<()> {
     use std::io::Write;

@@ -279,14 +279,11 @@ fn redis_sale(redis: &Redis, args: &Args) -> anyhow::Result<Sale> {
 const COMPARISON: &str = "flash-sale checkout on one hot SKU";
 
 fn row(target: &str, anchor: bool, runs: &[Sale]) -> souk_bench::Row {
-    souk_bench::Row {
-        comparison: COMPARISON.into(),
-        target: target.into(),
-        anchor,
-        per_second: median(runs.iter().map(|s| s.per_second).collect()),
-        p50_us: median(runs.iter().map(|s| s.p50_us as f64).collect()) as u64,
-        p99_us: median(runs.iter().map(|s| s.p99_us as f64).collect()) as u64,
-    }
+    let runs: Vec<_> = runs
+        .iter()
+        .map(|s| (s.per_second, s.p50_us, s.p99_us))
+        .collect();
+    souk_bench::Row::of_medians(COMPARISON, target, anchor, &runs)
 }
 
 fn report(name: &str, runs: &[Sale]) -> f64 {

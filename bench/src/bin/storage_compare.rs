@@ -223,64 +223,53 @@ fn main() -> anyhow::Result<()> {
             };
             rounds.push(Round { redb, fjall, pg });
         }
-        let rate = |m: &dyn Fn(&Round) -> f64| median(rounds.iter().map(m).collect());
-        let redb = rate(&|r| r.redb.per_second());
-        let redb_p99 = rate(&|r| r.redb.p99_us() as f64);
-        let fjall = rate(&|r| r.fjall.per_second());
-        let fjall_p99 = rate(&|r| r.fjall.p99_us() as f64);
-        let ratios: Vec<f64> = rounds
-            .iter()
-            .filter_map(|r| Some(r.fjall.per_second() / r.pg.as_ref()?.transactions_per_second))
-            .collect();
-        let pg = rounds.iter().all(|r| r.pg.is_some()).then(|| {
-            let pg = |m: fn(&PgbenchResult) -> f64| {
-                median(rounds.iter().filter_map(|r| r.pg.as_ref()).map(m).collect())
-            };
-            (
-                pg(|p| p.transactions_per_second),
-                pg(|p| p.p50_us as f64),
-                pg(|p| p.p99_us as f64),
+        let comparison = format!("durable order inserts, {writers} writers");
+        let souk_row = |target: &str, m: fn(&Round) -> &Measurement| {
+            let runs: Vec<_> = rounds
+                .iter()
+                .map(|r| (m(r).per_second(), m(r).p50_us(), m(r).p99_us()))
+                .collect();
+            Row::of_medians(&comparison, target, false, &runs)
+        };
+        let fjall = souk_row("souk fjall (default)", |r| &r.fjall);
+        let redb = souk_row("souk redb", |r| &r.redb);
+        let pg = postgres.is_ok().then(|| {
+            let runs: Vec<_> = rounds
+                .iter()
+                .filter_map(|r| r.pg.as_ref())
+                .map(|p| (p.transactions_per_second, p.p50_us, p.p99_us))
+                .collect();
+            Row::of_medians(
+                &comparison,
+                "PostgreSQL INSERT (pgbench, fsync on)",
+                true,
+                &runs,
             )
         });
-        let (pg_rate, pg_p99, ratio, each) = match pg {
-            Some((rate, _, p99)) => (
-                format!("{rate:.0}"),
-                format!("{p99:.0}"),
-                format!("{:.1}x", median(ratios.clone())),
-                ratios
+        let (pg_rate, pg_p99, ratio, each) = match &pg {
+            Some(pg) => {
+                let ratios: Vec<f64> = rounds
                     .iter()
-                    .map(|r| format!("{r:.1}x"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+                    .filter_map(|r| {
+                        Some(r.fjall.per_second() / r.pg.as_ref()?.transactions_per_second)
+                    })
+                    .collect();
+                let each: Vec<String> = ratios.iter().map(|r| format!("{r:.1}x")).collect();
+                (
+                    format!("{:.0}", pg.per_second),
+                    pg.p99_us.to_string(),
+                    format!("{:.1}x", median(ratios)),
+                    each.join(", "),
+                )
+            }
             None => ("skipped".into(), "-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {writers} | {redb:.0} | {redb_p99:.0} | {fjall:.0} | {fjall_p99:.0} | {pg_rate} | {pg_p99} | {ratio} | {each} |"
+            "| {writers} | {:.0} | {} | {:.0} | {} | {pg_rate} | {pg_p99} | {ratio} | {each} |",
+            redb.per_second, redb.p99_us, fjall.per_second, fjall.p99_us,
         );
-        let comparison = format!("durable order inserts, {writers} writers");
-        let souk_row = |target: &str, m: fn(&Round) -> &Measurement| Row {
-            comparison: comparison.clone(),
-            target: target.into(),
-            anchor: false,
-            per_second: rate(&|r| m(r).per_second()),
-            p50_us: rate(&|r| m(r).p50_us() as f64) as u64,
-            p99_us: rate(&|r| m(r).p99_us() as f64) as u64,
-        };
-        let mut rows = vec![
-            souk_row("souk fjall (default)", |r| &r.fjall),
-            souk_row("souk redb", |r| &r.redb),
-        ];
-        if let Some((per_second, p50, p99)) = pg {
-            rows.push(Row {
-                comparison: comparison.clone(),
-                target: "PostgreSQL INSERT (pgbench, fsync on)".into(),
-                anchor: true,
-                per_second,
-                p50_us: p50 as u64,
-                p99_us: p99 as u64,
-            });
-        }
+        let mut rows = vec![fjall, redb];
+        rows.extend(pg);
         souk_bench::write_rows(args.json.as_deref(), &rows)?;
     }
     Ok(())
