@@ -15,6 +15,8 @@
 //! - `domain` handles requests without I/O: bytes never reach it, time is
 //!   passed in, and its results are replies or steps for `io` to carry out.
 //! - `clock` is the one wall clock shards read; tests advance it.
+//! - `sim` runs every shard's handlers in one thread under a seeded
+//!   simulator with a faulty store and gateway, checking invariants.
 //! - `limits` names every bound with its reason; `stats` counts.
 
 pub mod clock;
@@ -26,6 +28,7 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod shard;
+pub mod sim;
 pub mod stats;
 pub mod tls;
 

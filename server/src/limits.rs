@@ -140,6 +140,14 @@ pub const PLACED_KEYS_MAX: usize = 1_000_000;
 /// even if every entry were a full page.
 pub const CACHED_REPLIES_MAX: usize = 20_000;
 
+/// A payment gateway that does not answer is asked again this many times,
+/// `PAYMENT_RETRY_DELAY` apart (and never after the order's reservation
+/// lapsed): long enough to ride out a short outage, bounded so that a
+/// shard never holds a payment task per order for longer than its
+/// reservation.
+pub const PAYMENT_ATTEMPTS: u16 = 20;
+pub const PAYMENT_RETRY_DELAY: Duration = Duration::from_secs(2);
+
 /// Interrupted payments a shard resumes at once after a start.
 pub const PAYMENTS_RESUMED_AT_ONCE: usize = 64;
 

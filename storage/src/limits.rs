@@ -9,13 +9,6 @@ pub const RECORD_BYTES_MAX: usize = 256 * 1024;
 /// A storage key: identifiers are at most 64 bytes, e-mails 254.
 pub const KEY_BYTES_MAX: usize = 512;
 
-/// An idempotency outcome (the encoded first response): responses are at
-/// most 1 MiB on the wire, but outcomes are small order or cart replies.
-pub const OUTCOME_BYTES_MAX: usize = 64 * 1024;
-
-/// An event payload.
-pub const EVENT_BYTES_MAX: usize = 16 * 1024;
-
 /// Writes waiting for the group-commit thread. A full queue answers `Busy`
 /// at once instead of blocking a shard's event loop. At thousands of writes
 /// per fsync this is several commit rounds of backlog.

@@ -1,7 +1,7 @@
 //! The records souk keeps. Catalog records reuse the API's value types
 //! (`Product`, `Category`, `Address`); the rest are storage's own, because
 //! they hold what clients never see (password hashes, token hashes,
-//! payment-method tokens, idempotency outcomes).
+//! payment-method tokens).
 //!
 //! Every record is encoded by `codec` with a format version in front, and is
 //! checked against `limits` before it is written.
@@ -74,29 +74,6 @@ pub struct RefreshTokenRecord {
     pub revoked: bool,
 }
 
-/// The first outcome of a mutating request, returned again on a retry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdempotencyRecord {
-    /// Who the key belongs to (a user or a device): keys are chosen by
-    /// clients, so they are only unique within one scope.
-    pub scope: String,
-    pub key: IdempotencyKey,
-    /// A digest of the request, so that reusing a key for a different
-    /// request is a conflict instead of a wrong answer.
-    pub request_digest: [u8; 32],
-    /// The encoded outcome, opaque to storage.
-    pub outcome: Vec<u8>,
-    pub created_at: UnixMillis,
-}
-
-/// An entry of a shard's event log. The payload is opaque to storage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventRecord {
-    pub offset: u64,
-    pub at: UnixMillis,
-    pub payload: Vec<u8>,
-}
-
 /// Units of one SKU ever received (the initial stock plus every restock),
 /// as last persisted. Units on hand are never written: they are `received`
 /// less the units of paid orders, so a sale needs no stock write and the
@@ -155,11 +132,4 @@ pub struct CartRecord {
 pub struct Page<T, C> {
     pub items: Vec<T>,
     pub next: Option<C>,
-}
-
-/// Whether a conditional insert wrote or found an existing record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inserted<T> {
-    New,
-    Existing(T),
 }

@@ -25,7 +25,7 @@ use souk_wire::api::{UnixMillis, UserId};
 
 use crate::error::{Result, StorageError};
 use crate::model::RefreshTokenRecord;
-use crate::store::TokenStore;
+use crate::store::{SharedLimits, TokenStore};
 
 /// Every key souk writes starts with this, so one Redis can be shared.
 const PREFIX: &str = "souk:";
@@ -408,6 +408,38 @@ fn corrupt(reason: &str) -> StorageError {
     StorageError::Corrupt {
         table: "redis refresh tokens",
         reason: reason.into(),
+    }
+}
+
+#[async_trait]
+impl SharedLimits for RedisState {
+    async fn attempt_begin(
+        &self,
+        key: &str,
+        id: u64,
+        max: usize,
+        window_ms: u64,
+        now: UnixMillis,
+    ) -> Result<Option<u64>> {
+        RedisState::attempt_begin(self, key, id, max, window_ms, now).await
+    }
+
+    async fn attempt_succeeded(&self, key: &str, id: u64, forgive: bool) -> Result<()> {
+        RedisState::attempt_succeeded(self, key, id, forgive).await
+    }
+
+    async fn take_token(
+        &self,
+        key: &str,
+        per_second: u32,
+        burst: u32,
+        now: UnixMillis,
+    ) -> Result<Option<u64>> {
+        RedisState::take_token(self, key, per_second, burst, now).await
+    }
+
+    async fn publish_sign_out(&self, user: UserId, at: UnixMillis) -> Result<()> {
+        RedisState::publish_sign_out(self, user, at).await
     }
 }
 

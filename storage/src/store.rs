@@ -3,21 +3,20 @@
 //! suite (`tests/conformance.rs`) holds each backend to the same behaviour.
 //!
 //! A write returns only once it is durable. Conditional writes (unique
-//! e-mails, idempotency keys, order state transitions, token rotation)
+//! e-mails, order state transitions, token rotation)
 //! either happen whole or fail with `Conflict` having written nothing.
 //! No FlatBuffers or CQL type appears here.
 
 use async_trait::async_trait;
 use souk_wire::api::{
-    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId,
-    UnixMillis, UserId,
+    Address, AddressId, Category, OrderId, OrderStatus, Product, ProductId, UnixMillis, UserId,
 };
 
 use crate::CatalogData;
 use crate::error::Result;
 use crate::model::{
-    CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
-    RefreshTokenRecord, SnapshotProgress, StockRecord, StockSnapshot, UserRecord,
+    CartRecord, OrderRecord, Page, PaymentRecord, RefreshTokenRecord, SnapshotProgress,
+    StockRecord, StockSnapshot, UserRecord,
 };
 
 #[async_trait]
@@ -152,21 +151,6 @@ pub trait PaymentStore: Send + Sync {
 }
 
 #[async_trait]
-pub trait IdempotencyStore: Send + Sync {
-    /// Stores the record unless one exists for its scope and key; returns
-    /// the existing one then.
-    async fn put_idempotency(
-        &self,
-        record: &IdempotencyRecord,
-    ) -> Result<Inserted<IdempotencyRecord>>;
-    async fn idempotency(
-        &self,
-        scope: &str,
-        key: IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>>;
-}
-
-#[async_trait]
 pub trait CartStore: Send + Sync {
     /// Writes carts whole, in one write; a record with no lines deletes
     /// its cart.
@@ -175,19 +159,37 @@ pub trait CartStore: Send + Sync {
     async fn carts(&self) -> Result<Vec<CartRecord>>;
 }
 
-/// Each shard's append-only log of events (the outbox). A shard is its
-/// log's only writer and numbers its events; consumers keep offsets.
+/// Limits that several souk nodes count together (`--redis`): failed-login
+/// windows, token buckets, and the feed of sign-outs everywhere. Without
+/// one, each limit is kept in memory by the shard that owns its key.
 #[async_trait]
-pub trait EventLog: Send + Sync {
-    /// Appends events with offsets after the last. The shard numbers its
-    /// events and is its log's only writer; backends that can check cheaply
-    /// (embedded) refuse a taken offset with `Conflict`.
-    async fn append_events(&self, shard: u16, events: &[EventRecord]) -> Result<()>;
-    async fn last_event_offset(&self, shard: u16) -> Result<Option<u64>>;
-    /// Events from `from` (inclusive), in offset order.
-    async fn read_events(&self, shard: u16, from: u64, limit: usize) -> Result<Vec<EventRecord>>;
-    async fn commit_offset(&self, consumer: &str, shard: u16, offset: u64) -> Result<()>;
-    async fn committed_offset(&self, consumer: &str, shard: u16) -> Result<Option<u64>>;
+pub trait SharedLimits: Send + Sync {
+    /// Counts an attempt against `key`'s window of at most `max` in
+    /// `window_ms`, or says how many milliseconds until one is allowed.
+    /// `id` names the attempt, for `attempt_succeeded`.
+    async fn attempt_begin(
+        &self,
+        key: &str,
+        id: u64,
+        max: usize,
+        window_ms: u64,
+        now: UnixMillis,
+    ) -> Result<Option<u64>>;
+    /// The attempt `id` succeeded: it is taken back, and with `forgive`
+    /// every failure of `key` is.
+    async fn attempt_succeeded(&self, key: &str, id: u64, forgive: bool) -> Result<()>;
+    /// Takes a token from `key`'s bucket (`per_second` sustained, `burst`
+    /// at once), or says how many milliseconds until one is there.
+    async fn take_token(
+        &self,
+        key: &str,
+        per_second: u32,
+        burst: u32,
+        now: UnixMillis,
+    ) -> Result<Option<u64>>;
+    /// Tells every node that `user` signed out everywhere at `at` (at most
+    /// once: the durable cutoff is what refuses tokens).
+    async fn publish_sign_out(&self, user: UserId, at: UnixMillis) -> Result<()>;
 }
 
 /// Upper bounds, in seconds, of the buckets `WriteStats::sync_buckets`
@@ -251,15 +253,7 @@ impl WriteStats {
 /// Everything souk keeps.
 #[async_trait]
 pub trait Store:
-    CatalogStore
-    + StockStore
-    + UserStore
-    + TokenStore
-    + OrderStore
-    + PaymentStore
-    + IdempotencyStore
-    + EventLog
-    + CartStore
+    CatalogStore + StockStore + UserStore + TokenStore + OrderStore + PaymentStore + CartStore
 {
     /// The backend's name, for logs.
     fn backend(&self) -> &'static str;

@@ -1,6 +1,8 @@
 //! Deterministic records for tests, benchmarks and the crash writer: the
 //! same id always gives the same order, so a reader can check that what it
-//! reads back is intact.
+//! reads back is intact. Also what tests share to get what they need from
+//! outside: a throwaway `redis-server`, and `skip_or_fail` for when a tool,
+//! server or permission is missing.
 
 use souk_wire::api::{
     Currency, IdempotencyKey, Money, OrderId, OrderLine, OrderStatus, PaymentStatus, ProductId,
@@ -44,6 +46,34 @@ pub fn order(id: u64) -> OrderRecord {
     }
 }
 
+/// Set (as `.ci/run` sets it, to 1), a test that cannot get what it needs
+/// fails instead of skipping: a skip passes, so only such a run shows
+/// that every test ran.
+pub const REQUIRE_ALL_TESTS: &str = "SOUK_REQUIRE_ALL_TESTS";
+
+/// For a test that cannot get what it needs (a tool, a server, a
+/// permission); `reason` says what is missing and how to get it. Under
+/// `SOUK_REQUIRE_ALL_TESTS` (set, and not 0) it fails with the reason;
+/// otherwise it prints `skipped: reason` and the caller returns.
+pub fn skip_or_fail(reason: &str) {
+    let required = std::env::var_os(REQUIRE_ALL_TESTS).is_some_and(|v| !v.is_empty() && v != "0");
+    if required {
+        panic!("{reason} ({REQUIRE_ALL_TESTS} is set: every test must run, none may skip)");
+    }
+    eprintln!("skipped: {reason}");
+}
+
+/// `skip_or_fail`, except that with `opt_out` set to 1 the test skips
+/// even under `SOUK_REQUIRE_ALL_TESTS`: for what CI cannot provide yet,
+/// said (with why) where CI sets `opt_out`.
+pub fn skip_or_fail_unless(opt_out: &str, reason: &str) {
+    if std::env::var_os(opt_out).is_some_and(|v| v == "1") {
+        eprintln!("skipped ({opt_out}=1): {reason}");
+    } else {
+        skip_or_fail(reason);
+    }
+}
+
 /// A throwaway `redis-server` on a free loopback port, for the tests and
 /// benchmarks that need a real Redis; stopped and its directory removed
 /// when dropped. Made durable (append-only file, `appendfsync` as given)
@@ -56,8 +86,8 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one, or says why it cannot: the caller skips with that
-    /// reason, which names the package to install.
+    /// Starts one, or says why it cannot: the caller hands that reason,
+    /// which names the package to install, to `skip_or_fail`.
     pub fn start(appendfsync: &str) -> Result<RedisServer, String> {
         use std::process::{Command, Stdio};
         use std::time::{Duration, Instant};

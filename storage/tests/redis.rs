@@ -1,6 +1,6 @@
 //! The state several nodes share through Redis (`--redis`), against a real
-//! `redis-server` each test starts on a free port (skipped, with the reason
-//! printed, where none is installed).
+//! `redis-server` each test starts on a free port (where none is installed,
+//! skipped with the reason printed, or failed under `SOUK_REQUIRE_ALL_TESTS`).
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ async fn redis() -> Option<(RedisServer, RedisState)> {
             Some((server, state))
         }
         Err(reason) => {
-            eprintln!("skipped: {reason}");
+            souk_storage::testing::skip_or_fail(&reason);
             None
         }
     }

@@ -812,6 +812,9 @@ pub enum ErrorStatus {
     Busy,
     Unavailable,
     Internal,
+    /// This server version does not offer the operation; unlike
+    /// `Unavailable`, retrying will not help.
+    NotOffered,
 }
 
 impl ErrorStatus {

@@ -39,7 +39,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let phc = hash_password("correct horse battery");
+    let phc = hash_password(
+        "correct horse battery",
+        souk_server::domain::accounts::PasswordCost::STANDARD,
+        [7; 16],
+    );
     let mut logins = Vec::new();
     for _ in 0..args.logins {
         let began = Instant::now();
@@ -48,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     }
     let keys = TokenKeys::new(&[7; 32]);
     let now = UnixMillis(1_800_000_000_000);
-    let (token, _) = keys.issue(UserId(42), Role::Customer, now);
+    let (token, _) = keys.issue(UserId(42), Role::Customer, now, [7; 16]);
     let mut verifies = Vec::new();
     for _ in 0..args.runs {
         let deadline = Instant::now() + Duration::from_secs(args.seconds);

@@ -32,13 +32,16 @@ public enum souk_wire_Status: UInt8, FlatbuffersVectorInitializable, Enum, Verif
   case limitexceeded = 7
   ///  The server is overloaded. Retry after retry_after_ms with the same idempotency key.
   case busy = 8
-  ///  A dependency (storage, payment gateway) is down, or the operation is not
-  ///  offered by this server version.
+  ///  A dependency (storage, payment gateway, another shard) is down or did
+  ///  not answer. Retry with the same idempotency key.
   case unavailable = 9
   ///  A bug on the server. The request may be retried with the same idempotency key.
   case internal_ = 10
+  ///  This server version does not offer the operation: retrying will not
+  ///  help (an older server than the client expects).
+  case notoffered = 11
 
-  public static var max: souk_wire_Status { return .internal_ }
+  public static var max: souk_wire_Status { return .notoffered }
   public static var min: souk_wire_Status { return .ok }
 }
 

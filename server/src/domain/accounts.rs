@@ -14,7 +14,6 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use souk_wire::api::{ApiError, ErrorStatus, Identity, Role, UnixMillis, UserId};
@@ -95,8 +94,15 @@ impl TokenKeys {
         }
     }
 
-    /// An access token for `user`, and when it expires.
-    pub fn issue(&self, user: UserId, role: Role, now: UnixMillis) -> (String, UnixMillis) {
+    /// An access token for `user`, and when it expires. `jti` (16 random
+    /// bytes) makes each token unique.
+    pub fn issue(
+        &self,
+        user: UserId,
+        role: Role,
+        now: UnixMillis,
+        jti: [u8; 16],
+    ) -> (String, UnixMillis) {
         let expires = UnixMillis(now.0 + ACCESS_TOKEN_TTL.as_millis() as u64);
         let claims = Claims {
             sub: user.0.to_string(),
@@ -105,7 +111,7 @@ impl TokenKeys {
             exp: expires.0 / 1000,
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
-            jti: hex::encode(&new_token_key()[..16]),
+            jti: hex::encode(jti),
             iat_ms: Some(now.0),
         };
         let mut header = Header::new(Algorithm::HS256);
@@ -155,13 +161,6 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// A fresh random token key.
-pub fn new_token_key() -> [u8; TOKEN_KEY_BYTES] {
-    let mut key = [0u8; TOKEN_KEY_BYTES];
-    rand::rng().fill(&mut key);
-    key
-}
-
 /// The e-mail as stored: trimmed and lower-cased, after a shape check.
 /// Whether the mailbox exists is for a confirmation mail to find out.
 pub fn normalize_email(email: &str) -> Result<String, ApiError> {
@@ -191,14 +190,44 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Argon2id with the crate's defaults (the OWASP minimum: 19 MiB, 2 passes).
-pub fn hash_password(password: &str) -> String {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .expect("hashing with a random salt does not fail")
+/// How much work an Argon2id hash takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCost {
+    pub memory_kib: u32,
+    pub passes: u32,
+}
+
+impl PasswordCost {
+    /// The OWASP minimum (19 MiB, 2 passes): what servers use.
+    pub const STANDARD: PasswordCost = PasswordCost {
+        memory_kib: argon2::Params::DEFAULT_M_COST,
+        passes: argon2::Params::DEFAULT_T_COST,
+    };
+    /// Argon2's smallest, for the simulator, which hashes thousands of
+    /// passwords in a debug build. Still real Argon2id.
+    pub const CHEAPEST: PasswordCost = PasswordCost {
+        memory_kib: argon2::Params::MIN_M_COST,
+        passes: argon2::Params::MIN_T_COST,
+    };
+}
+
+/// Argon2id of `password` with `salt` (16 random bytes), as a PHC string
+/// that carries its own parameters.
+pub fn hash_password(password: &str, cost: PasswordCost, salt: [u8; 16]) -> String {
+    let params = argon2::Params::new(
+        cost.memory_kib,
+        cost.passes,
+        argon2::Params::DEFAULT_P_COST,
+        None,
+    )
+    .expect("PasswordCost holds valid Argon2 parameters");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .expect("hashing with a 16-byte salt does not fail")
         .to_string()
 }
 
+/// Whether `password` matches `phc`, with the parameters `phc` names.
 pub fn verify_password(phc: &str, password: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|hash| {
         Argon2::default()
@@ -212,11 +241,10 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
 /// it takes as long as a wrong password, so timing reveals no accounts.
 pub const UNKNOWN_USER_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c291a3NvdWtzb3Vrc291aw$W9Y2w3K0RkqQ0X2V0pU8w1c8l0H6iJgP6b4H0p0oXrw";
 
-/// A new refresh token and the hash that is stored in its place.
-pub fn new_refresh_token() -> (String, [u8; 32]) {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill(&mut bytes);
-    let token = hex::encode(bytes);
+/// A refresh token made of 32 random bytes, and the hash that is stored in
+/// its place.
+pub fn new_refresh_token(random: [u8; 32]) -> (String, [u8; 32]) {
+    let token = hex::encode(random);
     let hash = refresh_token_hash(&token);
     (token, hash)
 }
@@ -234,7 +262,7 @@ mod tests {
     #[test]
     fn access_tokens_prove_who_and_expire() {
         let keys = TokenKeys::new(&[7; 32]);
-        let (token, expires) = keys.issue(UserId(42), Role::Customer, NOW);
+        let (token, expires) = keys.issue(UserId(42), Role::Customer, NOW, [1; 16]);
         let identity = keys.verify(&token, NOW).unwrap().identity;
         assert_eq!(identity.user_id, UserId(42));
         assert_eq!(identity.role, Role::Customer);
@@ -349,8 +377,8 @@ mod tests {
     #[test]
     fn every_token_has_its_own_id() {
         let keys = TokenKeys::new(&[7; 32]);
-        let (a, _) = keys.issue(UserId(1), Role::Customer, NOW);
-        let (b, _) = keys.issue(UserId(1), Role::Customer, NOW);
+        let (a, _) = keys.issue(UserId(1), Role::Customer, NOW, [1; 16]);
+        let (b, _) = keys.issue(UserId(1), Role::Customer, NOW, [2; 16]);
         assert_ne!(a, b);
     }
 
@@ -358,7 +386,7 @@ mod tests {
     fn passwords_are_checked_and_verified() {
         assert!(check_password("short").is_err());
         assert!(check_password(&"x".repeat(PASSWORD_BYTES_MAX + 1)).is_err());
-        let hash = hash_password("correct horse");
+        let hash = hash_password("correct horse", PasswordCost::CHEAPEST, [9; 16]);
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify_password(&hash, "correct horse"));
         assert!(!verify_password(&hash, "correct horsf"));

@@ -212,6 +212,17 @@ impl Catalog {
         Some((product, product.variants.get(usize::from(entry.variant))?))
     }
 
+    /// Every product, in catalog order.
+    pub fn products(&self) -> impl Iterator<Item = &Product> {
+        self.products.iter().map(|e| &e.product)
+    }
+
+    /// Every SKU of every product.
+    pub fn skus(&self) -> impl Iterator<Item = &Sku> {
+        self.products()
+            .flat_map(|p| p.variants.iter().map(|v| &v.sku))
+    }
+
     pub fn product_count(&self) -> usize {
         self.products.len()
     }

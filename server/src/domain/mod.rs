@@ -12,8 +12,11 @@
 pub mod accounts;
 pub mod cart;
 pub mod catalog;
+pub mod flow;
 pub mod inventory;
 pub mod orders;
+pub mod ports;
+pub mod rebuild;
 pub mod sign_outs;
 pub mod stock_board;
 pub mod throttle;
@@ -23,8 +26,8 @@ use std::sync::Arc;
 
 use souk_wire::api::{
     AdminRestock, ApiError, Checkout, ErrorStatus, Hello, HelloReply, IdempotencyKey, Identity,
-    Order, OrderId, PROTOCOL_VERSION, Product, ProductId, Request, RequestBody, Response,
-    ResponseBody, Role, Sku, StockLevel, StockStatus, UnixMillis, UserId,
+    Order, OrderId, PROTOCOL_VERSION, Product, ProductId, Response, ResponseBody, Role, Sku,
+    StockLevel, StockStatus, UnixMillis, UserId,
 };
 
 use crate::limits;
@@ -104,6 +107,8 @@ pub struct CommerceConfig {
     /// How long a checkout holds its stock while payment completes.
     pub reservation_ttl: std::time::Duration,
     pub gateway: SimulatedGateway,
+    /// Argon2id cost of new password hashes.
+    pub password_cost: accounts::PasswordCost,
     /// Units of one SKU one customer may hold; 0 for no limit. Enforced by
     /// the SKU owners at reservation; carts use it to cap merged lines.
     pub purchase_limit: i64,
@@ -227,70 +232,7 @@ pub enum ShardAnswer {
     SignedOut,
 }
 
-/// What handling a request needs next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Step {
-    Reply(Response),
-    /// The product exists; its variants' stock must be read from their owner
-    /// shards (grouped, one call per shard), then `product_detail` replies.
-    ProductStock {
-        product_id: ProductId,
-        asks: Vec<(ShardId, Vec<Sku>)>,
-    },
-    /// The call must run on `owner`; its answer becomes the reply through
-    /// `owner_reply`.
-    Owner {
-        owner: ShardId,
-        call: ShardCall,
-    },
-    /// The access token is genuine and current; the user's durable
-    /// sign-out cutoff must be read before `bind` binds it.
-    Authenticate(accounts::Verified),
-}
-
-fn reply(response: Response) -> Step {
-    Step::Reply(response)
-}
-
-pub fn handle(
-    state: &ShardState,
-    session: &mut Session,
-    request: &Request,
-    now: UnixMillis,
-) -> Step {
-    use RequestBody as R;
-    match &request.body {
-        R::Hello(hello) => reply(hello_reply(state, hello, now)),
-        R::Authenticate { access_token } => authenticate(state, session, access_token, now),
-        R::ListCategories => reply(Ok(ResponseBody::CategoryList(
-            state.catalog.categories().to_vec(),
-        ))),
-        R::BrowseCategory(query) => reply(browse(state, query)),
-        R::GetProduct { product_id } => product_stock(state, product_id),
-        R::AdminRestock(restock) => admin_restock(state, session, restock, now),
-        R::AdminUpsertProduct(product) => {
-            if let Err(error) = require_admin(session, now) {
-                return reply(Err(error));
-            }
-            if let Err(error) = state.catalog.check_upsert(product) {
-                return reply(Err(error));
-            }
-            Step::Owner {
-                owner: CATALOG_OWNER,
-                call: ShardCall::UpsertProduct(product.clone()),
-            }
-        }
-        other => reply(Err(ApiError::new(
-            ErrorStatus::Unavailable,
-            format!(
-                "{} is not offered by this server version",
-                other.operation()
-            ),
-        ))),
-    }
-}
-
-fn hello_reply(state: &ShardState, hello: &Hello, now: UnixMillis) -> Response {
+pub fn hello_reply(state: &ShardState, hello: &Hello, now: UnixMillis) -> Response {
     if hello.protocol_version == 0 || hello.protocol_version > PROTOCOL_VERSION {
         return Err(ApiError::bad_request(format!(
             "protocol version {} is not supported; this server speaks 1..={PROTOCOL_VERSION}",
@@ -304,19 +246,6 @@ fn hello_reply(state: &ShardState, hello: &Hello, now: UnixMillis) -> Response {
         shard_count: state.placement.shard_count() as u16,
         server_time: now,
     }))
-}
-
-/// Checks an access token this server signed; `bind` binds it once the
-/// user's durable sign-out cutoff is known. Admins are accounts with the
-/// admin role (`souk create-admin`).
-fn authenticate(state: &ShardState, session: &mut Session, token: &str, now: UnixMillis) -> Step {
-    match state.tokens.verify(token, now) {
-        Ok(verified) => Step::Authenticate(verified),
-        Err(error) => {
-            session.identity = None;
-            reply(Err(error))
-        }
-    }
 }
 
 /// Binds a verified access token's identity to the connection, unless the
@@ -399,160 +328,93 @@ pub fn require_admin(session: &Session, now: UnixMillis) -> Result<(), ApiError>
     Ok(())
 }
 
-fn product_stock(state: &ShardState, product_id: &ProductId) -> Step {
-    let Some(product) = state.catalog.product(product_id) else {
-        return reply(Err(ApiError::new(
+/// The SKUs of a product's variants, whose stock its detail page shows.
+pub fn product_skus(state: &ShardState, product_id: &ProductId) -> Result<Vec<Sku>, ApiError> {
+    match state.catalog.product(product_id) {
+        Some(product) => Ok(product.variants.iter().map(|v| v.sku.clone()).collect()),
+        None => Err(ApiError::new(
             ErrorStatus::NotFound,
             format!("no product {product_id}"),
-        )));
-    };
-    let mut asks: Vec<(ShardId, Vec<Sku>)> = Vec::new();
-    for variant in &product.variants {
-        let owner = state.placement.sku_owner(&variant.sku);
-        match asks.iter_mut().find(|(shard, _)| *shard == owner) {
-            Some((_, skus)) => skus.push(variant.sku.clone()),
-            None => asks.push((owner, vec![variant.sku.clone()])),
-        }
-    }
-    Step::ProductStock {
-        product_id: product_id.clone(),
-        asks,
+        )),
     }
 }
 
-fn admin_restock(
-    state: &ShardState,
-    session: &Session,
-    restock: &AdminRestock,
-    now: UnixMillis,
-) -> Step {
-    if let Err(error) = require_admin(session, now) {
-        return reply(Err(error));
-    }
-    if state.catalog.sku(&restock.sku).is_none() {
-        return reply(Err(ApiError::new(
-            ErrorStatus::NotFound,
-            format!("no SKU {}", restock.sku),
-        )));
-    }
-    Step::Owner {
-        owner: state.placement.sku_owner(&restock.sku),
-        call: ShardCall::Restock(restock.clone()),
-    }
+/// Current levels of SKUs this shard owns.
+pub fn stock_levels(state: &ShardState, skus: &[Sku]) -> Vec<StockLevel> {
+    skus.iter()
+        .map(|sku| {
+            assert_owned(state, sku);
+            state.inventory.level(sku)
+        })
+        .collect()
 }
 
-/// Work that must be durable before an answer may be sent. The I/O layer
-/// performs it; if it fails, `undo` reverts the in-memory change and gives
-/// the answer to send instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Persist a SKU's units received, changed by `delta` in memory.
-    PersistStock {
-        level: StockLevel,
-        received: i64,
-        delta: i64,
-    },
-}
-
-/// Runs a call on the shard that owns its state.
-pub fn answer(
+/// A change to a cart this shard owns. Customers' own edits are rate
+/// limited; the merges and deductions souk makes for them are not.
+pub fn change_cart(
     state: &mut ShardState,
-    call: ShardCall,
+    key: CartKey,
+    change: CartChange,
     now: UnixMillis,
-) -> (ShardAnswer, Option<Effect>) {
-    match call {
-        ShardCall::StockLevels(skus) => {
-            let levels = skus
-                .iter()
-                .map(|sku| {
-                    assert_owned(state, sku);
-                    state.inventory.level(sku)
-                })
-                .collect();
-            (ShardAnswer::StockLevels(levels), None)
+) -> Result<Vec<(Sku, u32)>, ApiError> {
+    let class = match change {
+        CartChange::Add { .. } | CartChange::Set { .. } | CartChange::Remove { .. } => {
+            Some(throttle::RateClass::CartWrites)
         }
-        ShardCall::Restock(restock) => {
-            assert_owned(state, &restock.sku);
-            let before = state.inventory.level(&restock.sku).on_hand;
-            match state.inventory.restock(&restock) {
-                Ok(level) => {
-                    let effect = Effect::PersistStock {
-                        received: state.inventory.received(&restock.sku),
-                        delta: level.on_hand - before,
-                        level: level.clone(),
-                    };
-                    (ShardAnswer::Restocked(Ok(level)), Some(effect))
-                }
-                Err(error) => (ShardAnswer::Restocked(Err(error)), None),
-            }
-        }
-        ShardCall::Cart { key, change } => {
-            // Customers' own edits are rate limited; the merges and
-            // deductions souk makes for them are not.
-            let class = match change {
-                CartChange::Add { .. } | CartChange::Set { .. } | CartChange::Remove { .. } => {
-                    Some(throttle::RateClass::CartWrites)
-                }
-                CartChange::View => Some(throttle::RateClass::Reads),
-                _ => None,
-            };
-            if let Some(class) = class
-                && let Err(error) = state.rate_limits.take(&key.storage_key(), class, now)
-            {
-                return (ShardAnswer::Cart(Err(error)), None);
-            }
-            let lines = state.carts.apply(&key, change, now);
-            (ShardAnswer::Cart(lines), None)
-        }
-        ShardCall::Reserve { order, user, lines } => {
-            for (sku, _) in &lines {
-                assert_owned(state, sku);
-            }
-            let reserved = state.inventory.reserve(order, user, &lines);
-            (ShardAnswer::Reserved(reserved), None)
-        }
-        ShardCall::Release(order) => (ShardAnswer::Settled(state.inventory.release(order)), None),
-        ShardCall::Commit(order) => (ShardAnswer::Settled(state.inventory.commit(order)), None),
-        ShardCall::LoginAttempt { key, attempt } => {
-            let text = key.text();
-            let (throttle, attempt) = match key {
-                LoginKey::Account(_) => (&mut state.login_failures.accounts, attempt),
-                // A success clears an account's failures, but only takes
-                // back its own count from an address many people share.
-                LoginKey::Address(_) => {
-                    let attempt = match attempt {
-                        throttle::Attempt::Succeeded { .. } => {
-                            throttle::Attempt::Succeeded { forgive: false }
-                        }
-                        begin => begin,
-                    };
-                    (&mut state.login_failures.addresses, attempt)
-                }
-            };
-            (
-                ShardAnswer::Throttled(throttle.attempt(&text, attempt, now)),
-                None,
-            )
-        }
-        ShardCall::SignOut { user, at } => {
-            state.sign_outs.record(user, at, now);
-            (ShardAnswer::SignedOut, None)
-        }
-        other @ (ShardCall::Checkout(_) | ShardCall::UpsertProduct(_)) => {
-            unreachable!("the I/O layer runs {other:?}")
-        }
+        CartChange::View => Some(throttle::RateClass::Reads),
+        CartChange::Take | CartChange::Merge { .. } | CartChange::Deduct { .. } => None,
+    };
+    if let Some(class) = class {
+        state.rate_limits.take(&key.storage_key(), class, now)?;
     }
+    state.carts.apply(&key, change, now)
 }
 
-/// Reverts an effect that could not be made durable, and returns the
-/// answer that reports why.
-pub fn undo(state: &mut ShardState, effect: Effect, error: ApiError) -> ShardAnswer {
-    match effect {
-        Effect::PersistStock { level, delta, .. } => {
-            state.inventory.revert(&level.sku, delta);
-            ShardAnswer::Restocked(Err(error))
-        }
+/// Reserves an order's lines whose SKUs this shard owns, all or none.
+pub fn reserve(
+    state: &mut ShardState,
+    order: OrderId,
+    user: UserId,
+    lines: &[(Sku, i64)],
+) -> Result<(), ApiError> {
+    for (sku, _) in lines {
+        assert_owned(state, sku);
     }
+    state.inventory.reserve(order, user, lines)
+}
+
+/// A login attempt against the failure limit of a key this shard owns.
+pub fn login_attempt(
+    state: &mut ShardState,
+    key: &LoginKey,
+    attempt: throttle::Attempt,
+    now: UnixMillis,
+) -> Result<(), ApiError> {
+    let text = key.text();
+    let (throttle, attempt) = match key {
+        LoginKey::Account(_) => (&mut state.login_failures.accounts, attempt),
+        // A success clears an account's failures, but only takes back its
+        // own count from an address many people share.
+        LoginKey::Address(_) => {
+            let attempt = match attempt {
+                throttle::Attempt::Succeeded { .. } => {
+                    throttle::Attempt::Succeeded { forgive: false }
+                }
+                begin => begin,
+            };
+            (&mut state.login_failures.addresses, attempt)
+        }
+    };
+    throttle.attempt(&text, attempt, now)
+}
+
+/// The reply to an operation this server version does not offer: a
+/// client may try another server, and retrying this one will not help.
+pub fn not_offered(operation: souk_wire::api::Operation) -> ApiError {
+    ApiError::new(
+        ErrorStatus::NotOffered,
+        format!("{operation} is not offered by this server version"),
+    )
 }
 
 /// How a storage failure reads to a client.
@@ -570,21 +432,12 @@ pub fn storage_failure(error: souk_storage::StorageError) -> ApiError {
     }
 }
 
-fn assert_owned(state: &ShardState, sku: &Sku) {
+pub fn assert_owned(state: &ShardState, sku: &Sku) {
     assert_eq!(
         state.placement.sku_owner(sku),
         state.shard,
         "{sku} reached a shard that does not own it"
     );
-}
-
-/// The reply for an `Owner` step, from the owner's answer.
-pub fn owner_reply(answer: ShardAnswer) -> Response {
-    match answer {
-        ShardAnswer::Restocked(result) => result.map(ResponseBody::StockLevel),
-        ShardAnswer::Upserted(result) => result.map(ResponseBody::ProductDetail),
-        other => unreachable!("{other:?} does not answer an Owner step"),
-    }
 }
 
 /// The product detail reply, once the owners reported the variants' stock.
@@ -611,7 +464,7 @@ pub fn product_detail(
 
 /// A page of the catalog, each product with the best stock status of its
 /// variants as their owners last published it.
-fn browse(state: &ShardState, query: &souk_wire::api::BrowseCategory) -> Response {
+pub fn browse(state: &ShardState, query: &souk_wire::api::BrowseCategory) -> Response {
     let mut page = state.catalog.browse(query)?;
     let board = state.stock_board.snapshot();
     for summary in &mut page.products {

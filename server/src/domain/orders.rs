@@ -148,20 +148,27 @@ pub fn same_checkout(order: &OrderRecord, checkout: &Checkout) -> bool {
                     })))
 }
 
+/// Who places a new order, where and when: what pricing does not decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewOrder {
+    pub id: OrderId,
+    pub user: UserId,
+    /// The user's shard, which places the order and runs its payment.
+    pub shard: ShardId,
+    pub key: IdempotencyKey,
+    pub placed_at: UnixMillis,
+    /// When its reservation lapses if payment has not completed.
+    pub expires_at: UnixMillis,
+}
+
 /// The order a checkout of `lines` would place, priced from the catalog
 /// now. Refuses an empty cart, SKUs gone from the catalog, mixed
 /// currencies, and a total other than the one the client expects.
-#[allow(clippy::too_many_arguments)]
 pub fn price(
     catalog: &Catalog,
-    id: OrderId,
-    user: UserId,
-    shard: ShardId,
+    order: &NewOrder,
     lines: &[(Sku, u32)],
     checkout: &Checkout,
-    key: Option<IdempotencyKey>,
-    now: UnixMillis,
-    expires_at: UnixMillis,
 ) -> Result<OrderRecord, ApiError> {
     if lines.is_empty() {
         return Err(ApiError::bad_request("the cart is empty"));
@@ -211,19 +218,19 @@ pub fn price(
         ));
     }
     Ok(OrderRecord {
-        id,
-        user_id: user,
-        shard: shard.0,
+        id: order.id,
+        user_id: order.user,
+        shard: order.shard.0,
         status: OrderStatus::PendingPayment,
         lines: order_lines,
         total,
-        created_at: now,
-        updated_at: now,
-        expires_at,
+        created_at: order.placed_at,
+        updated_at: order.placed_at,
+        expires_at: order.expires_at,
         shipping_address: None,
         payment_status: PaymentStatus::Pending,
         payment_method_token: checkout.payment_method_token.clone(),
-        idempotency_key: key,
+        idempotency_key: Some(order.key),
     })
 }
 

@@ -1,10 +1,11 @@
 //! The I/O layer: the only part of the server that knows tokio, quinn and
-//! sockets. It reads frames, hands decoded requests to `domain`, carries out
-//! the steps it returns, and writes the replies.
+//! sockets. It reads frames, hands decoded requests to
+//! `domain::flow::dispatch`, writes the replies, and gives the handlers
+//! their `Ports`: timers, tasks, the mesh, the store. It holds no commerce
+//! rule.
 
 pub mod cache;
 pub mod cid;
-mod commerce;
 pub mod forward;
 pub mod gate;
 pub mod quic;

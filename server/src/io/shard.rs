@@ -3,9 +3,9 @@
 //!
 //! The request path: `accept_connections` → `serve_connection` (one task per
 //! connection) → `serve_stream` (one task per request stream: read a frame,
-//! decode, `execute`, encode, write) → `domain::handle`. Steps that need
-//! other shards go through the mesh; calls from other shards arrive in
-//! `serve_inbox` and are answered by `domain::answer`.
+//! decode, `flow::dispatch`, encode, write). Handlers reach other shards
+//! through `Ports::send` (the mesh); calls from other shards arrive in
+//! `serve_inbox` and are answered by `flow::serve_call`.
 //!
 //! Shard state lives in `Rc<RefCell<_>>`: it is `!Send`, so the compiler
 //! refuses any attempt to share it with another thread. A borrow is never
@@ -20,10 +20,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, Runtime, SendStream};
 use souk_storage::Store;
-use souk_storage::model::StockRecord;
 use souk_storage::redis::RedisState;
-use souk_storage::store::TokenStore;
-use souk_wire::api::{ApiError, ErrorStatus, Product, Request, Response, StockStatus, UnixMillis};
+use souk_storage::store::{SharedLimits, TokenStore};
+use souk_wire::api::{ApiError, ErrorStatus, Response, UnixMillis};
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits as wire_limits};
 use tokio::sync::{Barrier, watch};
@@ -33,14 +32,16 @@ use tracing::{debug, info, warn};
 
 use super::cache::ReplyCache;
 use super::cid::CidKey;
-use super::commerce;
 use super::forward::{Datagram, ForwardQueue, ShardSocket};
 use super::gate::{Admission, ConnectionGate};
 use crate::clock::Clock;
 use crate::domain::catalog::Catalog;
-use crate::domain::{self, Effect, Session, ShardAnswer, ShardCall, ShardState, Step};
+use crate::domain::flow;
+use crate::domain::ports::{GatewayError, Ports, Task};
+use crate::domain::{Session, ShardAnswer, ShardCall, ShardState};
 use crate::limits;
 use crate::shard::ShardId;
+use crate::shard::ShardId as Owner;
 use crate::shard::mesh::{CallError, Inbox, Mesh};
 use crate::stats::{ShardStats, Stats};
 
@@ -96,11 +97,14 @@ pub struct ShardSetup {
 
 /// What one shard's tasks share. Lives on the shard's thread only.
 pub(super) struct Shard {
-    pub(super) id: ShardId,
-    pub(super) state: RefCell<ShardState>,
-    pub(super) store: Arc<dyn Store>,
-    pub(super) sessions: Arc<dyn TokenStore>,
-    pub(super) shared_limits: Option<Arc<RedisState>>,
+    id: ShardId,
+    state: RefCell<ShardState>,
+    store: Arc<dyn Store>,
+    sessions: Arc<dyn TokenStore>,
+    shared_limits: Option<Arc<RedisState>>,
+    /// Payments and other work handlers leave running: a stop waits for
+    /// them after the requests.
+    background: TaskTracker,
     mesh: ShardMesh,
     cache: RefCell<ReplyCache>,
     catalog_feed: Arc<watch::Sender<Arc<Catalog>>>,
@@ -122,16 +126,88 @@ impl Shard {
         self.stats.shard(self.id)
     }
 
-    pub(super) fn placement(&self) -> crate::shard::Placement {
-        self.state.borrow().placement
+    fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+}
+
+/// The real world a shard's handlers run in: tokio timers and tasks, the
+/// mesh, the configured store, the operating system's randomness and the
+/// built-in gateway.
+impl Ports for Shard {
+    fn shard(&self) -> ShardId {
+        self.id
     }
 
-    pub(super) fn now(&self) -> UnixMillis {
+    fn state(&self) -> &RefCell<ShardState> {
+        &self.state
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn sessions(&self) -> &dyn TokenStore {
+        self.sessions.as_ref()
+    }
+
+    fn shared_limits(&self) -> Option<&dyn SharedLimits> {
+        self.shared_limits
+            .as_deref()
+            .map(|redis| redis as &dyn SharedLimits)
+    }
+
+    fn now(&self) -> UnixMillis {
         self.clock.now()
     }
 
-    pub(super) fn tokens(&self) -> Arc<crate::domain::accounts::TokenKeys> {
-        self.state.borrow().tokens.clone()
+    fn fill_random(&self, bytes: &mut [u8]) {
+        rand::fill(bytes);
+    }
+
+    async fn sleep(&self, duration: std::time::Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    async fn send(&self, owner: Owner, call: ShardCall) -> Result<ShardAnswer, CallError> {
+        self.mesh.call(owner, call).await
+    }
+
+    fn spawn(&self, task: Task) {
+        self.background.spawn_local(task);
+    }
+
+    async fn offload<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        tokio::task::spawn_blocking(work).await.ok()
+    }
+
+    async fn charge(
+        &self,
+        order: souk_wire::api::OrderId,
+        payment_method_token: &str,
+        _amount: souk_wire::api::Money,
+    ) -> Result<String, GatewayError> {
+        let gateway = self.state.borrow().commerce.gateway;
+        tokio::time::sleep(gateway.latency).await;
+        gateway
+            .charge(order, payment_method_token)
+            .map_err(GatewayError::Declined)
+    }
+
+    fn latest_catalog(&self) -> Arc<Catalog> {
+        self.catalog_feed.borrow().clone()
+    }
+
+    fn publish_catalog(&self, catalog: Arc<Catalog>) {
+        self.catalog_feed.send_replace(catalog);
+    }
+
+    fn replies_stale(&self) {
+        // Every shard's follower drops its cached replies on a change.
+        self.catalog_feed.send_modify(|_| {});
     }
 }
 
@@ -220,15 +296,16 @@ async fn run(setup: ShardSetup) {
         clock,
         sessions,
         shared_limits,
+        background: TaskTracker::new(),
     });
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
-    let expiry_task = tokio::task::spawn_local(commerce::expire_lapsed(shard.clone()));
+    let expiry_task = tokio::task::spawn_local(flow::expire_lapsed(shard.clone()));
     let catalog_task = tokio::task::spawn_local(follow_catalog(shard.clone()));
-    let board_task = tokio::task::spawn_local(publish_stock_statuses(shard.clone()));
-    let carts_task = tokio::task::spawn_local(commerce::flush_carts(shard.clone()));
+    let board_task = tokio::task::spawn_local(flow::publish_stock_statuses(shard.clone()));
+    let carts_task = tokio::task::spawn_local(flow::flush_carts(shard.clone()));
     // Payments that a stop interrupted resume; the gateway is idempotent.
     let pending = shard.state.borrow().pending.ids();
-    let resume_task = tokio::task::spawn_local(commerce::resume_payments(shard.clone(), pending));
+    let resume_task = tokio::task::spawn_local(flow::resume_payments(shard.clone(), pending));
     let sign_outs_task =
         sign_outs.map(|feed| tokio::task::spawn_local(follow_sign_outs(shard.clone(), feed)));
     let _ = ready.send(Ok(()));
@@ -240,7 +317,9 @@ async fn run(setup: ShardSetup) {
     // Every shard has drained, so no cart can change any more: the last
     // changes are written before the store closes.
     carts_task.abort();
-    commerce::flush_carts_once(&shard).await;
+    flow::flush_carts_once(shard.as_ref()).await;
+    shard.background.close();
+    shard.background.wait().await;
     inbox_task.abort();
     expiry_task.abort();
     catalog_task.abort();
@@ -256,8 +335,7 @@ async fn run(setup: ShardSetup) {
 /// that this shard's connections signed in before them lose their identity.
 async fn follow_sign_outs(shard: Rc<Shard>, mut feed: souk_storage::redis::SignOutReceiver) {
     while let Some((user, at)) = feed.next().await {
-        let now = shard.now();
-        shard.state.borrow_mut().sign_outs.record(user, at, now);
+        flow::record_sign_out(shard.as_ref(), user, at);
     }
 }
 
@@ -527,7 +605,7 @@ async fn serve_stream(
             }
             // Boxed: the handlers' state is kilobytes, and a task's future
             // is copied whole when it is spawned and when it completes.
-            Box::pin(execute(&shard, &connection.session, request)).await
+            Box::pin(flow::dispatch(&shard, &connection.session, request)).await
         }
         Err(ReadFailure::Gone) => return,
         Err(ReadFailure::Refused(reason)) => {
@@ -575,28 +653,6 @@ async fn follow_catalog(shard: Rc<Shard>) {
     }
 }
 
-/// Publishes the stock statuses of this shard's SKUs that changed, and
-/// then drops every shard's cached replies, so that listings and product
-/// pages show a SKU selling out (or coming back) at once rather than after
-/// the cache's TTL.
-async fn publish_stock_statuses(shard: Rc<Shard>) {
-    let mut tick = tokio::time::interval(limits::STOCK_BOARD_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let (board, changes) = {
-            let mut state = shard.state.borrow_mut();
-            (
-                state.stock_board.clone(),
-                state.inventory.take_status_changes(),
-            )
-        };
-        if !changes.is_empty() && board.publish(shard.id, &changes) {
-            shard.catalog_feed.send_modify(|_| {});
-        }
-    }
-}
-
 fn encode(shard: &Shard, response: &Response) -> Bytes {
     let mut encoder = shard.encoder.borrow_mut();
     match encoder.response(response) {
@@ -612,138 +668,6 @@ fn encode(shard: &Shard, response: &Response) -> Bytes {
     }
 }
 
-/// Carries out the step `domain::handle` returns.
-async fn execute(shard: &Rc<Shard>, session: &RefCell<Session>, request: Request) -> Response {
-    domain::end_signed_out(&shard.state.borrow(), &mut session.borrow_mut());
-    if commerce::serves(&request.body) {
-        return commerce::execute(shard, session, request).await;
-    }
-    let step = domain::handle(
-        &shard.state.borrow(),
-        &mut session.borrow_mut(),
-        &request,
-        shard.now(),
-    );
-    match step {
-        Step::Reply(response) => response,
-        Step::Owner { owner, call } => call_owner(shard, owner, call)
-            .await
-            .and_then(domain::owner_reply),
-        Step::ProductStock { product_id, asks } => {
-            let skus = asks.into_iter().flat_map(|(_, skus)| skus).collect();
-            let levels = commerce::stock_levels(shard, skus).await?;
-            domain::product_detail(&shard.state.borrow(), &product_id, &levels)
-        }
-        Step::Authenticate(verified) => {
-            let user = verified.identity.user_id;
-            match shard.sessions.signed_out_at(user).await {
-                Ok(stored) => domain::bind(
-                    &shard.state.borrow(),
-                    &mut session.borrow_mut(),
-                    verified,
-                    stored,
-                ),
-                // Without the cutoff the token cannot be trusted.
-                Err(error) => {
-                    session.borrow_mut().identity = None;
-                    Err(domain::storage_failure(error))
-                }
-            }
-        }
-    }
-}
-
-/// Runs `call` on `owner`: directly when that is this shard, else through
-/// the mesh.
-pub(super) async fn call_owner(
-    shard: &Rc<Shard>,
-    owner: ShardId,
-    call: ShardCall,
-) -> Result<ShardAnswer, ApiError> {
-    if owner == shard.id {
-        return Ok(answer(shard, call).await);
-    }
-    shard
-        .mesh
-        .call(owner, call)
-        .await
-        .map_err(|error| match error {
-            CallError::Busy(_) => ApiError::busy(limits::BUSY_RETRY_AFTER_MS, error.to_string()),
-            CallError::Stopped(_) | CallError::Timeout(_) => {
-                ApiError::new(ErrorStatus::Unavailable, error.to_string())
-            }
-        })
-}
-
-/// Runs a call on this shard (its owner) and makes its effects durable
-/// before answering; a failed effect is undone and reported.
-async fn answer(shard: &Rc<Shard>, call: ShardCall) -> ShardAnswer {
-    let call = match call {
-        ShardCall::Checkout(checkout) => return commerce::place_order(shard, *checkout).await,
-        ShardCall::UpsertProduct(product) => return upsert_product(shard, *product).await,
-        call => call,
-    };
-    let (answer, effect) = domain::answer(&mut shard.state.borrow_mut(), call, shard.now());
-    let Some(effect) = effect else {
-        return answer;
-    };
-    let persisted = match &effect {
-        Effect::PersistStock {
-            level, received, ..
-        } => {
-            let record = StockRecord {
-                sku: level.sku.clone(),
-                received: *received,
-                updated_at: shard.now(),
-            };
-            shard.store.put_stock(&[record]).await
-        }
-    };
-    match persisted {
-        Ok(()) => {
-            // An operator's stock change shows everywhere at once: every
-            // shard drops its cached replies, as for a catalog change.
-            shard.catalog_feed.send_modify(|_| {});
-            answer
-        }
-        Err(error) => {
-            warn!(shard = shard.id.0, %error, "could not persist; change undone");
-            domain::undo(
-                &mut shard.state.borrow_mut(),
-                effect,
-                domain::storage_failure(error),
-            )
-        }
-    }
-}
-
-/// Stores a product and publishes the catalog that includes it. Runs on
-/// the catalog owner only, one change after another.
-async fn upsert_product(shard: &Shard, mut product: Product) -> ShardAnswer {
-    let now = shard.now();
-    let catalog = shard.state.borrow().catalog.clone();
-    if let Err(error) = catalog.check_upsert(&product) {
-        return ShardAnswer::Upserted(Err(error));
-    }
-    product.created_at = catalog.product(&product.id).map_or(now, |p| p.created_at);
-    product.updated_at = now;
-    for variant in &mut product.variants {
-        // Stock is the owners' counters', never the product record's.
-        variant.available = 0;
-        variant.stock_status = StockStatus::Unknown;
-    }
-    if let Err(error) = shard.store.upsert_product(&product).await {
-        return ShardAnswer::Upserted(Err(domain::storage_failure(error)));
-    }
-    // Changes are applied in the order they were stored: the catalog is
-    // re-read after the write, in case another change landed meanwhile.
-    let latest = shard.catalog_feed.borrow().clone();
-    shard
-        .catalog_feed
-        .send_replace(Arc::new(latest.with_product(product.clone())));
-    ShardAnswer::Upserted(Ok(Box::new(product)))
-}
-
 /// Answers other shards' calls for the state this shard owns. Each call
 /// runs as its own task, so that one waiting on storage does not hold up
 /// the reads behind it.
@@ -753,7 +677,7 @@ async fn serve_inbox(shard: Rc<Shard>, mut inbox: ShardInbox) {
         shard.requests.spawn_local(async move {
             // Boxed, like a request's handler: kilobytes of state that the
             // spawn would otherwise copy.
-            let answer = Box::pin(answer(&owner, envelope.call)).await;
+            let answer = Box::pin(flow::serve_call(&owner, envelope.call)).await;
             owner.stats().cross_shard_served.increment();
             // The caller may have timed out and gone; nothing to do then.
             let _ = envelope.reply.send(answer);

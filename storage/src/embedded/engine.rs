@@ -6,7 +6,10 @@
 
 use crate::error::Result;
 
-/// The logical tables. Each engine maps them to its own namespaces.
+/// The logical tables. Each engine maps them to its own namespaces, found
+/// by `name`, never by position: a table removed from here is left unread
+/// in an existing data directory, as `idempotency`, `events` and
+/// `event_offsets` are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Meta,
@@ -21,16 +24,13 @@ pub enum Table {
     Orders,
     OrdersByUser,
     Payments,
-    Idempotency,
-    Events,
-    EventOffsets,
     Carts,
     StockSold,
     SignOuts,
 }
 
 impl Table {
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 15] = [
         Table::Meta,
         Table::Categories,
         Table::Products,
@@ -43,9 +43,6 @@ impl Table {
         Table::Orders,
         Table::OrdersByUser,
         Table::Payments,
-        Table::Idempotency,
-        Table::Events,
-        Table::EventOffsets,
         Table::Carts,
         Table::StockSold,
         Table::SignOuts,
@@ -65,9 +62,6 @@ impl Table {
             Table::Orders => "orders",
             Table::OrdersByUser => "orders_by_user",
             Table::Payments => "payments",
-            Table::Idempotency => "idempotency",
-            Table::Events => "events",
-            Table::EventOffsets => "event_offsets",
             Table::Carts => "carts",
             Table::StockSold => "stock_sold",
             Table::SignOuts => "sign_outs",

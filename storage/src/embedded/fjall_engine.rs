@@ -568,6 +568,35 @@ mod tests {
         engine.sync().unwrap();
     }
 
+    /// A data directory written when there were more tables (`events`, since
+    /// removed) opens: fjall recovers every keyspace it finds and `open`
+    /// asks only for those `Table` names, so the others are left unread.
+    #[test]
+    fn keyspaces_of_removed_tables_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_keyspace = |db: &Database| {
+            db.keyspace("events", KeyspaceCreateOptions::default)
+                .unwrap()
+        };
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            old_keyspace(&db).insert(b"k", b"old-event").unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        {
+            let engine = FjallEngine::open(dir.path()).unwrap();
+            apply(&engine, b"k", b"an order");
+            assert_eq!(
+                engine.get(Table::Orders, b"k").unwrap().as_deref(),
+                Some(&b"an order"[..])
+            );
+            engine.flush().unwrap();
+        }
+        let db = Database::builder(dir.path()).open().unwrap();
+        let stored = old_keyspace(&db).get(b"k").unwrap();
+        assert_eq!(stored.as_deref(), Some(&b"old-event"[..]));
+    }
+
     /// What `sync` assumes of fjall's journal layout: the newest `<id>.jnl`
     /// holds the batches just applied, also after fjall starts a new one.
     #[test]

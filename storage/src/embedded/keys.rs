@@ -2,7 +2,7 @@
 //! order; composite keys put the partition first (user, shard, family) so
 //! that one prefix scan reads one partition, as a Scylla partition would.
 
-use souk_wire::api::{AddressId, IdempotencyKey, OrderId, UnixMillis, UserId};
+use souk_wire::api::{AddressId, OrderId, UnixMillis, UserId};
 
 use crate::error::{Result, StorageError};
 use crate::limits::KEY_BYTES_MAX;
@@ -12,7 +12,8 @@ pub const CATALOG_IMPORTED: &[u8] = b"catalog_imported";
 /// sold below it are in `Table::StockSold`.
 pub const STOCK_WATERMARK: &[u8] = b"stock_watermark";
 
-/// Separates a variable-length text from what follows it.
+/// Ends a variable-length text in a composite key, so text key parts may
+/// not contain it.
 const SEPARATOR: u8 = 0;
 
 /// A text key part: bounded, and free of the separator byte.
@@ -64,13 +65,6 @@ pub fn trailing_order(key: &[u8]) -> Result<OrderId> {
     Ok(OrderId(u64::from_be_bytes(bytes)))
 }
 
-pub fn idempotency(scope: &str, key: IdempotencyKey) -> Result<Vec<u8>> {
-    let mut bytes = text(scope, "idempotency scope")?;
-    bytes.push(SEPARATOR);
-    bytes.extend_from_slice(&key.0.to_be_bytes());
-    Ok(bytes)
-}
-
 pub fn token_family(family: &[u8; 16], token_hash: &[u8; 32]) -> [u8; 48] {
     let mut key = [0u8; 48];
     key[..16].copy_from_slice(family);
@@ -85,20 +79,6 @@ pub fn millis(value: &[u8]) -> Result<UnixMillis> {
         reason: format!("a time of {} bytes", value.len()),
     })?;
     Ok(UnixMillis(u64::from_be_bytes(bytes)))
-}
-
-pub fn event(shard: u16, offset: u64) -> [u8; 10] {
-    let mut key = [0u8; 10];
-    key[..2].copy_from_slice(&shard.to_be_bytes());
-    key[2..].copy_from_slice(&offset.to_be_bytes());
-    key
-}
-
-pub fn event_offset(consumer: &str, shard: u16) -> Result<Vec<u8>> {
-    let mut bytes = text(consumer, "consumer name")?;
-    bytes.push(SEPARATOR);
-    bytes.extend_from_slice(&shard.to_be_bytes());
-    Ok(bytes)
 }
 
 #[cfg(test)]

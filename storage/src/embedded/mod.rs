@@ -17,21 +17,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use souk_wire::api::{
-    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, Sku,
-    UnixMillis, UserId,
+    Address, AddressId, Category, OrderId, OrderStatus, Product, ProductId, Sku, UnixMillis, UserId,
 };
 
 use crate::CatalogData;
 use crate::codec::{decode, encode};
 use crate::error::{Result, StorageError};
-use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX, check_len};
+use crate::limits::{PAGE_MAX, RECORD_BYTES_MAX};
 use crate::model::{
-    CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
-    RefreshTokenRecord, SnapshotProgress, StockRecord, StockSnapshot, UserRecord,
+    CartRecord, OrderRecord, Page, PaymentRecord, RefreshTokenRecord, SnapshotProgress,
+    StockRecord, StockSnapshot, UserRecord,
 };
 use crate::store::{
-    CartStore, CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore,
-    Store, TokenStore, UserStore,
+    CartStore, CatalogStore, OrderStore, PaymentStore, StockStore, Store, TokenStore, UserStore,
 };
 use commit::Committer;
 use engine::{Engine, Scan, Table, WriteTxn};
@@ -767,110 +765,6 @@ impl PaymentStore for EmbeddedStore {
     async fn payment(&self, order: OrderId) -> Result<Option<PaymentRecord>> {
         self.settled(self.get_record(Table::Payments, &keys::order(order)))
             .await
-    }
-}
-
-#[async_trait]
-impl IdempotencyStore for EmbeddedStore {
-    async fn put_idempotency(
-        &self,
-        record: &IdempotencyRecord,
-    ) -> Result<Inserted<IdempotencyRecord>> {
-        check_len(
-            "idempotency outcome",
-            record.outcome.len(),
-            OUTCOME_BYTES_MAX,
-        )?;
-        let key = keys::idempotency(&record.scope, record.key)?;
-        let value = encode("idempotency", record, RECORD_BYTES_MAX)?;
-        self.write(move |txn| {
-            if let Some(stored) = txn.get(Table::Idempotency, &key)? {
-                return Ok(Inserted::Existing(decode("idempotency", &stored)?));
-            }
-            txn.put(Table::Idempotency, &key, &value)?;
-            Ok(Inserted::New)
-        })
-        .await
-    }
-
-    async fn idempotency(
-        &self,
-        scope: &str,
-        key: IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>> {
-        self.settled(self.get_record(Table::Idempotency, &keys::idempotency(scope, key)?))
-            .await
-    }
-}
-
-#[async_trait]
-impl EventLog for EmbeddedStore {
-    async fn append_events(&self, shard: u16, events: &[EventRecord]) -> Result<()> {
-        let mut writes = Vec::with_capacity(events.len());
-        for event in events {
-            check_len("event payload", event.payload.len(), EVENT_BYTES_MAX)?;
-            let value = encode("event", event, RECORD_BYTES_MAX)?;
-            writes.push((keys::event(shard, event.offset), event.offset, value));
-        }
-        self.write(move |txn| {
-            for (key, offset, _) in &writes {
-                if txn.get(Table::Events, key)?.is_some() {
-                    return Err(StorageError::Conflict(format!(
-                        "event offset {offset} of shard {shard} is taken"
-                    )));
-                }
-            }
-            for (key, _, value) in &writes {
-                txn.put(Table::Events, key, value)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn last_event_offset(&self, shard: u16) -> Result<Option<u64>> {
-        let prefix = shard.to_be_bytes();
-        let scan = Scan {
-            prefix: &prefix,
-            from: None,
-            descending: true,
-            limit: 1,
-        };
-        let last: Vec<EventRecord> = self.scan_records(Table::Events, scan)?;
-        self.settled(Ok(last.first().map(|e| e.offset))).await
-    }
-
-    async fn read_events(&self, shard: u16, from: u64, limit: usize) -> Result<Vec<EventRecord>> {
-        let prefix = shard.to_be_bytes();
-        let start = keys::event(shard, from);
-        let scan = Scan {
-            prefix: &prefix,
-            from: Some(&start),
-            descending: false,
-            limit: page_limit(limit),
-        };
-        self.settled(self.scan_records(Table::Events, scan)).await
-    }
-
-    async fn commit_offset(&self, consumer: &str, shard: u16, offset: u64) -> Result<()> {
-        let key = keys::event_offset(consumer, shard)?;
-        self.write(move |txn| txn.put(Table::EventOffsets, &key, &offset.to_be_bytes()))
-            .await
-    }
-
-    async fn committed_offset(&self, consumer: &str, shard: u16) -> Result<Option<u64>> {
-        let key = keys::event_offset(consumer, shard)?;
-        let Some(bytes) = self.engine.get(Table::EventOffsets, &key)? else {
-            return self.settled(Ok(None)).await;
-        };
-        let bytes: [u8; 8] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| StorageError::Corrupt {
-                table: "event_offsets",
-                reason: format!("offset of {} bytes", bytes.len()),
-            })?;
-        self.settled(Ok(Some(u64::from_be_bytes(bytes)))).await
     }
 }
 

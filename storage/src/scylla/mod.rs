@@ -5,10 +5,10 @@
 //! owns its partition and to the right shard of that replica (token- and
 //! shard-aware). Writes and reads run at LOCAL_QUORUM under a request
 //! timeout. Lightweight transactions are used only where a condition must
-//! hold across writers: idempotency records, unique e-mails and user ids,
-//! order state transitions and refresh-token rotation. Plain writes are
-//! marked idempotent (re-running them writes the same values), so the
-//! driver may retry them after a timeout without ever duplicating an order;
+//! hold across writers: unique e-mails and user ids, order state
+//! transitions and refresh-token rotation. Plain writes are marked
+//! idempotent (re-running them writes the same values), so the driver may
+//! retry them after a timeout without ever duplicating an order;
 //! conditional writes are not retried blindly.
 
 mod statements;
@@ -27,29 +27,24 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use souk_wire::api::{
-    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId,
-    UnixMillis, UserId,
+    Address, AddressId, Category, OrderId, OrderStatus, Product, ProductId, UnixMillis, UserId,
 };
 
 use crate::CatalogData;
 use crate::codec::{decode, encode};
 use crate::error::{Result, StorageError};
-use crate::limits::{EVENT_BYTES_MAX, OUTCOME_BYTES_MAX, PAGE_MAX, RECORD_BYTES_MAX, check_len};
+use crate::limits::{PAGE_MAX, RECORD_BYTES_MAX, check_len};
 use crate::model::{
-    CartRecord, EventRecord, IdempotencyRecord, Inserted, OrderRecord, Page, PaymentRecord,
-    RefreshTokenRecord, SnapshotProgress, StockRecord, StockSnapshot, UserRecord,
+    CartRecord, OrderRecord, Page, PaymentRecord, RefreshTokenRecord, SnapshotProgress,
+    StockRecord, StockSnapshot, UserRecord,
 };
 use crate::store::{
-    CartStore, CatalogStore, EventLog, IdempotencyStore, OrderStore, PaymentStore, StockStore,
-    Store, TokenStore, UserStore,
+    CartStore, CatalogStore, OrderStore, PaymentStore, StockStore, Store, TokenStore, UserStore,
 };
 use statements::Statements;
 
 /// The schema, with `{keyspace}` and `{replication}` to fill in.
 pub const SCHEMA: &str = include_str!("../../scylla/schema.cql");
-
-/// Offsets per event partition; see the schema.
-const EVENT_BUCKET_OFFSETS: u64 = 1 << 16;
 
 /// How long one request may take before the driver gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,8 +56,8 @@ pub struct ScyllaConfig {
     pub keyspace: String,
     /// Replicas per datacenter (NetworkTopologyStrategy).
     pub replication_factor: u32,
-    /// This souk node's name: shard numbers repeat on every node, so logs
-    /// and replay indexes are kept per node.
+    /// This souk node's name: shard numbers repeat on every node, so replay
+    /// indexes are kept per node.
     pub node: String,
 }
 
@@ -772,176 +767,6 @@ impl PaymentStore for ScyllaStore {
     async fn payment(&self, order: OrderId) -> Result<Option<PaymentRecord>> {
         self.record("payment", &self.statements.get_payment, (to_i64(order.0),))
             .await
-    }
-}
-
-#[async_trait]
-impl IdempotencyStore for ScyllaStore {
-    async fn put_idempotency(
-        &self,
-        record: &IdempotencyRecord,
-    ) -> Result<Inserted<IdempotencyRecord>> {
-        check_len(
-            "idempotency outcome",
-            record.outcome.len(),
-            OUTCOME_BYTES_MAX,
-        )?;
-        if record.scope.is_empty() || record.scope.contains('\0') {
-            return Err(StorageError::InvalidKey("idempotency scope".into()));
-        }
-        let bytes = encode("idempotency", record, RECORD_BYTES_MAX)?;
-        let key = record.key.0.to_be_bytes().to_vec();
-        let values = (record.scope.as_str(), key.clone(), bytes);
-        if applied(self.run(&self.statements.claim_idempotency, values).await?)? {
-            return Ok(Inserted::New);
-        }
-        let existing = self
-            .record(
-                "idempotency",
-                &self.statements.get_idempotency_serial,
-                (record.scope.as_str(), key),
-            )
-            .await?
-            .ok_or_else(|| unavailable("idempotency record vanished after a failed claim"))?;
-        Ok(Inserted::Existing(existing))
-    }
-
-    async fn idempotency(
-        &self,
-        scope: &str,
-        key: IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>> {
-        if scope.is_empty() || scope.contains('\0') {
-            return Err(StorageError::InvalidKey("idempotency scope".into()));
-        }
-        let values = (scope, key.0.to_be_bytes().to_vec());
-        self.record("idempotency", &self.statements.get_idempotency, values)
-            .await
-    }
-}
-
-#[async_trait]
-impl EventLog for ScyllaStore {
-    /// The events and the new head in one logged batch. A shard is its
-    /// log's only writer, so offsets are not claimed with transactions.
-    async fn append_events(&self, shard: u16, events: &[EventRecord]) -> Result<()> {
-        let Some(last) = events.iter().map(|e| e.offset).max() else {
-            return Ok(());
-        };
-        let mut batch =
-            scylla::statement::batch::Batch::new(scylla::statement::batch::BatchType::Logged);
-        let mut values = Vec::with_capacity(events.len() + 1);
-        for event in events {
-            check_len("event payload", event.payload.len(), EVENT_BYTES_MAX)?;
-            let record = encode("event", event, RECORD_BYTES_MAX)?;
-            let bucket = to_i64(event.offset / EVENT_BUCKET_OFFSETS);
-            batch.append_statement(self.statements.append_event.clone());
-            values.push(EventWrite::Event(
-                self.node.clone(),
-                i32::from(shard),
-                bucket,
-                to_i64(event.offset),
-                record,
-            ));
-        }
-        batch.append_statement(self.statements.set_event_head.clone());
-        values.push(EventWrite::Head(
-            self.node.clone(),
-            i32::from(shard),
-            to_i64(last),
-        ));
-        self.session
-            .batch(&batch, values)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn last_event_offset(&self, shard: u16) -> Result<Option<u64>> {
-        let rows = self
-            .run(
-                &self.statements.event_head,
-                (self.node.as_str(), i32::from(shard)),
-            )
-            .await?
-            .into_rows_result()
-            .map_err(unavailable)?;
-        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
-        Ok(row.map(|(offset,)| offset as u64))
-    }
-
-    async fn read_events(&self, shard: u16, from: u64, limit: usize) -> Result<Vec<EventRecord>> {
-        let limit = limit.clamp(1, PAGE_MAX);
-        let Some(last) = self.last_event_offset(shard).await? else {
-            return Ok(Vec::new());
-        };
-        let mut events = Vec::new();
-        let mut bucket = from / EVENT_BUCKET_OFFSETS;
-        while events.len() < limit && bucket <= last / EVENT_BUCKET_OFFSETS {
-            let values = (
-                self.node.as_str(),
-                i32::from(shard),
-                to_i64(bucket),
-                to_i64(from),
-                (limit - events.len()) as i32,
-            );
-            let found: Vec<EventRecord> = self
-                .records("event", &self.statements.read_events, values)
-                .await?;
-            events.extend(found);
-            bucket += 1;
-        }
-        Ok(events)
-    }
-
-    async fn commit_offset(&self, consumer: &str, shard: u16, offset: u64) -> Result<()> {
-        let values = (
-            consumer,
-            self.node.as_str(),
-            i32::from(shard),
-            to_i64(offset),
-        );
-        self.run(&self.statements.commit_offset, values).await?;
-        Ok(())
-    }
-
-    async fn committed_offset(&self, consumer: &str, shard: u16) -> Result<Option<u64>> {
-        let rows = self
-            .run(
-                &self.statements.committed_offset,
-                (consumer, self.node.as_str(), i32::from(shard)),
-            )
-            .await?
-            .into_rows_result()
-            .map_err(unavailable)?;
-        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
-        Ok(row.map(|(offset,)| offset as u64))
-    }
-}
-
-/// The values of one statement of an event batch.
-#[derive(Clone)]
-enum EventWrite {
-    Event(String, i32, i64, i64, Vec<u8>),
-    Head(String, i32, i64),
-}
-
-impl SerializeRow for EventWrite {
-    fn serialize(
-        &self,
-        ctx: &scylla::serialize::row::RowSerializationContext<'_>,
-        writer: &mut scylla::serialize::writers::RowWriter,
-    ) -> std::result::Result<(), scylla::serialize::SerializationError> {
-        match self {
-            EventWrite::Event(node, shard, bucket, offset, record) => {
-                (node, shard, bucket, offset, record).serialize(ctx, writer)
-            }
-            EventWrite::Head(node, shard, offset) => (node, shard, offset).serialize(ctx, writer),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        false
     }
 }
 

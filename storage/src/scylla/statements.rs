@@ -49,15 +49,6 @@ pub struct Statements {
     pub orders_of_shard: PreparedStatement,
     pub put_payment: PreparedStatement,
     pub get_payment: PreparedStatement,
-    pub claim_idempotency: PreparedStatement,
-    pub get_idempotency: PreparedStatement,
-    pub get_idempotency_serial: PreparedStatement,
-    pub append_event: PreparedStatement,
-    pub set_event_head: PreparedStatement,
-    pub event_head: PreparedStatement,
-    pub read_events: PreparedStatement,
-    pub commit_offset: PreparedStatement,
-    pub committed_offset: PreparedStatement,
 }
 
 /// Whether the driver may run a statement again after a timeout: true for
@@ -101,14 +92,6 @@ impl Statements {
             insert_order.append_statement(statement);
         }
         insert_order.set_is_idempotent(true);
-        let mut get_idempotency_serial = p
-            .prepare(
-                "SELECT record FROM {ks}.idempotency WHERE scope = ? AND key = ?",
-                Safe,
-            )
-            .await?;
-        // Reads the value a lost claim raced with, as committed by Paxos.
-        get_idempotency_serial.set_consistency(scylla::frame::types::Consistency::LocalSerial);
         Ok(Statements {
             get_meta: p.prepare("SELECT value FROM {ks}.meta WHERE name = ?", Safe).await?,
             put_meta: p.prepare("INSERT INTO {ks}.meta (name, value) VALUES (?, ?)", Safe).await?,
@@ -148,15 +131,6 @@ impl Statements {
             orders_of_shard: p.prepare("SELECT order_id, user_id FROM {ks}.orders_by_shard WHERE node = ? AND shard = ? AND order_id > ? LIMIT ?", Safe).await?,
             put_payment: p.prepare("INSERT INTO {ks}.payments (order_id, record) VALUES (?, ?)", Safe).await?,
             get_payment: p.prepare("SELECT record FROM {ks}.payments WHERE order_id = ?", Safe).await?,
-            claim_idempotency: p.prepare("INSERT INTO {ks}.idempotency (scope, key, record) VALUES (?, ?, ?) IF NOT EXISTS", Conditional).await?,
-            get_idempotency: p.prepare("SELECT record FROM {ks}.idempotency WHERE scope = ? AND key = ?", Safe).await?,
-            get_idempotency_serial,
-            append_event: p.prepare("INSERT INTO {ks}.events (node, shard, bucket, offset, record) VALUES (?, ?, ?, ?, ?)", Safe).await?,
-            set_event_head: p.prepare("INSERT INTO {ks}.event_heads (node, shard, last_offset) VALUES (?, ?, ?)", Safe).await?,
-            event_head: p.prepare("SELECT last_offset FROM {ks}.event_heads WHERE node = ? AND shard = ?", Safe).await?,
-            read_events: p.prepare("SELECT record FROM {ks}.events WHERE node = ? AND shard = ? AND bucket = ? AND offset >= ? LIMIT ?", Safe).await?,
-            commit_offset: p.prepare("INSERT INTO {ks}.event_offsets (consumer, node, shard, committed) VALUES (?, ?, ?, ?)", Safe).await?,
-            committed_offset: p.prepare("SELECT committed FROM {ks}.event_offsets WHERE consumer = ? AND node = ? AND shard = ?", Safe).await?,
         })
     }
 }

@@ -74,6 +74,7 @@ pub fn decode_response(frame: &[u8]) -> Decoded<api::Response> {
         fb::Status::Busy => api::ErrorStatus::Busy,
         fb::Status::Unavailable => api::ErrorStatus::Unavailable,
         fb::Status::Internal => api::ErrorStatus::Internal,
+        fb::Status::NotOffered => api::ErrorStatus::NotOffered,
         other => return Err(unknown_enum("status", other.0)),
     };
     let message = text(response.message(), "message", limits::MESSAGE_BYTES_MAX)?;

@@ -169,6 +169,7 @@ fn status(status: ErrorStatus) -> fb::Status {
         ErrorStatus::Busy => fb::Status::Busy,
         ErrorStatus::Unavailable => fb::Status::Unavailable,
         ErrorStatus::Internal => fb::Status::Internal,
+        ErrorStatus::NotOffered => fb::Status::NotOffered,
     }
 }
 

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_STATUS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_STATUS: u8 = 10;
+pub const ENUM_MAX_STATUS: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_STATUS: [Status; 11] = [
+pub const ENUM_VALUES_STATUS: [Status; 12] = [
   Status::Ok,
   Status::BadRequest,
   Status::Unauthenticated,
@@ -28,6 +28,7 @@ pub const ENUM_VALUES_STATUS: [Status; 11] = [
   Status::Busy,
   Status::Unavailable,
   Status::Internal,
+  Status::NotOffered,
 ];
 
 /// The outcome of a request. Every response carries one; `Ok` is the only
@@ -55,14 +56,17 @@ impl Status {
   pub const LimitExceeded: Self = Self(7);
   /// The server is overloaded. Retry after retry_after_ms with the same idempotency key.
   pub const Busy: Self = Self(8);
-  /// A dependency (storage, payment gateway) is down, or the operation is not
-  /// offered by this server version.
+  /// A dependency (storage, payment gateway, another shard) is down or did
+  /// not answer. Retry with the same idempotency key.
   pub const Unavailable: Self = Self(9);
   /// A bug on the server. The request may be retried with the same idempotency key.
   pub const Internal: Self = Self(10);
+  /// This server version does not offer the operation: retrying will not
+  /// help (an older server than the client expects).
+  pub const NotOffered: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 10;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::BadRequest,
@@ -75,6 +79,7 @@ impl Status {
     Self::Busy,
     Self::Unavailable,
     Self::Internal,
+    Self::NotOffered,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -90,6 +95,7 @@ impl Status {
       Self::Busy => Some("Busy"),
       Self::Unavailable => Some("Unavailable"),
       Self::Internal => Some("Internal"),
+      Self::NotOffered => Some("NotOffered"),
       _ => None,
     }
   }

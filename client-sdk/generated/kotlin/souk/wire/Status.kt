@@ -42,13 +42,18 @@ class Status private constructor() {
          */
         const val Busy: UByte = 8u
         /**
-         * A dependency (storage, payment gateway) is down, or the operation is not
-         * offered by this server version.
+         * A dependency (storage, payment gateway, another shard) is down or did
+         * not answer. Retry with the same idempotency key.
          */
         const val Unavailable: UByte = 9u
         /**
          * A bug on the server. The request may be retried with the same idempotency key.
          */
         const val Internal: UByte = 10u
+        /**
+         * This server version does not offer the operation: retrying will not
+         * help (an older server than the client expects).
+         */
+        const val NotOffered: UByte = 11u
     }
 }

@@ -48,13 +48,19 @@ export enum Status {
   Busy = 8,
 
   /**
-   * A dependency (storage, payment gateway) is down, or the operation is not
-   * offered by this server version.
+   * A dependency (storage, payment gateway, another shard) is down or did
+   * not answer. Retry with the same idempotency key.
    */
   Unavailable = 9,
 
   /**
    * A bug on the server. The request may be retried with the same idempotency key.
    */
-  Internal = 10
+  Internal = 10,
+
+  /**
+   * This server version does not offer the operation: retrying will not
+   * help (an older server than the client expects).
+   */
+  NotOffered = 11
 }

@@ -1,0 +1,252 @@
+//! Checkout, on the user's shard (which owns the cart, the user's pending
+//! orders and the idempotency guard):
+//!
+//! 1. look the idempotency key up among the shard's recent orders: a
+//!    retry gets its order back;
+//! 2. price the cart (or the lines a "buy now" names) from the catalog;
+//! 3. reserve every line on its SKU's owner shard, all or nothing;
+//! 4. write the order `PendingPayment` durably, with its key;
+//! 5. only then acknowledge, and start the payment.
+//!
+//! One durable write per checkout. A crash before 4 leaves reservations
+//! only in memory, gone with the process; the rebuild at start counts
+//! exactly the durable orders and re-indexes their keys, so a retry after
+//! a crash finds an order that was stored and places one that was not.
+//! Concurrent duplicates are refused with `Busy` while the first runs.
+
+use std::rc::Rc;
+
+use souk_wire::api::IdempotencyKey;
+
+use super::carts::group_by_owner;
+use super::*;
+
+/// Frees the idempotency guard when the checkout ends, however it ends.
+struct InFlight<'a, P: Ports> {
+    ports: &'a P,
+    key: (UserId, IdempotencyKey),
+}
+
+impl<P: Ports> Drop for InFlight<'_, P> {
+    fn drop(&mut self) {
+        self.ports.state().borrow_mut().checkouts.remove(&self.key);
+    }
+}
+
+pub(super) async fn place_order<P: Ports>(ports: &Rc<P>, call: CheckoutCall) -> ShardAnswer {
+    ShardAnswer::Placed(place(ports, call).await.map(Box::new))
+}
+
+async fn place<P: Ports>(
+    ports: &Rc<P>,
+    call: CheckoutCall,
+) -> Result<souk_wire::api::Order, ApiError> {
+    let guard_key = (call.user, call.key);
+    if !ports.state().borrow_mut().checkouts.insert(guard_key) {
+        return Err(ApiError::busy(
+            limits::BUSY_RETRY_AFTER_MS,
+            "this checkout is already in progress",
+        ));
+    }
+    let _guard = InFlight {
+        ports: ports.as_ref(),
+        key: guard_key,
+    };
+    let now = ports.now();
+    let earlier = ports.state().borrow().placed.get(call.user, call.key);
+    if let Some(id) = earlier
+        && let Some(order) = ports.store().order(id).await.map_err(storage_failure)?
+    {
+        if !order_rules::same_checkout(&order, &call.checkout) {
+            return Err(ApiError::new(
+                ErrorStatus::Conflict,
+                "this idempotency key was used for a different checkout",
+            ));
+        }
+        return Ok(order_rules::view(&order));
+    }
+    // Replays above are free; each new checkout attempt counts.
+    take_checkout_token(ports, call.user, now).await?;
+    let record = price(ports, &call, now)?;
+    reserve(ports, &record).await?;
+    if let Err(error) = ports.store().insert_order(&record).await {
+        warn!(order = record.id.0, %error, "order not stored; its reservation is released");
+        settle(ports, &record, Settlement::Release).await;
+        return Err(storage_failure(error));
+    }
+    placed(ports, &call, &record, now);
+    let view = order_rules::view(&record);
+    ports.spawn(Box::pin(super::orders::pay(
+        ports.clone(),
+        record.id,
+        Some(record),
+    )));
+    Ok(view)
+}
+
+/// Takes one of the user's checkout tokens: from the limit every node
+/// shares when there is one (a user checking out through several nodes at
+/// once is still held to one rate), else from this shard's.
+async fn take_checkout_token<P: Ports>(
+    ports: &Rc<P>,
+    user: UserId,
+    now: UnixMillis,
+) -> Result<(), ApiError> {
+    let customer = CartKey::User(user).storage_key();
+    let rate = ports
+        .state()
+        .borrow()
+        .rate_limits
+        .rate(RateClass::Checkouts);
+    match (ports.shared_limits(), rate) {
+        (Some(shared), Some(rate)) => {
+            let key = format!("{}:{customer}", RateClass::Checkouts.name());
+            let wait = shared
+                .take_token(&key, rate.per_second, rate.burst, now)
+                .await
+                .map_err(storage_failure)?;
+            match wait {
+                Some(wait) => Err(throttle::too_many(rate, wait)),
+                None => Ok(()),
+            }
+        }
+        _ => ports
+            .state()
+            .borrow_mut()
+            .rate_limits
+            .take(&customer, RateClass::Checkouts, now),
+    }
+}
+
+/// The order this checkout places, priced from the catalog now: the
+/// lines a "buy now" names, or the user's cart.
+fn price<P: Ports>(
+    ports: &Rc<P>,
+    call: &CheckoutCall,
+    now: UnixMillis,
+) -> Result<OrderRecord, ApiError> {
+    let mut state = ports.state().borrow_mut();
+    let lines = if call.checkout.lines.is_empty() {
+        state
+            .carts
+            .apply(&CartKey::User(call.user), CartChange::View, now)?
+    } else {
+        order_rules::buy_now_lines(&state.catalog, &call.checkout.lines)?
+    };
+    let order = order_rules::NewOrder {
+        id: OrderId(state.ids.next(now)),
+        user: call.user,
+        shard: state.shard,
+        key: call.key,
+        placed_at: now,
+        expires_at: UnixMillis(now.0 + state.commerce.reservation_ttl.as_millis() as u64),
+    };
+    order_rules::price(&state.catalog, &order, &lines, &call.checkout)
+}
+
+/// Books a stored order on its user's shard: the cart loses what was
+/// ordered (buying now leaves it as it is), the order awaits payment, and
+/// its key finds it on a retry.
+fn placed<P: Ports>(ports: &Rc<P>, call: &CheckoutCall, record: &OrderRecord, now: UnixMillis) {
+    let mut state = ports.state().borrow_mut();
+    if call.checkout.lines.is_empty() {
+        let ordered = record
+            .lines
+            .iter()
+            .map(|l| (l.sku.clone(), l.quantity))
+            .collect();
+        let _ = state.carts.apply(
+            &CartKey::User(call.user),
+            CartChange::Deduct { lines: ordered },
+            now,
+        );
+    }
+    state.pending.insert(record.id, record.expires_at);
+    state.placed.insert(call.user, call.key, record.id, now);
+}
+
+/// Reserves every line on its owner, all or nothing: after any refusal
+/// every owner is told to release, so no line stays held.
+async fn reserve<P: Ports>(ports: &Rc<P>, record: &OrderRecord) -> Result<(), ApiError> {
+    let placement = placement(ports);
+    let lines: Vec<(Sku, i64)> = record
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), i64::from(l.quantity)))
+        .collect();
+    let groups = group_by_owner(lines, |(sku, _)| placement.sku_owner(sku));
+    let calls = groups.into_iter().map(|(owner, lines)| {
+        let call = ShardCall::Reserve {
+            order: record.id,
+            user: record.user_id,
+            lines,
+        };
+        call_owner(ports, owner, call)
+    });
+    let mut refusal: Option<ApiError> = None;
+    for answer in join_all(calls).await {
+        let error = match answer {
+            Ok(ShardAnswer::Reserved(Ok(()))) => continue,
+            Ok(ShardAnswer::Reserved(Err(error))) | Err(error) => error,
+            Ok(other) => unreachable!("reserve answered with {other:?}"),
+        };
+        // The customer's own reason (sold out, over the limit) before a
+        // transient one.
+        let rank = |e: &ApiError| {
+            !matches!(
+                e.status,
+                ErrorStatus::InsufficientStock | ErrorStatus::LimitExceeded
+            )
+        };
+        if refusal.as_ref().is_none_or(|r| rank(r) && !rank(&error)) {
+            refusal = Some(error);
+        }
+    }
+    match refusal {
+        None => Ok(()),
+        Some(error) => {
+            settle(ports, record, Settlement::Release).await;
+            Err(error)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settlement {
+    Release,
+    Commit,
+}
+
+/// Tells every owner of the order's lines to release or commit it. These
+/// messages must arrive: `Busy` is retried; if an owner stays unreachable,
+/// the next start rebuilds its counters from the order's stored state.
+pub(super) async fn settle<P: Ports>(ports: &Rc<P>, record: &OrderRecord, settlement: Settlement) {
+    let placement = placement(ports);
+    let mut owners: Vec<ShardId> = record
+        .lines
+        .iter()
+        .map(|l| placement.sku_owner(&l.sku))
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let calls = owners.into_iter().map(|owner| async move {
+        for _ in 0..limits::SETTLE_ATTEMPTS {
+            let call = match settlement {
+                Settlement::Release => ShardCall::Release(record.id),
+                Settlement::Commit => ShardCall::Commit(record.id),
+            };
+            match call_owner(ports, owner, call).await {
+                Ok(_) => return,
+                Err(error) if error.status == ErrorStatus::Busy => {
+                    ports.sleep(limits::SETTLE_RETRY_DELAY).await;
+                }
+                Err(error) => {
+                    warn!(order = record.id.0, %owner, %error, "could not settle; the next start will");
+                    return;
+                }
+            }
+        }
+        warn!(order = record.id.0, %owner, "owner stayed busy; the next start settles the order");
+    });
+    join_all(calls).await;
+}
