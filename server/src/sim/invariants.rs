@@ -12,6 +12,9 @@ use crate::domain::ports::Ports;
 /// SKU, and (every few steps, being costlier) the stored orders keep one
 /// order per key and no paid order without its charge.
 pub(super) fn after_step(world: &Rc<World>) -> Result<(), String> {
+    if let Some(violation) = world.ledger.borrow().violations.first() {
+        return Err(violation.clone());
+    }
     let node = world.node();
     for shard in &node.shards {
         let state = shard.state().borrow();

@@ -117,6 +117,8 @@ struct Ledger {
     acknowledged: HashMap<OrderId, (UserId, IdempotencyKey)>,
     shoppers: Vec<shopper::Shopper>,
     admin: Option<UserId>,
+    /// What shoppers saw that must never happen.
+    violations: Vec<String>,
 }
 
 /// One simulated process: its shards, until the next crash.

@@ -228,14 +228,32 @@ impl Client {
         match answer {
             Ok(ResponseBody::OrderView(order)) => {
                 let user = order.user_id;
-                self.world
-                    .ledger
-                    .borrow_mut()
+                let mut ledger = self.world.ledger.borrow_mut();
+                let first = ledger
                     .acknowledged
-                    .insert(order.id, (user, key));
+                    .iter()
+                    .find(|(_, placed)| **placed == (user, key));
+                if let Some((first, _)) = first
+                    && *first != order.id
+                {
+                    let violation = format!(
+                        "key {:x} of user {} answered order {} and then order {}",
+                        key.0, user.0, first.0, order.id.0
+                    );
+                    ledger.violations.push(violation);
+                }
+                ledger.acknowledged.insert(order.id, (user, key));
+                drop(ledger);
+                // Now and then the reply is lost on the way, and the app
+                // asks again under the same key.
+                let lost = self.world.random(0..10) == 0;
                 self.update(|me| {
-                    me.unanswered = None;
-                    me.orders.push(order.id);
+                    if !lost {
+                        me.unanswered = None;
+                    }
+                    if !me.orders.contains(&order.id) {
+                        me.orders.push(order.id);
+                    }
                 });
             }
             Err(error) if error.status.is_retryable() => {}
