@@ -281,6 +281,17 @@ async fn malformed_and_oversized_frames_get_typed_errors_and_the_connection_live
         .unwrap_err();
     assert_eq!(error.status, ErrorStatus::BadRequest);
 
+    // Streams that end before their frame does: empty, within the
+    // header, within the body. Each is told why, not silently closed.
+    let mut short = 100u32.to_le_bytes().to_vec();
+    short.extend_from_slice(&[0u8; 10]);
+    for (bytes, read) in [(&[][..], 0), (&[7u8, 0][..], 2), (&short[..], 10)] {
+        let error = raw_exchange(&connection, bytes).await.unwrap_err();
+        assert_eq!(error.status, ErrorStatus::BadRequest);
+        let ended = format!("ended after {read} bytes");
+        assert!(error.message.contains(&ended), "{}", error.message);
+    }
+
     // The same connection still serves a valid request.
     let frame = list_categories_frame();
     let reply = raw_exchange(&connection, &frame).await.unwrap();
@@ -289,7 +300,7 @@ async fn malformed_and_oversized_frames_get_typed_errors_and_the_connection_live
         souk_wire::api::ResponseBody::CategoryList(_)
     ));
     assert!(connection.close_reason().is_none());
-    assert_eq!(running.server.stats().total(|s| &s.bad_frames), 3);
+    assert_eq!(running.server.stats().total(|s| &s.bad_frames), 6);
 
     // And so does the server, for everyone else.
     connect(&running.server).await.hello().await.unwrap();

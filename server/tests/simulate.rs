@@ -36,6 +36,7 @@ fn the_shops_invariants_hold_under_faults_and_crashes() {
     };
     let started = Instant::now();
     let (mut steps, mut crashes, mut requests, mut acknowledged, mut paid) = (0, 0, 0, 0, 0);
+    let mut orphaned = 0;
     for &seed in &seeds {
         match sim::run(seed, sim::Settings::default()) {
             Ok(report) => {
@@ -44,6 +45,7 @@ fn the_shops_invariants_hold_under_faults_and_crashes() {
                 requests += report.requests;
                 acknowledged += report.orders_acknowledged;
                 paid += report.orders_paid;
+                orphaned += report.charges_orphaned;
             }
             Err(violation) => panic!(
                 "seed {seed} broke an invariant: {violation}\n\
@@ -54,7 +56,8 @@ fn the_shops_invariants_hold_under_faults_and_crashes() {
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "simulated {} seeds in {seconds:.1} s ({:.1} seeds/s, {:.0} steps/s): {steps} steps, \
-         {requests} requests, {crashes} crashes, {acknowledged} orders acknowledged, {paid} paid",
+         {requests} requests, {crashes} crashes, {acknowledged} orders acknowledged, {paid} paid, \
+         {orphaned} charges of unpaid orders left unrefunded by a crash",
         seeds.len(),
         seeds.len() as f64 / seconds,
         steps as f64 / seconds,

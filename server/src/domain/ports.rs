@@ -67,6 +67,14 @@ pub trait Ports: Sized + 'static {
         payment_method_token: &str,
         amount: Money,
     ) -> impl Future<Output = Result<String, GatewayError>>;
+    /// Gives back whatever the gateway charged for `order` (nothing if it
+    /// charged nothing): the order id is the key, so asking twice refunds
+    /// once.
+    fn refund(
+        &self,
+        order: OrderId,
+        amount: Money,
+    ) -> impl Future<Output = Result<(), GatewayError>>;
     /// The latest catalog published to every shard (this shard's copy may
     /// lag it by a wake-up).
     fn latest_catalog(&self) -> std::sync::Arc<Catalog>;

@@ -225,6 +225,27 @@ fn an_order_whose_payment_never_answers_expires_and_releases_its_stock() {
 }
 
 #[test]
+fn a_payment_that_answers_after_the_order_expired_is_refunded() {
+    let shop = Shop::new(2, 5);
+    // The gateway answers after the reservation (30 s) has lapsed.
+    shop.gateway().set_latency(Duration::from_secs(90));
+    let sku = first_sku(&shop);
+    let on = shop.connect(0);
+    register(&shop, &on, "late@example.com");
+    add(&shop, &on, &sku, 2, None);
+    let order = order_of(shop.send(&on, checkout()));
+    shop.wait(Duration::from_secs(60));
+    assert_eq!(shop.store().all_orders()[0].status, OrderStatus::Expired);
+    assert_eq!(available(&shop, &sku), 5);
+    shop.wait(Duration::from_secs(60));
+    assert_eq!(shop.store().all_orders()[0].status, OrderStatus::Expired);
+    assert_eq!(available(&shop, &sku), 5, "the late charge sells nothing");
+    let payment = &shop.store().all_payments()[0];
+    assert_eq!(payment.status, PaymentStatus::Refunded);
+    assert_eq!(payment.refunded, order.total);
+}
+
+#[test]
 fn cancelling_a_pending_order_releases_it_and_a_paid_one_stays_paid() {
     let shop = Shop::new(2, 5);
     shop.gateway().set_mode(GatewayMode::TimeOutAfterCharging);

@@ -197,6 +197,15 @@ impl Ports for Shard {
             .map_err(GatewayError::Declined)
     }
 
+    async fn refund(
+        &self,
+        _order: souk_wire::api::OrderId,
+        _amount: souk_wire::api::Money,
+    ) -> Result<(), GatewayError> {
+        // The built-in gateway moves no money, so there is none to return.
+        Ok(())
+    }
+
     fn latest_catalog(&self) -> Arc<Catalog> {
         self.catalog_feed.borrow().clone()
     }
@@ -539,7 +548,7 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure> {
         let mut header = [0u8; wire_limits::FRAME_HEADER_BYTES];
         recv.read_exact(&mut header)
             .await
-            .map_err(|_| ReadFailure::Gone)?;
+            .map_err(|error| ended_early(error, "its 4-byte length"))?;
         let len = frame::payload_len(header, wire_limits::REQUEST_BYTES_MAX)
             .map_err(|e| ReadFailure::Refused(e.to_string()))?;
         // Allocated only after the length passed its bound.
@@ -547,7 +556,7 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure> {
         buffer[..wire_limits::FRAME_HEADER_BYTES].copy_from_slice(&header);
         recv.read_exact(&mut buffer[wire_limits::FRAME_HEADER_BYTES..])
             .await
-            .map_err(|_| ReadFailure::Gone)?;
+            .map_err(|error| ended_early(error, "the length its header gives"))?;
         take_fin(recv);
         Ok(buffer)
     };
@@ -557,6 +566,19 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure> {
             "request not received within {} s",
             limits::REQUEST_READ_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// A stream that ended (FIN) before `what` arrived was sent a frame too
+/// short: the client is told so. A reset stream or a lost connection has
+/// nobody left to reply to.
+fn ended_early(error: quinn::ReadExactError, what: &str) -> ReadFailure {
+    match error {
+        quinn::ReadExactError::FinishedEarly(read) => ReadFailure::Refused(format!(
+            "the request stream ended after {read} bytes, before {what}: a request is one \
+             size-prefixed FlatBuffers frame"
+        )),
+        quinn::ReadExactError::ReadError(_) => ReadFailure::Gone,
     }
 }
 

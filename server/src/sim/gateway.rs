@@ -18,6 +18,9 @@ pub struct SimGateway {
     healed: Cell<bool>,
     /// A draw that replaces the random one, for tests that want one answer.
     forced: Cell<Option<u64>>,
+    /// How long every answer takes, for tests; random otherwise.
+    latency: Cell<Option<std::time::Duration>>,
+    refunds: RefCell<std::collections::HashSet<OrderId>>,
 }
 
 /// What a test wants the gateway to answer.
@@ -81,6 +84,37 @@ impl SimGateway {
             GatewayMode::Decline => Some(60),
             GatewayMode::TimeOutAfterCharging => Some(90),
         });
+    }
+
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.latency.set(Some(latency));
+    }
+
+    pub fn latency(&self) -> Option<std::time::Duration> {
+        self.latency.get()
+    }
+
+    /// Whether the order's charge was given back.
+    pub fn refunded(&self, order: OrderId) -> bool {
+        self.refunds.borrow().contains(&order)
+    }
+
+    /// Gives an order's charge back (if it was charged); `draw` in 0..100,
+    /// 20 % no answer, before or after refunding.
+    pub fn refund(&self, order: OrderId, draw: u64) -> Result<(), GatewayError> {
+        let timed_out = !self.healed.get() && draw >= 80;
+        if timed_out && draw < 90 {
+            return Err(GatewayError::Unavailable("connection refused".into()));
+        }
+        if self.captured.borrow().contains_key(&order) {
+            self.refunds.borrow_mut().insert(order);
+        }
+        if timed_out {
+            return Err(GatewayError::Unavailable(
+                "timed out after refunding".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// From now on every call is answered.

@@ -94,6 +94,25 @@ pub(super) fn at_rest(world: &Rc<World>) -> Result<(), String> {
             order.id.0
         ));
     }
+    let orphaned = &world.ledger.borrow().orphaned_charges;
+    for order in &orders {
+        let charged = world.gateway.captured(order.id).is_some();
+        let refunded = world.gateway.refunded(order.id);
+        match order.status {
+            OrderStatus::Paid if refunded => {
+                return Err(format!("paid order {} was refunded", order.id.0));
+            }
+            OrderStatus::Cancelled | OrderStatus::Expired
+                if charged && !refunded && !orphaned.contains(&order.id) =>
+            {
+                return Err(format!(
+                    "order {} is {:?} but its charge was never refunded",
+                    order.id.0, order.status
+                ));
+            }
+            _ => {}
+        }
+    }
     let mut paid: HashMap<&Sku, i64> = HashMap::new();
     for order in orders.iter().filter(|o| o.status == OrderStatus::Paid) {
         for line in &order.lines {

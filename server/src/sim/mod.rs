@@ -90,6 +90,8 @@ pub struct Report {
     pub requests: u64,
     pub orders_acknowledged: usize,
     pub orders_paid: usize,
+    /// Charges of unpaid orders that a crash left without their refund.
+    pub charges_orphaned: usize,
     pub simulated_ms: u64,
 }
 
@@ -119,6 +121,10 @@ struct Ledger {
     admin: Option<UserId>,
     /// What shoppers saw that must never happen.
     violations: Vec<String>,
+    /// Charged orders a crash left cancelled or expired before their
+    /// refund was asked: nothing durable carries the refund across a
+    /// restart yet (the event log will).
+    orphaned_charges: std::collections::HashSet<OrderId>,
 }
 
 /// One simulated process: its shards, until the next crash.
@@ -217,10 +223,23 @@ impl Ports for SimShard {
         amount: Money,
     ) -> Result<String, GatewayError> {
         let world = self.world();
+        let delay = match world.gateway.latency() {
+            Some(latency) => latency,
+            None => {
+                Duration::from_millis(world.rng.lock().expect("not poisoned").random_range(1..200))
+            }
+        };
+        world.clock.sleep(delay).await;
+        let draw = world.rng.lock().expect("not poisoned").random_range(0..100);
+        world.gateway.charge(order, amount, draw)
+    }
+
+    async fn refund(&self, order: OrderId, _amount: Money) -> Result<(), GatewayError> {
+        let world = self.world();
         let delay = world.rng.lock().expect("not poisoned").random_range(1..200);
         world.clock.sleep(Duration::from_millis(delay)).await;
         let draw = world.rng.lock().expect("not poisoned").random_range(0..100);
-        world.gateway.charge(order, amount, draw)
+        world.gateway.refund(order, draw)
     }
 
     fn latest_catalog(&self) -> Arc<Catalog> {
@@ -426,6 +445,18 @@ impl World {
     /// flight are lost), and a new process starts from the store.
     fn crash(self: &Rc<World>) -> Result<(), String> {
         self.executor.kill_all();
+        for order in self.store.all_orders() {
+            let settled = matches!(
+                order.status,
+                souk_wire::api::OrderStatus::Cancelled | souk_wire::api::OrderStatus::Expired
+            );
+            if settled
+                && self.gateway.captured(order.id).is_some()
+                && !self.gateway.refunded(order.id)
+            {
+                self.ledger.borrow_mut().orphaned_charges.insert(order.id);
+            }
+        }
         *self.node.borrow_mut() = None;
         self.report.borrow_mut().crashes += 1;
         invariants::acknowledged_orders_survive(self)?;
@@ -456,6 +487,7 @@ impl World {
             .iter()
             .filter(|o| o.status == souk_wire::api::OrderStatus::Paid)
             .count();
+        report.charges_orphaned = self.ledger.borrow().orphaned_charges.len();
         report.simulated_ms = self.clock.now_ms() - START_MS;
         Ok(report)
     }

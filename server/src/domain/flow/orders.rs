@@ -81,7 +81,7 @@ async fn record_charge<P: Ports>(
     attempts: u16,
 ) {
     let now = ports.now();
-    let order_id = order.id;
+    let (order_id, order_total) = (order.id, order.total);
     let payment = PaymentRecord {
         order_id,
         status: PaymentStatus::Captured,
@@ -108,6 +108,7 @@ async fn record_charge<P: Ports>(
         return;
     }
     warn!(order = order_id.0, %error, "paid too late; the charge is refunded");
+    ports.spawn(Box::pin(refund(ports.clone(), order_id, order_total)));
     let refund = PaymentRecord {
         status: PaymentStatus::Refunded,
         refunded: payment.amount,
@@ -177,8 +178,29 @@ async fn transition<P: Ports>(
         Err(error) => return Err(storage_failure(error)),
     }
     ports.state().borrow_mut().pending.remove(order.id);
+    if outcome.status != OrderStatus::Paid && outcome.payment.is_none() {
+        // Cancelled or expired with a charge perhaps under way or made
+        // unanswered: whatever the gateway took goes back.
+        ports.spawn(Box::pin(refund(ports.clone(), order.id, order.total)));
+    }
     settle(ports, &order, outcome.settlement).await;
     Ok(order)
+}
+
+/// Asks the gateway to give back what it charged for an order that will
+/// not be paid, `PAYMENT_RETRY_DELAY` apart until it answers. A stop
+/// before then loses the request: the durable event log will carry it.
+async fn refund<P: Ports>(ports: Rc<P>, order_id: OrderId, amount: souk_wire::api::Money) {
+    for _ in 0..limits::PAYMENT_ATTEMPTS {
+        match ports.refund(order_id, amount).await {
+            Ok(()) => return,
+            Err(error) => {
+                debug!(order = order_id.0, %error, "refund to be asked again");
+                ports.sleep(limits::PAYMENT_RETRY_DELAY).await;
+            }
+        }
+    }
+    warn!(order = order_id.0, "the gateway never answered the refund");
 }
 
 /// Expires this shard's orders whose reservation lapsed. Runs for the life
