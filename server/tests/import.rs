@@ -29,9 +29,7 @@ fn npm_package(spec: &str, into: &Path) -> Option<PathBuf> {
             return None;
         }
         Err(error) => {
-            skip_or_fail(&format!(
-                "npm is not available ({error}); apt install npm"
-            ));
+            skip_or_fail(&format!("npm is not available ({error}); apt install npm"));
             return None;
         }
     };

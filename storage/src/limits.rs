@@ -20,7 +20,11 @@ pub const COMMIT_BATCH_MAX: usize = 4096;
 
 /// Groups applied whose writers are not yet told. The commit thread
 /// applies the next groups while fsyncs run; past this many it waits, so
-/// memory held by unacknowledged writes stays bounded.
+/// memory held by unacknowledged writes stays bounded. It waits only for
+/// an fsync that can cover the group it holds: when every waiting group is
+/// covered by one under way and a sync thread is idle, it hands the group
+/// over anyway (at most `SYNC_THREADS - 1` past this; see
+/// `embedded/commit/pipeline.rs`).
 pub const SYNC_PIPELINE_MAX: usize = 8;
 
 /// Items in one page of a list query.

@@ -4,8 +4,8 @@
 //! redb runs on a fault-injecting backend that can fail any write, growth
 //! or sync, including part-way through a commit. fjall (the default engine)
 //! has no pluggable I/O, so it runs on a real, tiny tmpfs that is filled up;
-//! that test needs permission to mount and is skipped with the reason where
-//! it has none.
+//! that test needs permission to mount (root, as in CI) and, where it has
+//! none, skips with the reason, or fails under `SOUK_REQUIRE_ALL_TESTS`.
 //!
 //! Group commit's fsync stage runs on a real fjall engine whose syncs can be
 //! held back or failed: a read never answers with a write that is not yet
@@ -195,7 +195,7 @@ fn fjall_on_a_full_disk_refuses_writes_typed_and_recovers_after_restart() {
     let disk = match SmallDisk::mount(64 * 1024 * 1024) {
         Ok(disk) => disk,
         Err(reason) => {
-            eprintln!("skipped: {reason}");
+            testing::skip_or_fail(&format!("{reason} (run as root, with the right to mount)"));
             return;
         }
     };

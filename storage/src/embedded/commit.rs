@@ -33,8 +33,14 @@
 //! (the kernel may have dropped the dirty pages), so it fails every writer
 //! waiting on it and every later write and read until a restart recovers
 //! from what is on disk.
+//!
+//! Which fsync covers which group, whom it tells, and when the commit
+//! thread waits is `pipeline`: bookkeeping without threads, locks or clock,
+//! which a seeded model of these threads drives through interleavings real
+//! threads reach once in many runs.
 
-use std::collections::VecDeque;
+mod pipeline;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -45,8 +51,9 @@ use tokio::sync::{oneshot, watch};
 
 use super::engine::{Engine, WriteTxn};
 use crate::error::{Result, StorageError};
-use crate::limits::{COMMIT_BATCH_MAX, COMMIT_QUEUE_MAX, SYNC_PIPELINE_MAX};
+use crate::limits::{COMMIT_BATCH_MAX, COMMIT_QUEUE_MAX};
 use crate::store::{SYNC_BUCKETS_SECONDS, WriteStats};
+use pipeline::{HandedOver, Pipeline};
 
 /// fsyncs that may run at once. With two, a group applied while both run
 /// waits for one to end (about 50 µs per group at 64 writers); a third
@@ -344,40 +351,26 @@ struct Stage {
     counters: Arc<Counters>,
 }
 
-/// Applied groups on their way to durability.
+/// Applied groups on their way to durability: the bookkeeping
+/// (`commit/pipeline.rs`) and the condvars its answers call for.
 #[derive(Default)]
 struct Syncs {
-    state: Mutex<SyncState>,
+    pipeline: Mutex<Pipeline>,
     /// Wakes a sync thread: a group was handed over, or the store closes.
     work: Condvar,
-    /// Wakes the commit thread waiting for room in `waiting`.
+    /// Wakes the commit thread waiting for room to hand its group over.
     room: Condvar,
 }
 
-#[derive(Default)]
-struct SyncState {
-    /// Applied groups whose writers have not been told, oldest first.
-    waiting: VecDeque<Applied>,
-    /// The newest group handed over.
-    handed: u64,
-    /// The newest group an fsync began after: every group up to it is
-    /// covered by an fsync under way or done.
-    covered: u64,
-    /// fsyncs under way.
-    running: usize,
-    /// The commit thread has stopped.
-    closed: bool,
-}
-
 impl Syncs {
-    fn lock(&self) -> MutexGuard<'_, SyncState> {
-        self.state
+    fn lock(&self) -> MutexGuard<'_, Pipeline> {
+        self.pipeline
             .lock()
-            .expect("never poisoned: no panics while held")
+            .expect("never poisoned: a panic while held is a bug that stops the writes")
     }
 
     fn close(&self) {
-        self.lock().closed = true;
+        self.lock().close();
         self.work.notify_all();
     }
 }
@@ -427,35 +420,40 @@ impl Stage {
                 self.healthy.store(false, Ordering::SeqCst);
             }
             next = jobs.try_recv().ok();
-            let mut state = self.syncs.lock();
-            while state.waiting.len() >= SYNC_PIPELINE_MAX {
-                state = self.syncs.room.wait(state).expect("never poisoned");
-            }
-            state.handed = number;
-            state.waiting.push_back(applied);
-            // With no fsync under way and no write waiting to be applied,
-            // there is nothing to overlap: syncing here saves the hand-over
-            // to a sync thread (a thread wake-up) on the path of a lone
-            // write.
-            if next.is_none() && state.running == 0 && state.waiting.len() == 1 {
-                self.sync_round(state);
-            } else {
-                drop(state);
-                self.syncs.work.notify_one();
+            self.hand_over(applied, next.is_some());
+        }
+    }
+
+    /// Hands an applied group to the sync stage, waiting while there is no
+    /// room for it, and syncs it here when there is nothing to overlap.
+    fn hand_over(&self, mut group: Applied, more_queued: bool) {
+        let mut pipeline = self.syncs.lock();
+        loop {
+            match pipeline.hand_over(group, more_queued) {
+                Ok(HandedOver::SyncHere) => return self.sync_round(pipeline),
+                Ok(HandedOver::WakeSyncThread) => {
+                    drop(pipeline);
+                    self.syncs.work.notify_one();
+                    return;
+                }
+                Err(back) => {
+                    group = back;
+                    pipeline = self.syncs.room.wait(pipeline).expect("never poisoned");
+                }
             }
         }
     }
 
     fn sync_loop(&self) {
-        let mut state = self.syncs.lock();
+        let mut pipeline = self.syncs.lock();
         loop {
-            if state.handed > state.covered {
-                self.sync_round(state);
-                state = self.syncs.lock();
-            } else if state.closed {
+            if pipeline.uncovered() {
+                self.sync_round(pipeline);
+                pipeline = self.syncs.lock();
+            } else if pipeline.closed() {
                 return;
             } else {
-                state = self.syncs.work.wait(state).expect("never poisoned");
+                pipeline = self.syncs.work.wait(pipeline).expect("never poisoned");
             }
         }
     }
@@ -463,55 +461,40 @@ impl Stage {
     /// Runs one fsync covering every group handed over so far, then tells
     /// the writers of every group it covers that are still waiting. Takes
     /// the lock with a group not yet covered, and returns without it.
-    fn sync_round(&self, mut state: MutexGuard<'_, SyncState>) {
-        let (after, through) = (state.covered, state.handed);
-        state.covered = through;
-        state.running += 1;
-        // A group that failed to apply wrote nothing, so it needs no sync;
-        // groups up to `after` are covered by an fsync begun earlier.
+    fn sync_round(&self, mut pipeline: MutexGuard<'_, Pipeline>) {
         // One clock read times both the hand-over (until now) and the fsync.
         let began = Instant::now();
-        let (mut needed, mut handover) = (false, Duration::ZERO);
-        for group in state.waiting.iter() {
-            if group.number > after && group.outcome.is_ok() {
-                needed = true;
-                handover += began.saturating_duration_since(group.at);
-            }
+        let round = pipeline.begin_round(began);
+        drop(pipeline);
+        if round.wake_commit {
+            self.syncs.room.notify_one();
         }
-        drop(state);
         let sync = if self.progress.failed.load(Ordering::SeqCst) {
             Err(sync_failed())
-        } else if needed {
-            add(&self.counters.handover_nanos, handover);
+        } else if round.needs_sync {
+            add(&self.counters.handover_nanos, round.handover);
             let sync = self.engine.sync();
             self.counters.count_sync(began.elapsed());
             sync
         } else {
             Ok(())
         };
-        let mut state = self.syncs.lock();
-        state.running -= 1;
-        let told: Vec<Applied> = match &sync {
-            Ok(()) => {
-                // An fsync begun later may have returned first and told
-                // these groups already.
-                self.progress.settle(through);
-                let covered = state
-                    .waiting
-                    .iter()
-                    .take_while(|g| g.number <= through)
-                    .count();
-                state.waiting.drain(..covered).collect()
-            }
+        let mut pipeline = self.syncs.lock();
+        // An fsync begun later may have returned first and told some of
+        // this round's groups already.
+        let ended = pipeline.end_round(&round, sync.is_ok());
+        match &sync {
+            Ok(()) => self.progress.settle(round.through),
             Err(_) => {
                 self.healthy.store(false, Ordering::SeqCst);
                 self.progress.fail();
-                state.waiting.drain(..).collect()
             }
-        };
-        drop(state);
-        self.syncs.room.notify_one();
-        for group in told {
+        }
+        drop(pipeline);
+        if ended.wake_commit {
+            self.syncs.room.notify_one();
+        }
+        for group in ended.told {
             let outcome = group.outcome.and(sync.clone());
             for completion in group.completions {
                 completion(outcome.clone());
