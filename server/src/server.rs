@@ -123,13 +123,16 @@ impl Server {
                     declines_per_10k: config.payment_declines_per_10k,
                 },
                 password_cost: accounts::PasswordCost::STANDARD,
-                purchase_limit: config.purchase_limit,
+                purchase_limit: (config.purchase_limit > 0).then_some(config.purchase_limit),
             },
-            rates: vec![
-                (RateClass::Reads, rate(config.rate_reads)),
-                (RateClass::CartWrites, rate(config.rate_cart_writes)),
-                (RateClass::Checkouts, rate(config.rate_checkouts)),
-            ],
+            rates: [
+                (RateClass::Reads, config.rate_reads),
+                (RateClass::CartWrites, config.rate_cart_writes),
+                (RateClass::Checkouts, config.rate_checkouts),
+            ]
+            .into_iter()
+            .filter_map(|(class, per_second)| Some((class, Rate::limiting(per_second)?)))
+            .collect(),
             server_version: env!("CARGO_PKG_VERSION"),
         };
         let stored = rebuild::Stored {
@@ -525,8 +528,6 @@ fn token_key(data_dir: &DataDir) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// A per-second rate with its burst: twice the rate, and at least 5, so
-/// that a person's quick clicks never meet it.
 /// A Redis URL without its password, for logs and errors.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -534,13 +535,6 @@ fn redact(url: &str) -> String {
             format!("{}***{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_owned(),
-    }
-}
-
-fn rate(per_second: u32) -> Rate {
-    Rate {
-        per_second,
-        burst: per_second.saturating_mul(2).max(5),
     }
 }
 

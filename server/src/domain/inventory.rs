@@ -119,8 +119,8 @@ pub struct Inventory {
     /// last day's (`STOCK_SNAPSHOT_LAG`): a sale's limit, not a lifetime one.
     holdings: HashMap<(UserId, Sku), i64>,
     settled: Settled,
-    /// Units of one SKU one account may hold; 0 means no limit.
-    purchase_limit: i64,
+    /// Units of one SKU one account may hold, if limited.
+    purchase_limit: Option<i64>,
     /// SKUs whose stock status may have changed since the owner last
     /// published them to the stock board.
     status_changes: Vec<Sku>,
@@ -128,14 +128,17 @@ pub struct Inventory {
 
 impl Default for Inventory {
     fn default() -> Inventory {
-        Inventory::load([], 0)
+        Inventory::load([], None)
     }
 }
 
 impl Inventory {
     /// Counters for the SKUs this shard owns, from their units received,
     /// before any order.
-    pub fn load(received: impl IntoIterator<Item = (Sku, i64)>, purchase_limit: i64) -> Inventory {
+    pub fn load(
+        received: impl IntoIterator<Item = (Sku, i64)>,
+        purchase_limit: Option<i64>,
+    ) -> Inventory {
         let counters = received
             .into_iter()
             .map(|(sku, received)| {
@@ -201,7 +204,7 @@ impl Inventory {
         sold_before: impl IntoIterator<Item = (Sku, i64)>,
         orders: impl IntoIterator<Item = &'a OrderRecord>,
         owned: impl Fn(&Sku) -> bool,
-        purchase_limit: i64,
+        purchase_limit: Option<i64>,
     ) -> Inventory {
         let mut inventory = Inventory::load(received, purchase_limit);
         for (sku, sold) in sold_before {
@@ -256,7 +259,7 @@ impl Inventory {
     /// Counts units an account holds. Only kept while a limit is set: with
     /// none, nothing reads it, and it would grow with every buyer.
     fn add_holding(&mut self, user: UserId, sku: &Sku, units: i64) {
-        if self.purchase_limit > 0 {
+        if self.purchase_limit.is_some() {
             *self.holdings.entry((user, sku.clone())).or_default() += units;
         }
     }
@@ -320,12 +323,13 @@ impl Inventory {
                 ));
             }
             let held = self.holdings.get(&(user, sku.clone())).copied();
-            if self.purchase_limit > 0 && held.unwrap_or(0) + units > self.purchase_limit {
+            if let Some(limit) = self.purchase_limit
+                && held.unwrap_or(0) + units > limit
+            {
                 return Err(ApiError::new(
                     ErrorStatus::LimitExceeded,
                     format!(
-                        "{sku}: at most {} units per customer; {} already ordered",
-                        self.purchase_limit,
+                        "{sku}: at most {limit} units per customer; {} already ordered",
                         held.unwrap_or(0)
                     ),
                 ));

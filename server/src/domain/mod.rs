@@ -109,9 +109,9 @@ pub struct CommerceConfig {
     pub gateway: SimulatedGateway,
     /// Argon2id cost of new password hashes.
     pub password_cost: accounts::PasswordCost,
-    /// Units of one SKU one customer may hold; 0 for no limit. Enforced by
+    /// Units of one SKU one customer may hold, if limited. Enforced by
     /// the SKU owners at reservation; carts use it to cap merged lines.
-    pub purchase_limit: i64,
+    pub purchase_limit: Option<i64>,
 }
 
 /// Per-connection state, owned by the connection's task.

@@ -211,11 +211,23 @@ impl RateClass {
     }
 }
 
-/// A rate: `per_second` sustained, `burst` at once. Zero turns it off.
+/// A rate: `per_second` sustained (never 0), `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     pub per_second: u32,
     pub burst: u32,
+}
+
+impl Rate {
+    /// `per_second` with bursts of twice that, and at least 5, so that a
+    /// person's quick clicks never meet it; `None` (no limit) for 0, as an
+    /// operator's setting says it.
+    pub fn limiting(per_second: u32) -> Option<Rate> {
+        (per_second > 0).then(|| Rate {
+            per_second,
+            burst: per_second.saturating_mul(2).max(5),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -237,8 +249,13 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn new(rates: impl IntoIterator<Item = (RateClass, Rate)>, keys_max: usize) -> RateLimits {
+        let rates: HashMap<RateClass, Rate> = rates.into_iter().collect();
+        assert!(
+            rates.values().all(|rate| rate.per_second > 0),
+            "an unlimited class has no rate, not a rate of 0"
+        );
         RateLimits {
-            rates: rates.into_iter().collect(),
+            rates,
             buckets: HashMap::new(),
             keys_max,
         }
@@ -246,7 +263,7 @@ impl RateLimits {
 
     /// The rate of `class`, unless it is unlimited.
     pub fn rate(&self, class: RateClass) -> Option<Rate> {
-        self.rates.get(&class).copied().filter(|r| r.per_second > 0)
+        self.rates.get(&class).copied()
     }
 
     /// Takes one token for `who` in `class`, or says when to retry.
@@ -322,11 +339,9 @@ mod rate_tests {
 
     #[test]
     fn a_zero_rate_is_no_limit_and_keys_stay_bounded() {
-        let off = Rate {
-            per_second: 0,
-            burst: 0,
-        };
-        let mut limits = RateLimits::new([(RateClass::Checkouts, off)], 2);
+        assert_eq!(Rate::limiting(0), None);
+        let off = Rate::limiting(0).map(|rate| (RateClass::Checkouts, rate));
+        let mut limits = RateLimits::new(off, 2);
         for _ in 0..100 {
             limits
                 .take("u:1", RateClass::Checkouts, UnixMillis(1))

@@ -36,12 +36,13 @@ impl ConnectionGate {
     /// the same size); a Retry when more than `retry_above` handshakes are
     /// in progress (0: always).
     pub fn new(per_second: u32, retry_above: usize, addresses_max: usize) -> ConnectionGate {
-        let rate = Rate {
+        let rate = (per_second > 0).then_some(Rate {
             per_second,
             burst: per_second,
-        };
+        });
+        let rates = rate.map(|rate| (RateClass::NewConnections, rate));
         ConnectionGate {
-            rates: RateLimits::new([(RateClass::NewConnections, rate)], addresses_max),
+            rates: RateLimits::new(rates, addresses_max),
             retry_above,
         }
     }

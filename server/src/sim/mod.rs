@@ -389,7 +389,7 @@ impl World {
                     declines_per_10k: 0,
                 },
                 password_cost: PasswordCost::CHEAPEST,
-                purchase_limit: 0,
+                purchase_limit: None,
             },
             rates: vec![(
                 RateClass::Checkouts,

@@ -148,10 +148,7 @@ pub(super) async fn merge_guest_cart<P: Ports>(
         .await?
         .into_iter()
         .map(|level| {
-            let mut cap = level.available.max(0);
-            if limit > 0 {
-                cap = cap.min(limit);
-            }
+            let cap = level.available.max(0).min(limit.unwrap_or(i64::MAX));
             (level.sku, u32::try_from(cap).unwrap_or(u32::MAX))
         })
         .collect();

@@ -18,7 +18,7 @@ fn restock(sku: Sku, quantity: i64, mode: RestockMode) -> AdminRestock {
 
 #[test]
 fn restock_adds_and_sets_within_bounds() {
-    let mut inventory = Inventory::load([(sku(1), 10)], 0);
+    let mut inventory = Inventory::load([(sku(1), 10)], None);
     let added = inventory.restock(&restock(sku(1), 5, RestockMode::Add));
     assert_eq!(added.unwrap().available, 15);
     let set = inventory.restock(&restock(sku(1), 3, RestockMode::Set));
@@ -41,7 +41,7 @@ fn restock_adds_and_sets_within_bounds() {
 
 #[test]
 fn reserved_units_cannot_be_taken_away() {
-    let mut inventory = Inventory::load([(sku(1), 10)], 0);
+    let mut inventory = Inventory::load([(sku(1), 10)], None);
     inventory
         .reserve(OrderId(1), UserId(1), &[(sku(1), 4)])
         .unwrap();
@@ -57,7 +57,7 @@ fn reserved_units_cannot_be_taken_away() {
 
 #[test]
 fn setting_stock_after_sales_counts_what_was_sold() {
-    let mut inventory = Inventory::load([(sku(1), 10)], 0);
+    let mut inventory = Inventory::load([(sku(1), 10)], None);
     inventory
         .reserve(OrderId(1), UserId(1), &[(sku(1), 4)])
         .unwrap();
@@ -71,7 +71,7 @@ fn setting_stock_after_sales_counts_what_was_sold() {
 
 #[test]
 fn a_reverted_restock_restores_the_units_on_hand() {
-    let mut inventory = Inventory::load([(sku(1), 10)], 0);
+    let mut inventory = Inventory::load([(sku(1), 10)], None);
     inventory
         .restock(&restock(sku(1), 4, RestockMode::Add))
         .unwrap();
@@ -91,7 +91,7 @@ fn unknown_sku_has_nothing_available() {
 
 #[test]
 fn a_reservation_is_all_or_nothing() {
-    let mut inventory = Inventory::load([(sku(1), 10), (sku(2), 1)], 0);
+    let mut inventory = Inventory::load([(sku(1), 10), (sku(2), 1)], None);
     let error = inventory
         .reserve(OrderId(1), UserId(1), &[(sku(1), 3), (sku(2), 2)])
         .unwrap_err();
@@ -102,7 +102,7 @@ fn a_reservation_is_all_or_nothing() {
 
 #[test]
 fn reserving_and_settling_are_idempotent_by_order() {
-    let mut inventory = Inventory::load([(sku(1), 10)], 0);
+    let mut inventory = Inventory::load([(sku(1), 10)], None);
     inventory
         .reserve(OrderId(7), UserId(1), &[(sku(1), 3)])
         .unwrap();
@@ -128,7 +128,7 @@ fn reserving_and_settling_are_idempotent_by_order() {
 
 #[test]
 fn purchase_limits_count_reserved_and_bought_units() {
-    let mut inventory = Inventory::load([(sku(1), 100)], 3);
+    let mut inventory = Inventory::load([(sku(1), 100)], Some(3));
     inventory
         .reserve(OrderId(1), UserId(1), &[(sku(1), 2)])
         .unwrap();
@@ -157,7 +157,7 @@ fn purchase_limits_count_reserved_and_bought_units() {
 
 #[test]
 fn bad_quantities_are_refused() {
-    let mut inventory = Inventory::load([(sku(1), 10)], 0);
+    let mut inventory = Inventory::load([(sku(1), 10)], None);
     for units in [0, -1, STOCK_UNITS_MAX + 1] {
         let error = inventory
             .reserve(OrderId(1), UserId(1), &[(sku(1), units)])
@@ -173,7 +173,7 @@ fn a_rebuild_from_stock_records_behind_the_orders_stays_consistent() {
     let mut paid = order_record(1, 1, &[(sku(1), 2)]);
     paid.status = OrderStatus::Paid;
     let pending = order_record(2, 2, &[(sku(1), 3)]);
-    let mut inventory = Inventory::rebuild([(sku(1), 1)], [], [&pending, &paid], |_| true, 0);
+    let mut inventory = Inventory::rebuild([(sku(1), 1)], [], [&pending, &paid], |_| true, None);
     let totals = inventory.totals(&sku(1));
     assert_eq!(
         (
@@ -263,7 +263,7 @@ proptest! {
         let skus: Vec<Sku> = (0..3).map(sku).collect();
         let mut received: Vec<i64> = initial.clone();
         let load = |received: &[i64]| skus.iter().cloned().zip(received.iter().copied()).collect::<Vec<_>>();
-        let mut inventory = Inventory::load(load(&received), LIMIT);
+        let mut inventory = Inventory::load(load(&received), Some(LIMIT));
         let mut orders: Vec<ModelOrder> = Vec::new();
         // Orders folded into the snapshot, and the units they sold per SKU.
         let (mut folded, mut sold_before) = (0usize, vec![0i64; 3]);
@@ -322,7 +322,7 @@ proptest! {
                 }
                 Op::Crash => {
                     let records: Vec<&OrderRecord> = orders[folded..].iter().map(|o| &o.record).collect();
-                    let rebuilt = Inventory::rebuild(load(&received), load(&sold_before), records, |_| true, LIMIT);
+                    let rebuilt = Inventory::rebuild(load(&received), load(&sold_before), records, |_| true, Some(LIMIT));
                     forgotten = folded;
                     for s in &skus {
                         prop_assert_eq!(rebuilt.totals(s), inventory.totals(s));
@@ -361,7 +361,7 @@ proptest! {
 
 #[test]
 fn only_a_crossing_of_a_status_is_reported_for_the_stock_board() {
-    let mut inventory = Inventory::load([(sku(1), 7)], 0);
+    let mut inventory = Inventory::load([(sku(1), 7)], None);
     inventory
         .reserve(OrderId(1), UserId(1), &[(sku(1), 1)])
         .unwrap();
