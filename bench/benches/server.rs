@@ -48,7 +48,7 @@ fn reservation(c: &mut Criterion) {
     let sku = Sku::new("P00001-M").unwrap();
     // Enough stock for any number of iterations criterion picks: the
     // reserved units are committed, so each iteration sells one.
-    let mut inventory = Inventory::load([(sku.clone(), souk_wire::limits::STOCK_UNITS_MAX)], 0);
+    let mut inventory = Inventory::load([(sku.clone(), souk_wire::limits::STOCK_UNITS_MAX)], None);
     let lines = [(sku, 1)];
     let mut n = 0u64;
     c.bench_function("reserve + commit on the owner shard", |b| {

@@ -63,166 +63,38 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Starts every shard and returns once all of them listen.
+    /// Starts every shard and returns once all of them listen. Each step
+    /// below is one function; `shutdown` undoes them in reverse.
     pub fn start(config: &Config) -> anyhow::Result<Server> {
         config.validate()?;
         let data_dir = DataDir::open(&config.data_dir)?;
-        let identity = tls::load_or_create(&config.tls, data_dir.path())?;
-        if identity.created {
-            info!(
-                path = %data_dir.file(tls::SELF_SIGNED_CERT_FILE).display(),
-                "created a self-signed certificate"
-            );
-        }
-        let crypto = Arc::new(tls::quic_server_crypto(&identity)?);
-        let placement = Placement::new(config.shards);
-        let storage_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("souk-storage")
-            .enable_all()
-            .build()?;
-        let store = block_on(&storage_runtime, open_store(config, &data_dir))?;
-        let data = block_on(&storage_runtime, load_catalog(store.as_ref(), config))?;
-        let redis = match &config.redis {
-            None => None,
-            Some(url) => {
-                let connecting = RedisState::connect(url, limits::REDIS_CONNECTIONS);
-                let redis = block_on(&storage_runtime, connecting)
-                    .with_context(|| format!("cannot reach Redis at {}", redact(url)))?;
-                info!(url = %redact(url), "refresh tokens and shared limits in Redis");
-                Some(Arc::new(redis))
-            }
-        };
-        let sign_outs = match &config.redis {
-            None => None,
-            Some(url) => {
-                let connecting = souk_storage::redis::SignOutFeed::connect(url);
-                let feed = block_on(&storage_runtime, connecting)
-                    .with_context(|| format!("cannot subscribe at Redis {}", redact(url)))?;
-                Some(feed)
-            }
-        };
-        let sessions: Arc<dyn TokenStore> = match &redis {
-            Some(redis) => redis.clone(),
-            None => store.clone(),
-        };
-        let (snapshot, orders) = block_on(&storage_runtime, load_orders(store.as_ref()))?;
-        info!(
-            orders = orders.len(),
-            watermark = snapshot.watermark.0,
-            "replaying the orders after the stock snapshot"
-        );
-        let carts = block_on(&storage_runtime, store.carts()).context("reading carts")?;
-        let settings = rebuild::Settings {
-            placement,
-            tokens: Arc::new(TokenKeys::new(&token_key(&data_dir)?)),
-            commerce: CommerceConfig {
-                reservation_ttl: config.reservation_ttl,
-                gateway: SimulatedGateway {
-                    latency: config.payment_latency,
-                    declines_per_10k: config.payment_declines_per_10k,
-                },
-                password_cost: accounts::PasswordCost::STANDARD,
-                purchase_limit: (config.purchase_limit > 0).then_some(config.purchase_limit),
-            },
-            rates: [
-                (RateClass::Reads, config.rate_reads),
-                (RateClass::CartWrites, config.rate_cart_writes),
-                (RateClass::Checkouts, config.rate_checkouts),
-            ]
-            .into_iter()
-            .filter_map(|(class, per_second)| Some((class, Rate::limiting(per_second)?)))
-            .collect(),
-            server_version: env!("CARGO_PKG_VERSION"),
-        };
-        let stored = rebuild::Stored {
-            catalog: &data,
-            snapshot: &snapshot,
-            orders: &orders,
-            carts,
-        };
-        let states = rebuild::shard_states(stored, &settings);
-        let catalog = states[0].catalog.clone();
-        let catalog_feed = Arc::new(watch::Sender::new(catalog.clone()));
-
-        let sockets = socket::bind_shared(config.listen, config.shards)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let local_addr = sockets[0].local_addr()?;
+        let identity = load_identity(config, &data_dir)?;
+        let storage_runtime = storage_runtime()?;
+        let stores = block_on(&storage_runtime, open_stores(config, &data_dir))?;
+        let settings = shard_settings(config, &data_dir)?;
+        let states = block_on(&storage_runtime, rebuild_shards(&stores, config, &settings))?;
         let stats = Arc::new(Stats::new(config.shards));
-        let meshes = mesh::build(
-            config.shards,
-            limits::SHARD_INBOX_MAX,
-            limits::CROSS_SHARD_TIMEOUT,
-            stats.clone(),
-        );
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let metrics_addr = match config.metrics_listen {
-            None => None,
-            Some(addr) => {
-                let listener = std::net::TcpListener::bind(addr)
-                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
-                let bound = listener.local_addr()?;
-                let serving =
-                    metrics::serve(listener, stats.clone(), store.clone(), shutdown_rx.clone());
-                storage_runtime.spawn(async move {
-                    if let Err(error) = serving.await {
-                        tracing::warn!(%error, "the metrics endpoint stopped");
-                    }
-                });
-                info!(addr = %bound, "metrics at /metrics");
-                Some(bound)
-            }
-        };
-        let drained = Arc::new(Barrier::new(config.shards));
-        let cores = config
-            .pin_threads
-            .then(core_affinity::get_core_ids)
-            .flatten()
-            .filter(|cores| !cores.is_empty());
-        let cid_key = CidKey::default();
-        let (forward_peers, forward_queues) = forward::queues(config.shards);
-        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let metrics_addr = serve_metrics(config, &stores, &stats, &storage_runtime, &shutdown_rx)?;
         let clock = Clock::default();
-
-        let mut threads = Vec::with_capacity(config.shards);
-        let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
-        for (state, ((socket, (mesh, inbox)), forwarded)) in states.into_iter().zip(per_shard) {
-            let shard = state.shard;
-            let setup = ShardSetup {
-                store: store.clone(),
-                sessions: sessions.clone(),
-                shared_limits: redis.clone(),
-                sign_outs: sign_outs.as_ref().map(|feed| feed.receiver()),
-                state,
-                socket,
-                cid_key: cid_key.clone(),
-                forward_peers: forward_peers.clone(),
-                forwarded,
-                endpoint_config: quic::endpoint_config(shard, cid_key.clone()),
-                server_config: quic::server_config(crypto.clone()),
-                mesh,
-                inbox,
-                stats: stats.clone(),
-                shutdown: shutdown_rx.clone(),
-                drained: drained.clone(),
-                core: cores.as_ref().map(|c| c[shard.index() % c.len()]),
-                connections_max: config.max_connections_per_shard,
-                gate: ConnectionGate::new(
-                    config.new_connections_per_sec,
-                    config.retry_above,
-                    limits::GATED_ADDRESSES_MAX,
-                ),
-                catalog_feed: catalog_feed.clone(),
-                cache_ttl: config.catalog_cache_ttl,
-                clock: clock.clone(),
-                ready: ready_tx.clone(),
-            };
-            threads.push(shard::spawn(setup)?);
-        }
+        let catalog = states[0].catalog.clone();
+        let Started {
+            threads,
+            local_addr,
+            ready,
+        } = spawn_shards(ShardsStart {
+            config,
+            states,
+            stores: &stores,
+            crypto: Arc::new(tls::quic_server_crypto(&identity)?),
+            stats: &stats,
+            shutdown: &shutdown_rx,
+            clock: &clock,
+        })?;
         storage_runtime.spawn(keep_stock_snapshot(
-            store.clone(),
+            stores.store.clone(),
             clock.clone(),
-            shutdown_rx.clone(),
+            shutdown_rx,
         ));
         let server = Server {
             local_addr,
@@ -231,20 +103,15 @@ impl Server {
             stats,
             shutdown,
             threads,
-            store,
+            store: stores.store,
             clock,
             storage_runtime: Some(storage_runtime),
-            _sign_outs: sign_outs,
+            _sign_outs: stores.sign_outs,
             _data_dir: data_dir,
         };
-        for _ in 0..config.shards {
-            let started = ready
-                .recv()
-                .map_err(|_| anyhow!("a shard stopped while starting"))?;
-            if let Err(reason) = started {
-                let _ = server.shutdown();
-                return Err(anyhow!("a shard failed to start: {reason}"));
-            }
+        if let Err(error) = server.wait_until_listening(config.shards, ready) {
+            let _ = server.shutdown();
+            return Err(error);
         }
         info!(
             addr = %local_addr,
@@ -254,6 +121,23 @@ impl Server {
             "souk is serving"
         );
         Ok(server)
+    }
+
+    /// Waits for every shard's word that it listens.
+    fn wait_until_listening(
+        &self,
+        shards: usize,
+        ready: std::sync::mpsc::Receiver<Result<(), String>>,
+    ) -> anyhow::Result<()> {
+        for _ in 0..shards {
+            let started = ready
+                .recv()
+                .map_err(|_| anyhow!("a shard stopped while starting"))?;
+            if let Err(reason) = started {
+                return Err(anyhow!("a shard failed to start: {reason}"));
+            }
+        }
+        Ok(())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -308,6 +192,237 @@ impl Server {
         info!("souk stopped");
         Ok(())
     }
+}
+
+/// The server's certificate: configured, or self-signed and kept in the
+/// data directory.
+fn load_identity(config: &Config, data_dir: &DataDir) -> anyhow::Result<tls::TlsIdentity> {
+    let identity = tls::load_or_create(&config.tls, data_dir.path())?;
+    if identity.created {
+        info!(
+            path = %data_dir.file(tls::SELF_SIGNED_CERT_FILE).display(),
+            "created a self-signed certificate"
+        );
+    }
+    Ok(identity)
+}
+
+/// The runtime that drives the storage driver's own tasks and the
+/// start-up, metrics and shut-down storage calls; never a shard's.
+fn storage_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("souk-storage")
+        .enable_all()
+        .build()
+}
+
+/// Where data lives: the store, and with `--redis` the limits and
+/// sessions every node shares.
+struct Stores {
+    store: Arc<dyn Store>,
+    /// The store, or Redis with `--redis`.
+    sessions: Arc<dyn TokenStore>,
+    redis: Option<Arc<RedisState>>,
+    sign_outs: Option<souk_storage::redis::SignOutFeed>,
+}
+
+async fn open_stores(config: &Config, data_dir: &DataDir) -> anyhow::Result<Stores> {
+    let store = open_store(config, data_dir).await?;
+    let Some(url) = &config.redis else {
+        return Ok(Stores {
+            sessions: store.clone(),
+            store,
+            redis: None,
+            sign_outs: None,
+        });
+    };
+    let redis = RedisState::connect(url, limits::REDIS_CONNECTIONS)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact(url)))?;
+    let sign_outs = souk_storage::redis::SignOutFeed::connect(url)
+        .await
+        .with_context(|| format!("cannot subscribe at Redis {}", redact(url)))?;
+    info!(url = %redact(url), "refresh tokens and shared limits in Redis");
+    let redis = Arc::new(redis);
+    Ok(Stores {
+        store,
+        sessions: redis.clone(),
+        redis: Some(redis),
+        sign_outs: Some(sign_outs),
+    })
+}
+
+/// What every shard starts with, from the configuration.
+fn shard_settings(config: &Config, data_dir: &DataDir) -> anyhow::Result<rebuild::Settings> {
+    Ok(rebuild::Settings {
+        placement: Placement::new(config.shards),
+        tokens: Arc::new(TokenKeys::new(&token_key(data_dir)?)),
+        commerce: CommerceConfig {
+            reservation_ttl: config.reservation_ttl,
+            gateway: SimulatedGateway {
+                latency: config.payment_latency,
+                declines_per_10k: config.payment_declines_per_10k,
+            },
+            password_cost: accounts::PasswordCost::STANDARD,
+            purchase_limit: (config.purchase_limit > 0).then_some(config.purchase_limit),
+        },
+        rates: [
+            (RateClass::Reads, config.rate_reads),
+            (RateClass::CartWrites, config.rate_cart_writes),
+            (RateClass::Checkouts, config.rate_checkouts),
+        ]
+        .into_iter()
+        .filter_map(|(class, per_second)| Some((class, Rate::limiting(per_second)?)))
+        .collect(),
+        server_version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Every shard's state from what the store holds (the demo catalog is
+/// imported into an empty store first).
+async fn rebuild_shards(
+    stores: &Stores,
+    config: &Config,
+    settings: &rebuild::Settings,
+) -> anyhow::Result<Vec<crate::domain::ShardState>> {
+    let store = stores.store.as_ref();
+    let data = load_catalog(store, config).await?;
+    let (snapshot, orders) = load_orders(store).await?;
+    info!(
+        orders = orders.len(),
+        watermark = snapshot.watermark.0,
+        "replaying the orders after the stock snapshot"
+    );
+    let carts = store.carts().await.context("reading carts")?;
+    let stored = rebuild::Stored {
+        catalog: &data,
+        snapshot: &snapshot,
+        orders: &orders,
+        carts,
+    };
+    Ok(rebuild::shard_states(stored, settings))
+}
+
+/// `/metrics` on `--metrics-listen`, served from the storage runtime.
+fn serve_metrics(
+    config: &Config,
+    stores: &Stores,
+    stats: &Arc<Stats>,
+    runtime: &tokio::runtime::Runtime,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let serving = metrics::serve(
+        listener,
+        stats.clone(),
+        stores.store.clone(),
+        shutdown.clone(),
+    );
+    runtime.spawn(async move {
+        if let Err(error) = serving.await {
+            tracing::warn!(%error, "the metrics endpoint stopped");
+        }
+    });
+    info!(addr = %bound, "metrics at /metrics");
+    Ok(Some(bound))
+}
+
+/// What the shard threads are started from.
+struct ShardsStart<'a> {
+    config: &'a Config,
+    states: Vec<crate::domain::ShardState>,
+    stores: &'a Stores,
+    crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
+    stats: &'a Arc<Stats>,
+    shutdown: &'a watch::Receiver<bool>,
+    clock: &'a Clock,
+}
+
+/// The shard threads just started.
+struct Started {
+    threads: Vec<JoinHandle<()>>,
+    /// The address every shard's socket shares.
+    local_addr: SocketAddr,
+    /// Each shard's word that it listens, or why it could not.
+    ready: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
+/// Binds every shard's socket and starts its thread.
+fn spawn_shards(start: ShardsStart<'_>) -> anyhow::Result<Started> {
+    let ShardsStart {
+        config,
+        states,
+        stores,
+        crypto,
+        stats,
+        shutdown,
+        clock,
+    } = start;
+    let sockets = socket::bind_shared(config.listen, config.shards)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local_addr = sockets[0].local_addr()?;
+    let meshes = mesh::build(
+        config.shards,
+        limits::SHARD_INBOX_MAX,
+        limits::CROSS_SHARD_TIMEOUT,
+        stats.clone(),
+    );
+    let catalog_feed = Arc::new(watch::Sender::new(states[0].catalog.clone()));
+    let drained = Arc::new(Barrier::new(config.shards));
+    let cores = config
+        .pin_threads
+        .then(core_affinity::get_core_ids)
+        .flatten()
+        .filter(|cores| !cores.is_empty());
+    let cid_key = CidKey::default();
+    let (forward_peers, forward_queues) = forward::queues(config.shards);
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let mut threads = Vec::with_capacity(config.shards);
+    let per_shard = sockets.into_iter().zip(meshes).zip(forward_queues);
+    for (state, ((socket, (mesh, inbox)), forwarded)) in states.into_iter().zip(per_shard) {
+        let shard = state.shard;
+        let setup = ShardSetup {
+            store: stores.store.clone(),
+            sessions: stores.sessions.clone(),
+            shared_limits: stores.redis.clone(),
+            sign_outs: stores.sign_outs.as_ref().map(|feed| feed.receiver()),
+            state,
+            socket,
+            cid_key: cid_key.clone(),
+            forward_peers: forward_peers.clone(),
+            forwarded,
+            endpoint_config: quic::endpoint_config(shard, cid_key.clone()),
+            server_config: quic::server_config(crypto.clone()),
+            mesh,
+            inbox,
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            drained: drained.clone(),
+            core: cores.as_ref().map(|c| c[shard.index() % c.len()]),
+            connections_max: config.max_connections_per_shard,
+            gate: ConnectionGate::new(
+                config.new_connections_per_sec,
+                config.retry_above,
+                limits::GATED_ADDRESSES_MAX,
+            ),
+            catalog_feed: catalog_feed.clone(),
+            cache_ttl: config.catalog_cache_ttl,
+            clock: clock.clone(),
+            ready: ready_tx.clone(),
+        };
+        threads.push(shard::spawn(setup)?);
+    }
+    Ok(Started {
+        threads,
+        local_addr,
+        ready,
+    })
 }
 
 /// Runs a storage future to completion from synchronous code. It runs on a

@@ -1,11 +1,45 @@
 //! Framing: one length-prefixed message per direction per QUIC stream.
 //!
-//! A frame is a little-endian `u32` payload length followed by the payload, a
-//! FlatBuffers buffer. The encoder writes frames directly (a size-prefixed
-//! buffer is exactly a frame); readers call `payload_len` on the header and
-//! refuse a frame over the message's bound before they allocate for it.
-//! This module performs no I/O: the server's and client's I/O layers read the
-//! header and then exactly `payload_len` bytes.
+//! # The rule, for a client in any language
+//!
+//! A frame is a FlatBuffers *size-prefixed* buffer, byte for byte:
+//!
+//! - bytes `0..4` (`limits::FRAME_HEADER_BYTES`): the payload length, a `u32`,
+//!   little-endian, counting the bytes after it and not itself;
+//! - then exactly that many bytes: a FlatBuffers buffer whose root is a
+//!   `Request` (client to server), a `Response` or an `Event` (server to
+//!   client). souk's encoders write the file identifier `SOUK`; its decoders
+//!   do not require one.
+//!
+//! The length is at least 1 (`FrameError::Empty`) and at most the bound of
+//! the message (`FrameError::TooLarge`): `limits::REQUEST_BYTES_MAX` (64 KiB),
+//! `limits::RESPONSE_BYTES_MAX` (1 MiB), `limits::EVENT_BYTES_MAX` (16 KiB).
+//! A reader checks the header first, with `payload_len`, and allocates only
+//! for a length within the bound. A request stream carries one frame.
+//!
+//! **Alignment counts the prefix.** FlatBuffers places every scalar at a
+//! multiple of its size, and the decoder verifies the whole frame, so that
+//! multiple is counted from byte 0 of the frame, the length included: an
+//! 8-byte field (`long`, `ulong`, `double`) lies at a multiple of 8 from the
+//! first byte of the header. The builder's size-prefixed finish pads the
+//! buffer for exactly that: `finish_size_prefixed` (Rust),
+//! `FinishSizePrefixed` (C++, Go, Python, C#), `finishSizePrefixed` (Java,
+//! Kotlin, TypeScript), `finish(offset:addPrefix: true)` (Swift). A buffer
+//! finished plainly and then given a 4-byte length in front has every 8-byte
+//! table field 4 bytes off; the verifier refuses it, and the decode error
+//! (the server's `BadRequest` message) names this rule. Such a frame decodes
+//! while it happens to hold no 8-byte table field (a `Hello`, say, even with
+//! an idempotency key: structs are read byte by byte, so their alignment is
+//! not checked), so a client built that way can pass its first calls and
+//! fail on a later one.
+//!
+//! # This module
+//!
+//! The encoder writes frames directly (a size-prefixed buffer is exactly a
+//! frame); readers call `payload_len` on the header and refuse a frame over
+//! the message's bound before they allocate for it. This module performs no
+//! I/O: the server's and client's I/O layers read the header and then
+//! exactly `payload_len` bytes.
 
 use std::fmt;
 

@@ -3,7 +3,8 @@
 //! The decoder checks these before it allocates or converts; a value over a
 //! bound is a typed `BadRequest`, never a panic or an unbounded allocation.
 
-/// Bytes of the little-endian `u32` length that precedes every message.
+/// Bytes of the little-endian `u32` length that precedes every message: the
+/// FlatBuffers size prefix, which the buffer's alignment counts (see `frame`).
 pub const FRAME_HEADER_BYTES: usize = 4;
 
 /// The largest request. The biggest legitimate request is an admin product

@@ -42,8 +42,10 @@ fn sku() -> Sku {
 }
 
 fn in_core(seconds: u64) -> f64 {
-    let mut inventory =
-        Inventory::load([(sku(), STOCK.min(souk_wire::limits::STOCK_UNITS_MAX))], 0);
+    let mut inventory = Inventory::load(
+        [(sku(), STOCK.min(souk_wire::limits::STOCK_UNITS_MAX))],
+        None,
+    );
     let lines = vec![(sku(), 1)];
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
@@ -70,7 +72,8 @@ fn cross_shard(seconds: u64, in_flight: usize) -> f64 {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let mut inventory = Inventory::load([(sku(), souk_wire::limits::STOCK_UNITS_MAX)], 0);
+            let mut inventory =
+                Inventory::load([(sku(), souk_wire::limits::STOCK_UNITS_MAX)], None);
             while let Some(envelope) = inbox.recv().await {
                 let answer = match envelope.call {
                     ShardCall::Reserve { order, user, lines } => {

@@ -31,7 +31,7 @@ pub(super) fn after_step(world: &Rc<World>) -> Result<(), String> {
             }
         }
     }
-    if world.report.borrow().steps % 32 == 0 {
+    if world.report.borrow().steps.is_multiple_of(32) {
         stored_orders(world)?;
     }
     Ok(())

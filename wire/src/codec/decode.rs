@@ -5,9 +5,14 @@
 //! for anything out of bounds. Nothing here may panic on any input: the
 //! property tests and the fuzz target feed it arbitrary bytes.
 
-use flatbuffers::{Follow, ForwardsUOffset, Vector, VerifierOptions};
+use flatbuffers::{
+    ErrorTraceDetail, Follow, ForwardsUOffset, InvalidFlatbuffer, Vector, VerifierOptions,
+};
 
 use super::DecodeError;
+use super::enums::from_fb::{
+    browse_sort, order_status, payment_status, restock_mode, role, status, stock_status,
+};
 use crate::api::{self, Violation};
 use crate::generated::souk::wire as fb;
 use crate::{frame, limits};
@@ -34,8 +39,38 @@ where
     // verifier checks alignment relative to the slice, and the builder
     // aligned the buffer with its prefix.
     let options = verifier_options(bytes_max + limits::FRAME_HEADER_BYTES, tables_max);
-    flatbuffers::size_prefixed_root_with_opts::<T>(&options, frame)
-        .map_err(|error| DecodeError::Malformed(error.to_string()))
+    flatbuffers::size_prefixed_root_with_opts::<T>(&options, frame).map_err(|e| malformed(&e))
+}
+
+/// The verifier's refusal as a decode error. A misaligned field almost
+/// always means a client in another language built a plain buffer and put
+/// its length in front (see `frame`), so that error names the rule rather
+/// than only the position.
+fn malformed(error: &InvalidFlatbuffer) -> DecodeError {
+    let InvalidFlatbuffer::Unaligned {
+        position,
+        unaligned_type,
+        error_trace,
+    } = error
+    else {
+        return DecodeError::Malformed(error.to_string());
+    };
+    // The trace runs from the innermost field outwards.
+    let field = error_trace.as_ref().iter().find_map(|detail| match detail {
+        ErrorTraceDetail::TableField { field_name, .. } => Some(field_name),
+        _ => None,
+    });
+    let field = field
+        .map(|name| format!(", in field `{name}`"))
+        .unwrap_or_default();
+    DecodeError::Malformed(format!(
+        "the frame is not a size-prefixed FlatBuffers buffer: build it with \
+         finish_size_prefixed (FinishSizePrefixed), whose alignment counts the \
+         {header}-byte length prefix; a plain buffer with a length put in front \
+         misaligns 8-byte fields (Type `{unaligned_type}` at position {position} \
+         is unaligned{field})",
+        header = limits::FRAME_HEADER_BYTES,
+    ))
 }
 
 /// Decodes a framed request: the length header and the payload.
@@ -62,21 +97,10 @@ pub fn decode_response(frame: &[u8]) -> Decoded<api::Response> {
         limits::RESPONSE_BYTES_MAX,
         limits::RESPONSE_TABLES_MAX,
     )?;
-    let status = match response.status() {
-        fb::Status::Ok => return response_body(&response).map(Ok),
-        fb::Status::BadRequest => api::ErrorStatus::BadRequest,
-        fb::Status::Unauthenticated => api::ErrorStatus::Unauthenticated,
-        fb::Status::Forbidden => api::ErrorStatus::Forbidden,
-        fb::Status::NotFound => api::ErrorStatus::NotFound,
-        fb::Status::Conflict => api::ErrorStatus::Conflict,
-        fb::Status::InsufficientStock => api::ErrorStatus::InsufficientStock,
-        fb::Status::LimitExceeded => api::ErrorStatus::LimitExceeded,
-        fb::Status::Busy => api::ErrorStatus::Busy,
-        fb::Status::Unavailable => api::ErrorStatus::Unavailable,
-        fb::Status::Internal => api::ErrorStatus::Internal,
-        fb::Status::NotOffered => api::ErrorStatus::NotOffered,
-        other => return Err(unknown_enum("status", other.0)),
-    };
+    if response.status() == fb::Status::Ok {
+        return response_body(&response).map(Ok);
+    }
+    let status = status(response.status())?;
     let message = text(response.message(), "message", limits::MESSAGE_BYTES_MAX)?;
     Ok(Err(api::ApiError {
         status,
@@ -100,10 +124,6 @@ pub fn decode_event(frame: &[u8]) -> Decoded<api::Event> {
 
 fn violation(field: &'static str, violation: Violation) -> DecodeError {
     DecodeError::Field { field, violation }
-}
-
-fn unknown_enum(field: &'static str, value: u8) -> DecodeError {
-    DecodeError::UnknownEnum { field, value }
 }
 
 /// An optional text field of at most `max` bytes.
@@ -229,70 +249,6 @@ fn quantity(value: u32, field: &'static str, min: u32) -> Decoded<u32> {
         return Err(violation(field, Violation::OutOfRange));
     }
     Ok(value)
-}
-
-// ---------------------------------------------------------------------------
-// Enums
-
-fn role(value: fb::Role) -> Decoded<api::Role> {
-    match value {
-        fb::Role::Customer => Ok(api::Role::Customer),
-        fb::Role::Admin => Ok(api::Role::Admin),
-        other => Err(unknown_enum("role", other.0)),
-    }
-}
-
-fn stock_status(value: fb::StockStatus) -> Decoded<api::StockStatus> {
-    match value {
-        fb::StockStatus::Unknown => Ok(api::StockStatus::Unknown),
-        fb::StockStatus::InStock => Ok(api::StockStatus::InStock),
-        fb::StockStatus::LowStock => Ok(api::StockStatus::LowStock),
-        fb::StockStatus::OutOfStock => Ok(api::StockStatus::OutOfStock),
-        other => Err(unknown_enum("stock_status", other.0)),
-    }
-}
-
-fn order_status(value: fb::OrderStatus) -> Decoded<api::OrderStatus> {
-    match value {
-        fb::OrderStatus::PendingPayment => Ok(api::OrderStatus::PendingPayment),
-        fb::OrderStatus::Paid => Ok(api::OrderStatus::Paid),
-        fb::OrderStatus::Fulfilled => Ok(api::OrderStatus::Fulfilled),
-        fb::OrderStatus::Cancelled => Ok(api::OrderStatus::Cancelled),
-        fb::OrderStatus::Expired => Ok(api::OrderStatus::Expired),
-        fb::OrderStatus::Refunded => Ok(api::OrderStatus::Refunded),
-        other => Err(unknown_enum("order_status", other.0)),
-    }
-}
-
-fn payment_status(value: fb::PaymentStatus) -> Decoded<api::PaymentStatus> {
-    match value {
-        fb::PaymentStatus::Pending => Ok(api::PaymentStatus::Pending),
-        fb::PaymentStatus::Authorized => Ok(api::PaymentStatus::Authorized),
-        fb::PaymentStatus::Captured => Ok(api::PaymentStatus::Captured),
-        fb::PaymentStatus::Failed => Ok(api::PaymentStatus::Failed),
-        fb::PaymentStatus::Refunded => Ok(api::PaymentStatus::Refunded),
-        fb::PaymentStatus::PartiallyRefunded => Ok(api::PaymentStatus::PartiallyRefunded),
-        other => Err(unknown_enum("payment_status", other.0)),
-    }
-}
-
-fn browse_sort(value: fb::BrowseSort) -> Decoded<api::BrowseSort> {
-    match value {
-        fb::BrowseSort::NameAsc => Ok(api::BrowseSort::NameAsc),
-        fb::BrowseSort::NameDesc => Ok(api::BrowseSort::NameDesc),
-        fb::BrowseSort::PriceAsc => Ok(api::BrowseSort::PriceAsc),
-        fb::BrowseSort::PriceDesc => Ok(api::BrowseSort::PriceDesc),
-        fb::BrowseSort::Newest => Ok(api::BrowseSort::Newest),
-        other => Err(unknown_enum("sort", other.0)),
-    }
-}
-
-fn restock_mode(value: fb::RestockMode) -> Decoded<api::RestockMode> {
-    match value {
-        fb::RestockMode::Add => Ok(api::RestockMode::Add),
-        fb::RestockMode::Set => Ok(api::RestockMode::Set),
-        other => Err(unknown_enum("mode", other.0)),
-    }
 }
 
 // ---------------------------------------------------------------------------

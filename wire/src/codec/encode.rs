@@ -2,7 +2,10 @@
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
-use crate::api::{self, ErrorStatus, RequestBody, ResponseBody};
+use super::enums::to_fb::{
+    browse_sort, order_status, payment_status, restock_mode, role, status, stock_status,
+};
+use crate::api::{self, RequestBody, ResponseBody};
 use crate::generated::souk::wire as fb;
 use crate::limits;
 
@@ -155,80 +158,6 @@ fn truncated(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
-}
-
-fn status(status: ErrorStatus) -> fb::Status {
-    match status {
-        ErrorStatus::BadRequest => fb::Status::BadRequest,
-        ErrorStatus::Unauthenticated => fb::Status::Unauthenticated,
-        ErrorStatus::Forbidden => fb::Status::Forbidden,
-        ErrorStatus::NotFound => fb::Status::NotFound,
-        ErrorStatus::Conflict => fb::Status::Conflict,
-        ErrorStatus::InsufficientStock => fb::Status::InsufficientStock,
-        ErrorStatus::LimitExceeded => fb::Status::LimitExceeded,
-        ErrorStatus::Busy => fb::Status::Busy,
-        ErrorStatus::Unavailable => fb::Status::Unavailable,
-        ErrorStatus::Internal => fb::Status::Internal,
-        ErrorStatus::NotOffered => fb::Status::NotOffered,
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Enums
-
-fn role(role: api::Role) -> fb::Role {
-    match role {
-        api::Role::Customer => fb::Role::Customer,
-        api::Role::Admin => fb::Role::Admin,
-    }
-}
-
-fn stock_status(status: api::StockStatus) -> fb::StockStatus {
-    match status {
-        api::StockStatus::Unknown => fb::StockStatus::Unknown,
-        api::StockStatus::InStock => fb::StockStatus::InStock,
-        api::StockStatus::LowStock => fb::StockStatus::LowStock,
-        api::StockStatus::OutOfStock => fb::StockStatus::OutOfStock,
-    }
-}
-
-fn order_status(status: api::OrderStatus) -> fb::OrderStatus {
-    match status {
-        api::OrderStatus::PendingPayment => fb::OrderStatus::PendingPayment,
-        api::OrderStatus::Paid => fb::OrderStatus::Paid,
-        api::OrderStatus::Fulfilled => fb::OrderStatus::Fulfilled,
-        api::OrderStatus::Cancelled => fb::OrderStatus::Cancelled,
-        api::OrderStatus::Expired => fb::OrderStatus::Expired,
-        api::OrderStatus::Refunded => fb::OrderStatus::Refunded,
-    }
-}
-
-fn payment_status(status: api::PaymentStatus) -> fb::PaymentStatus {
-    match status {
-        api::PaymentStatus::Pending => fb::PaymentStatus::Pending,
-        api::PaymentStatus::Authorized => fb::PaymentStatus::Authorized,
-        api::PaymentStatus::Captured => fb::PaymentStatus::Captured,
-        api::PaymentStatus::Failed => fb::PaymentStatus::Failed,
-        api::PaymentStatus::Refunded => fb::PaymentStatus::Refunded,
-        api::PaymentStatus::PartiallyRefunded => fb::PaymentStatus::PartiallyRefunded,
-    }
-}
-
-fn browse_sort(sort: api::BrowseSort) -> fb::BrowseSort {
-    match sort {
-        api::BrowseSort::NameAsc => fb::BrowseSort::NameAsc,
-        api::BrowseSort::NameDesc => fb::BrowseSort::NameDesc,
-        api::BrowseSort::PriceAsc => fb::BrowseSort::PriceAsc,
-        api::BrowseSort::PriceDesc => fb::BrowseSort::PriceDesc,
-        api::BrowseSort::Newest => fb::BrowseSort::Newest,
-    }
-}
-
-fn restock_mode(mode: api::RestockMode) -> fb::RestockMode {
-    match mode {
-        api::RestockMode::Add => fb::RestockMode::Add,
-        api::RestockMode::Set => fb::RestockMode::Set,
-    }
 }
 
 // ---------------------------------------------------------------------------

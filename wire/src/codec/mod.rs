@@ -11,9 +11,13 @@
 //!
 //! Encoding writes a size-prefixed buffer, which is exactly a frame: the
 //! FlatBuffers size prefix is the little-endian `u32` length header.
+//!
+//! The enums both the schema and `api` define are mapped in `enums`, both
+//! directions from one list of variants.
 
 mod decode;
 mod encode;
+mod enums;
 
 use std::fmt;
 

@@ -187,6 +187,61 @@ fn response_error_messages_are_bounded() {
     assert_eq!(error.status, ErrorStatus::BadRequest);
 }
 
+/// A `BrowseCategory` request with an 8-byte field (`price_min`) set, built
+/// with the generated code as a client in another language builds it, and
+/// finished by `finish`: the plain finish (wrong) or the size-prefixed one.
+fn browse_with_price_min(size_prefixed: bool) -> Vec<u8> {
+    use crate::generated::souk::wire as fb;
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let browse = fb::BrowseCategory::create(
+        &mut fbb,
+        &fb::BrowseCategoryArgs {
+            price_min: Some(100),
+            ..Default::default()
+        },
+    );
+    let root = fb::Request::create(
+        &mut fbb,
+        &fb::RequestArgs {
+            idempotency_key: None,
+            body_type: fb::RequestBody::BrowseCategory,
+            body: Some(browse.as_union_value()),
+        },
+    );
+    if size_prefixed {
+        fbb.finish_size_prefixed(root, Some("SOUK"));
+        return fbb.finished_data().to_vec();
+    }
+    fbb.finish(root, Some("SOUK"));
+    let plain = fbb.finished_data();
+    let mut frame = (plain.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(plain);
+    frame
+}
+
+#[test]
+fn plain_buffer_with_a_length_in_front_is_refused_naming_the_rule() {
+    let right = decode_request(&browse_with_price_min(true)).expect("size-prefixed decodes");
+    let RequestBody::BrowseCategory(browse) = right.body else {
+        panic!("a browse request: {right:?}");
+    };
+    assert_eq!(browse.price.min_minor_units, Some(100));
+
+    let error = decode_request(&browse_with_price_min(false)).unwrap_err();
+    let DecodeError::Malformed(message) = &error else {
+        panic!("a verifier error: {error:?}");
+    };
+    for words in [
+        "finish_size_prefixed",
+        "FinishSizePrefixed",
+        "4-byte length prefix",
+        "Type `i64`",
+        "field `price_min`",
+    ] {
+        assert!(message.contains(words), "{words:?} not in {message:?}");
+    }
+}
+
 fn all_sample_payloads() -> Vec<Vec<u8>> {
     let mut encoder = Encoder::new();
     let mut payloads: Vec<Vec<u8>> = samples::requests()
