@@ -12,6 +12,7 @@ mod accounts;
 mod carts;
 mod checkout;
 mod orders;
+mod reservations;
 
 pub use carts::{flush_carts, flush_carts_once};
 pub use orders::{expire_lapsed, resume_payments};

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::checkout::{Settlement, settle};
+use super::reservations::{Settlement, settle};
 use super::*;
 
 /// Charges the order through the gateway and records the outcome. Runs on
