@@ -47,6 +47,27 @@ pub struct ThreadSetup {
 
 pub const ACCOUNT_PASSWORD: &str = "souk loadgen shopper";
 
+/// Commands waiting for one load thread. The coordinator sends a thread its
+/// next command only after it has collected every thread's reply to the
+/// last, so one is all that ever waits; were the queue full, the
+/// coordinator would wait for the thread to take the one before.
+const COMMANDS_QUEUED_MAX: usize = 1;
+
+/// Replies waiting for the coordinator, per load thread. A thread answers
+/// each command once and the coordinator reads every answer before it sends
+/// the next, so one per thread is all that ever waits. A thread that finds
+/// the queue full waits for the coordinator to read: back-pressure, and a
+/// phase's measurements are never dropped.
+const REPLIES_QUEUED_PER_THREAD_MAX: usize = 1;
+
+/// Counts of due actions waiting for a thread's open loop. Each count is
+/// cumulative (every action due so far), so the newest says all that a
+/// longer queue would. The queue is full only while the loop is behind
+/// (waiting for an in-flight slot); the pacer then waits too, and the count
+/// it sends next includes every action that came due meanwhile, each still
+/// measured from its intended send time.
+const DUE_COUNTS_QUEUED_MAX: usize = 1;
+
 /// One phase of load.
 #[derive(Debug, Clone, Copy)]
 pub struct Phase {
@@ -160,7 +181,7 @@ enum Reply {
 
 /// The running threads.
 pub struct Engine {
-    commands: Vec<mpsc::Sender<Command>>,
+    commands: Vec<mpsc::SyncSender<Command>>,
     replies: mpsc::Receiver<Reply>,
     threads: Vec<std::thread::JoinHandle<()>>,
     pub live: Arc<Live>,
@@ -171,11 +192,11 @@ impl Engine {
     /// in) before this returns.
     pub fn start(threads: usize, setup: &ThreadSetup) -> anyhow::Result<Engine> {
         let live = Arc::new(Live::default());
-        let (reply_tx, replies) = mpsc::channel();
+        let (reply_tx, replies) = mpsc::sync_channel(threads * REPLIES_QUEUED_PER_THREAD_MAX);
         let mut commands = Vec::new();
         let mut handles = Vec::new();
         for index in 0..threads {
-            let (tx, rx) = mpsc::channel();
+            let (tx, rx) = mpsc::sync_channel(COMMANDS_QUEUED_MAX);
             commands.push(tx);
             let mut setup = setup.clone();
             setup.connections =
@@ -264,6 +285,9 @@ impl Engine {
     }
 
     pub fn stop(self) {
+        // Closed replies as well as commands: a thread that still had an
+        // answer to give stops instead of waiting for room to give it.
+        drop(self.replies);
         drop(self.commands);
         for thread in self.threads {
             let _ = thread.join();
@@ -284,7 +308,7 @@ fn thread_main(
     index: usize,
     setup: ThreadSetup,
     commands: mpsc::Receiver<Command>,
-    replies: mpsc::Sender<Reply>,
+    replies: mpsc::SyncSender<Reply>,
     live: Arc<Live>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -311,10 +335,10 @@ fn thread_main(
         };
         // Commands come over a std channel; wait for them off the runtime's
         // thread so that in-flight work (keep-alives) keeps running.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(COMMANDS_QUEUED_MAX);
         std::thread::spawn(move || {
             while let Ok(command) = commands.recv() {
-                if tx.send(command).is_err() {
+                if tx.blocking_send(command).is_err() {
                     break;
                 }
             }
@@ -520,8 +544,8 @@ impl Schedule {
 /// ticks, which would add up to a millisecond to every open-loop latency
 /// (measured from the send time), while a thread's sleep wakes within tens
 /// of microseconds and spins no core.
-fn pace(schedule: Schedule) -> tokio::sync::mpsc::UnboundedReceiver<u32> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+fn pace(schedule: Schedule) -> tokio::sync::mpsc::Receiver<u32> {
+    let (tx, rx) = tokio::sync::mpsc::channel(DUE_COUNTS_QUEUED_MAX);
     std::thread::spawn(move || {
         let mut due = 0u32;
         loop {
@@ -537,7 +561,7 @@ fn pace(schedule: Schedule) -> tokio::sync::mpsc::UnboundedReceiver<u32> {
             while schedule.at(due) <= now && schedule.at(due) < schedule.end {
                 due += 1;
             }
-            if tx.send(due).is_err() {
+            if tx.blocking_send(due).is_err() {
                 break;
             }
         }

@@ -1,7 +1,6 @@
 //! Selling, end to end: accounts, carts, checkout, payment, expiry and the
 //! flash sale, on a real two-shard server through the client SDK.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,59 +9,43 @@ use souk_client::api::{
     BrowseCategory, Checkout, CheckoutLine, DeviceId, ErrorStatus, IdempotencyKey, OrderStatus,
     PaymentStatus, RestockMode, Sku, StockLevel, StockStatus,
 };
-use souk_client::{Client, ClientConfig, ClientError, Trust, new_idempotency_key};
+use souk_client::{Client, ClientConfig, ClientError, new_idempotency_key};
 use souk_server::{Config, Server};
 use souk_storage::demo;
+use support::{PASSWORD, Running, checkout, sign_in_admin, start_with_admin, status};
 
-const ADMIN_EMAIL: &str = "admin@example.org";
-const ADMIN_PASSWORD: &str = "commerce test admin password";
-const PASSWORD: &str = "correct horse battery";
-
-struct Running {
-    server: Server,
-    _data: tempfile::TempDir,
-}
+mod support;
 
 /// Two shards on an ephemeral port over `data`, with fast payments.
 fn config(data: &std::path::Path) -> Config {
     Config {
-        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        shards: 2,
-        data_dir: data.to_path_buf(),
-        demo_products: 60,
-        pin_threads: false,
         payment_latency: Duration::from_millis(10),
-        ..Config::default()
+        ..support::config(data, 60)
     }
 }
 
+/// A server with an admin account, its configuration changed by `tune`.
 fn start(tune: impl FnOnce(&mut Config)) -> Running {
-    let data = tempfile::tempdir().unwrap();
-    let mut config = config(data.path());
-    tune(&mut config);
-    souk_server::server::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
-    let server = Server::start(&config).unwrap();
-    Running {
-        server,
-        _data: data,
-    }
+    Running::start(|data| {
+        let mut config = config(data);
+        tune(&mut config);
+        config
+    })
 }
 
+/// A connection that waits twice the other tests' time for a reply: the
+/// flash sale puts 2,000 checkouts on one debug-build server.
 async fn connect(server: &Server) -> Client {
-    let mut config = ClientConfig::new(
-        server.local_addr(),
-        Trust::Fingerprint(server.fingerprint()),
-    );
-    config.request_timeout = Duration::from_secs(20);
+    let config = ClientConfig {
+        request_timeout: support::REQUEST_TIMEOUT * 2,
+        ..support::client_config(server)
+    };
     Client::connect(config).await.unwrap()
 }
 
 async fn admin(server: &Server) -> Client {
     let client = connect(server).await;
-    client
-        .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
-        .await
-        .unwrap();
+    sign_in_admin(&client).await;
     client
 }
 
@@ -83,16 +66,6 @@ async fn level(admin: &Client, sku: &Sku) -> StockLevel {
     admin.admin_restock(sku, 0, RestockMode::Add).await.unwrap()
 }
 
-fn checkout(token: &str) -> Checkout {
-    Checkout {
-        device_id: None,
-        payment_method_token: token.into(),
-        shipping_address_id: None,
-        expected_total: None,
-        lines: Vec::new(),
-    }
-}
-
 async fn order_settles(client: &Client, id: souk_client::api::OrderId) -> OrderStatus {
     for _ in 0..200 {
         let order = client.get_order(id).await.unwrap();
@@ -102,15 +75,6 @@ async fn order_settles(client: &Client, id: souk_client::api::OrderId) -> OrderS
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("order {} never left PendingPayment", id.0);
-}
-
-fn status(result: Result<impl std::fmt::Debug, ClientError>) -> ErrorStatus {
-    match result {
-        Ok(value) => panic!("expected an error, got {value:?}"),
-        Err(error) => error
-            .status()
-            .unwrap_or_else(|| panic!("not an API error: {error}")),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,8 +573,7 @@ async fn a_flash_sale_sells_exactly_the_stock() {
 async fn a_checkout_retried_after_a_restart_returns_the_same_order_and_carts_survive() {
     let data = tempfile::tempdir().unwrap();
     let config = config(data.path());
-    souk_server::server::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
-    let server = Server::start(&config).unwrap();
+    let server = start_with_admin(&config);
     let admin_client = admin(&server).await;
     let sku = sku_of(&admin_client, 6).await;
     admin_client
@@ -1038,8 +1001,7 @@ async fn old_orders_fold_into_the_stock_snapshot_and_a_restart_keeps_the_stock()
     let mut config = config(data.path());
     // The last checkout buys what is left, more than one customer may.
     config.purchase_limit = 0;
-    souk_server::server::create_admin(&config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
-    let server = Server::start(&config).unwrap();
+    let server = start_with_admin(&config);
     let admin_client = admin(&server).await;
     let sku = sku_of(&admin_client, 7).await;
     admin_client

@@ -7,16 +7,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use souk_client::api::{Checkout, DeviceId, OrderId, OrderStatus, RestockMode, Sku};
+use souk_client::api::{DeviceId, OrderId, OrderStatus, RestockMode, Sku};
 use souk_client::{Client, RetryPolicy, new_idempotency_key};
-use support::Souk;
+use souk_storage::demo;
+use support::{ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, Souk, checkout, sign_in_admin};
 
 mod support;
-use souk_storage::demo;
 
-const ADMIN_EMAIL: &str = "admin@example.org";
-const ADMIN_PASSWORD: &str = "crash test admin password";
-const PASSWORD: &str = "correct horse battery";
 const BUYERS: usize = 24;
 const UNITS: i64 = 20_000;
 
@@ -41,23 +38,13 @@ fn spawn(data: &Path) -> Souk {
 
 async fn connect(souk: &Souk) -> Client {
     let mut config = souk.client_config();
-    config.request_timeout = Duration::from_secs(10);
+    config.request_timeout = support::REQUEST_TIMEOUT;
     config.retry = RetryPolicy::none();
     Client::connect(config).await.unwrap()
 }
 
 fn phone() -> DeviceId {
     DeviceId::new("crash-test-phone").unwrap()
-}
-
-fn checkout() -> Checkout {
-    Checkout {
-        device_id: None,
-        payment_method_token: "pm_tok_visa".into(),
-        shipping_address_id: None,
-        expected_total: None,
-        lines: Vec::new(),
-    }
 }
 
 #[test]
@@ -75,10 +62,7 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
 
     let skus: Vec<Sku> = runtime.block_on(async {
         let admin = connect(&souk).await;
-        admin
-            .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
-            .await
-            .unwrap();
+        sign_in_admin(&admin).await;
         let mut skus = Vec::new();
         for n in 1..4 {
             let product = admin.get_product(&demo::product_id(n)).await.unwrap();
@@ -114,7 +98,10 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
                         let other = &skus[(n + round + 1) % skus.len()];
                         let _ = client.update_cart_line(None, other, 1).await;
                     }
-                    match client.checkout(checkout(), new_idempotency_key()).await {
+                    match client
+                        .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+                        .await
+                    {
                         Ok(order) => acknowledged.lock().unwrap().push((n, order.id)),
                         Err(error) if error.status().is_some() => {}
                         // The server is gone.
@@ -197,10 +184,7 @@ fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
             orders.len()
         );
         let admin = connect(&souk).await;
-        admin
-            .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
-            .await
-            .unwrap();
+        sign_in_admin(&admin).await;
         for sku in &skus {
             let units = |status: OrderStatus| -> i64 {
                 orders

@@ -12,59 +12,27 @@ use souk_client::{Client, ClientConfig, ClientError, RetryPolicy, Trust};
 use souk_server::{Config, Server};
 use souk_storage::demo;
 use souk_wire::limits;
+use support::{Running, client_config, connect, sign_in_admin, start_with_admin};
 
-const ADMIN_EMAIL: &str = "admin@example.org";
-const ADMIN_PASSWORD: &str = "end-to-end admin password";
+mod support;
 
-struct Running {
-    server: Server,
-    _data: tempfile::TempDir,
+/// Two shards over `data_dir` with 120 demo products.
+fn config(data_dir: &std::path::Path) -> Config {
+    support::config(data_dir, 120)
 }
 
-fn config(data_dir: &std::path::Path, listen: SocketAddr) -> Config {
-    Config {
-        listen,
-        shards: 2,
-        data_dir: data_dir.to_path_buf(),
-        demo_products: 120,
-        pin_threads: false,
-        ..Config::default()
-    }
-}
-
-/// Starts a server on a new data directory that holds an admin account.
-fn start_new(config: &Config) -> Server {
-    souk_server::server::create_admin(config, ADMIN_EMAIL, ADMIN_PASSWORD, None).unwrap();
-    Server::start(config).unwrap()
-}
-
-async fn sign_in_admin(client: &Client) {
-    client
-        .login(ADMIN_EMAIL, ADMIN_PASSWORD, None)
-        .await
-        .unwrap();
-}
-
+/// A server with an admin account on an ephemeral port.
 fn start() -> Running {
-    let data = tempfile::tempdir().unwrap();
-    let server = start_new(&config(data.path(), "127.0.0.1:0".parse().unwrap()));
-    Running {
-        server,
-        _data: data,
-    }
+    Running::start(config)
 }
 
-fn client_config(server: &Server) -> ClientConfig {
-    let mut config = ClientConfig::new(
-        server.local_addr(),
-        Trust::Fingerprint(server.fingerprint()),
-    );
-    config.request_timeout = Duration::from_secs(10);
-    config
-}
-
-async fn connect(server: &Server) -> Client {
-    Client::connect(client_config(server)).await.unwrap()
+/// Starts a stopped server again over `data`, on the `addr` it had.
+fn restart(data: &std::path::Path, addr: SocketAddr) -> Server {
+    Server::start(&Config {
+        listen: addr,
+        ..config(data)
+    })
+    .unwrap()
 }
 
 #[tokio::test]
@@ -321,14 +289,14 @@ async fn a_pinned_client_refuses_a_server_with_another_certificate() {
 #[tokio::test]
 async fn the_client_reconnects_and_rebinds_its_identity_after_a_restart() {
     let data = tempfile::tempdir().unwrap();
-    let server = start_new(&config(data.path(), "127.0.0.1:0".parse().unwrap()));
+    let server = start_with_admin(&config(data.path()));
     let addr = server.local_addr();
     let client = connect(&server).await;
     sign_in_admin(&client).await;
     server.shutdown().unwrap();
 
     // Same address and data directory: same certificate, so the pin holds.
-    let server = Server::start(&config(data.path(), addr)).unwrap();
+    let server = restart(data.path(), addr);
     let sku = client
         .get_product(&demo::product_id(1))
         .await
@@ -386,7 +354,7 @@ async fn shutdown_finishes_in_flight_requests_then_refuses() {
 #[tokio::test]
 async fn connections_over_the_shard_limit_are_refused_as_busy() {
     let data = tempfile::tempdir().unwrap();
-    let mut config = config(data.path(), "127.0.0.1:0".parse().unwrap());
+    let mut config = config(data.path());
     config.shards = 1;
     config.max_connections_per_shard = 2;
     let server = Server::start(&config).unwrap();
@@ -420,7 +388,7 @@ async fn a_ca_signed_certificate_from_files_is_trusted_through_the_ca() {
     std::fs::write(&cert, server_cert.pem()).unwrap();
     std::fs::write(&key, server_key.serialize_pem()).unwrap();
 
-    let mut config = config(&data.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    let mut config = config(&data.path().join("data"));
     config.tls = souk_server::config::TlsSource::Files { cert, key };
     let server = Server::start(&config).unwrap();
     let mut client = ClientConfig::new(server.local_addr(), Trust::CaPem(ca.pem().into_bytes()));
@@ -487,9 +455,9 @@ async fn a_connection_survives_address_changes_that_land_on_other_shards() {
 #[tokio::test]
 async fn the_catalog_is_imported_once_and_restocks_survive_a_restart() {
     let data = tempfile::tempdir().unwrap();
-    let mut config = config(data.path(), "127.0.0.1:0".parse().unwrap());
+    let mut config = config(data.path());
     config.demo_products = 30;
-    let server = start_new(&config);
+    let server = start_with_admin(&config);
     let admin = connect(&server).await;
     sign_in_admin(&admin).await;
     let product = admin.get_product(&demo::product_id(7)).await.unwrap();
@@ -523,11 +491,11 @@ async fn the_catalog_is_imported_once_and_restocks_survive_a_restart() {
 #[tokio::test]
 async fn catalog_replies_are_cached_and_an_admin_change_reaches_every_shard_at_once() {
     let data = tempfile::tempdir().unwrap();
-    let mut config = config(data.path(), "127.0.0.1:0".parse().unwrap());
+    let mut config = config(data.path());
     // Long enough that only the change event can explain a fresh reply.
     config.catalog_cache_ttl = Duration::from_secs(600);
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = start_new(&config);
+    let server = start_with_admin(&config);
     let admin = connect(&server).await;
     sign_in_admin(&admin).await;
     let id = demo::product_id(3);
@@ -629,7 +597,7 @@ async fn signing_out_everywhere_ends_every_session_of_the_user() {
     const EMAIL: &str = "owner@example.org";
     const PASSWORD: &str = "stolen phone password";
     let data = tempfile::tempdir().unwrap();
-    let server = start_new(&config(data.path(), "127.0.0.1:0".parse().unwrap()));
+    let server = start_with_admin(&config(data.path()));
     let addr = server.local_addr();
     let laptop = connect(&server).await;
     laptop.register(EMAIL, PASSWORD, None).await.unwrap();
@@ -687,7 +655,7 @@ async fn signing_out_everywhere_ends_every_session_of_the_user() {
     server.shutdown().unwrap();
 
     // The cutoff is durable: after a restart the old tokens stay refused.
-    let server = Server::start(&config(data.path(), addr)).unwrap();
+    let server = restart(data.path(), addr);
     let client = connect(&server).await;
     let refused = client.authenticate(&stolen.access_token).await.unwrap_err();
     assert_eq!(refused.status(), Some(ErrorStatus::Unauthenticated));

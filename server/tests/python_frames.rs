@@ -10,13 +10,15 @@
 //! `.ci/run` installs; without one the test skips, or fails under
 //! `SOUK_REQUIRE_ALL_TESTS=1`.
 
+mod support;
+
 use std::io::ErrorKind;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use souk_client::api::{ErrorStatus, PROTOCOL_VERSION, RequestBody, ResponseBody};
-use souk_client::{Client, ClientConfig, ClientError, Trust};
+use souk_client::{Client, ClientConfig, ClientError};
 use souk_server::{Config, Server};
 use souk_storage::testing::skip_or_fail;
 use souk_wire::codec::{decode_request, decode_response};
@@ -159,23 +161,10 @@ fn python_frames(dir: &Path) -> PythonFrames {
 
 fn start(data_dir: &Path) -> Server {
     Server::start(&Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
         shards: 1,
-        data_dir: data_dir.to_path_buf(),
-        demo_products: 40,
-        pin_threads: false,
-        ..Config::default()
+        ..support::config(data_dir, 40)
     })
     .unwrap()
-}
-
-fn client_config(server: &Server) -> ClientConfig {
-    let mut config = ClientConfig::new(
-        server.local_addr(),
-        Trust::Fingerprint(server.fingerprint()),
-    );
-    config.request_timeout = Duration::from_secs(10);
-    config
 }
 
 /// Sends `frame` on a stream of a connection of its own, below the SDK
@@ -212,7 +201,9 @@ async fn python_built_frames_are_answered_and_a_plain_buffer_is_refused_naming_t
     let frames = python_frames(scratch.path());
     let data = tempfile::tempdir().unwrap();
     let server = start(data.path());
-    let client = Client::connect(client_config(&server)).await.unwrap();
+    let client = Client::connect(support::client_config(&server))
+        .await
+        .unwrap();
 
     // Python's frames are the requests they were built as, and answered.
     let hello = decode_request(&frames.hello).expect("Python's Hello decodes");
@@ -246,7 +237,7 @@ async fn python_built_frames_are_answered_and_a_plain_buffer_is_refused_naming_t
         error.to_string().contains("finish_size_prefixed"),
         "{error}"
     );
-    let reply = send_unchecked(&client_config(&server), &frames.browse_plain).await;
+    let reply = send_unchecked(&support::client_config(&server), &frames.browse_plain).await;
     let Ok(Err(error)) = decode_response(&reply) else {
         panic!("an error reply: {:?}", decode_response(&reply));
     };

@@ -3,50 +3,24 @@
 //! started on a free port (without one the Redis tests skip, saying why, or
 //! fail under `SOUK_REQUIRE_ALL_TESTS`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use souk_client::api::ErrorStatus;
-use souk_client::{Client, ClientConfig, ClientError, RetryPolicy, Trust};
+use souk_client::{Client, ClientError, RetryPolicy};
 use souk_server::domain::accounts::refresh_token_hash;
 use souk_server::{Config, Server};
 use souk_storage::redis::RedisState;
 use souk_storage::store::TokenStore;
 use souk_storage::testing::RedisServer;
+use support::{PASSWORD, checkout, client_config, connect, status};
 
-const PASSWORD: &str = "correct horse battery";
+mod support;
 
+/// Two shards over `data` with 20 demo products, changed by `tune`.
 fn config(data: &std::path::Path, tune: impl FnOnce(&mut Config)) -> Config {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        shards: 2,
-        data_dir: data.to_path_buf(),
-        demo_products: 20,
-        pin_threads: false,
-        ..Config::default()
-    };
+    let mut config = support::config(data, 20);
     tune(&mut config);
     config
-}
-
-fn client_config(server: &Server) -> ClientConfig {
-    let mut config = ClientConfig::new(
-        server.local_addr(),
-        Trust::Fingerprint(server.fingerprint()),
-    );
-    config.request_timeout = Duration::from_secs(10);
-    config
-}
-
-async fn connect(server: &Server) -> Client {
-    Client::connect(client_config(server)).await.unwrap()
-}
-
-fn status<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorStatus {
-    match result {
-        Ok(value) => panic!("expected an error, got {value:?}"),
-        Err(error) => error.status().unwrap_or_else(|| panic!("{error}")),
-    }
 }
 
 fn redis() -> Option<RedisServer> {
@@ -105,16 +79,7 @@ async fn nodes_sharing_redis_share_refresh_tokens_and_login_limits() {
         .await
         .unwrap();
     client
-        .checkout(
-            souk_client::api::Checkout {
-                device_id: None,
-                payment_method_token: "pm_tok_visa".into(),
-                shipping_address_id: None,
-                expected_total: None,
-                lines: Vec::new(),
-            },
-            souk_client::new_idempotency_key(),
-        )
+        .checkout(checkout("pm_tok_visa"), souk_client::new_idempotency_key())
         .await
         .unwrap();
     let bucket = format!("souk:rate:checkouts:u:{}", first.user_id.0);

@@ -1,80 +1,21 @@
-//! The `souk` binary started as an operator starts it, for the tests that
-//! need a real process (signals, SIGKILL, subcommands).
+//! Setup the integration tests share, each piece defined once. A test file
+//! takes it in with `mod support;`.
+//!
+//! - `process.rs`: [`Souk`], the `souk` binary started as an operator
+//!   starts it, for tests that need a real process.
+//! - `in_process.rs`: a [`Server`](souk_server::Server) in the test's own
+//!   process over a temporary data directory, and clients that pin its
+//!   certificate.
+//! - `requests.rs`: the accounts the tests sign in with, and the requests
+//!   and errors several of them build or read, whichever server answers.
 
-// Each test crate uses a different part of this.
-#![allow(dead_code)]
+// Each test crate uses a different part of this and of what it re-exports.
+#![allow(dead_code, unused_imports)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod in_process;
+mod process;
+mod requests;
 
-use souk_client::{ClientConfig, Trust};
-
-pub struct Souk {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub fingerprint: [u8; 32],
-}
-
-impl Souk {
-    /// Starts `souk` on a free loopback port with `args` and `data` as its
-    /// data directory, and reads the address and certificate fingerprint
-    /// from its banner.
-    pub fn spawn(args: &[&str], data: &Path, stderr: Stdio) -> Souk {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
-            .args(["--listen", "127.0.0.1:0", "--pin-threads", "false"])
-            .args(args)
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let listening = stdout.next().unwrap().unwrap();
-        let addr = listening
-            .split_whitespace()
-            .nth(3)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let fingerprint = stdout.next().unwrap().unwrap();
-        let fingerprint = hex::decode(fingerprint.rsplit(' ').next().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        Souk {
-            child,
-            addr,
-            fingerprint,
-        }
-    }
-
-    /// Runs `souk create-admin` on `data` (souk stopped), the password on
-    /// standard input, as an operator does.
-    pub fn create_admin(data: &Path, email: &str, password: &str) -> std::process::Output {
-        use std::io::Write;
-        let mut create = Command::new(env!("CARGO_BIN_EXE_souk"))
-            .args(["create-admin", "--email", email, "--data-dir"])
-            .arg(data)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = create.stdin.take().unwrap();
-        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
-        drop(stdin);
-        create.wait_with_output().unwrap()
-    }
-
-    pub fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(self.addr, Trust::Fingerprint(self.fingerprint))
-    }
-
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use in_process::{REQUEST_TIMEOUT, Running, client_config, config, connect, start_with_admin};
+pub use process::Souk;
+pub use requests::{ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, checkout, sign_in_admin, status};
