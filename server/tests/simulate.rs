@@ -3,10 +3,12 @@
 //! crashes, with the shop's invariants checked after every step.
 //!
 //! `SOUK_SIM_SEED=N` replays one seed; `SOUK_SIM_SEEDS=N` runs N seeds
-//! from `SOUK_SIM_FIRST` (default 0) for a long run:
+//! from `SOUK_SIM_FIRST` (default 0) for a long run, and
+//! `SOUK_SIM_SHOPPERS` / `SOUK_SIM_STEPS` size each seed's shop:
 //!
 //! ```text
 //! SOUK_SIM_SEEDS=2000 cargo test --release -p souk-server --test simulate -- --nocapture
+//! SOUK_SIM_SHOPPERS=2000 SOUK_SIM_STEPS=200000 SOUK_SIM_SEEDS=20 cargo test --release ...
 //! ```
 
 use std::time::Instant;
@@ -37,8 +39,14 @@ fn the_shops_invariants_hold_under_faults_and_crashes() {
     let started = Instant::now();
     let (mut steps, mut crashes, mut requests, mut acknowledged, mut paid) = (0, 0, 0, 0, 0);
     let mut orphaned = 0;
+    let defaults = sim::Settings::default();
+    let settings = sim::Settings {
+        shoppers: env_u64("SOUK_SIM_SHOPPERS").map_or(defaults.shoppers, |n| n as usize),
+        steps: env_u64("SOUK_SIM_STEPS").unwrap_or(defaults.steps),
+        ..defaults
+    };
     for &seed in &seeds {
-        match sim::run(seed, sim::Settings::default()) {
+        match sim::run(seed, settings) {
             Ok(report) => {
                 steps += report.steps;
                 crashes += report.crashes;
