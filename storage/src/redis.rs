@@ -207,89 +207,6 @@ impl RedisState {
             .await
             .map_err(unavailable)
     }
-
-    /// Counts an attempt against `key`'s window of at most `max` in
-    /// `window_ms`, or says how long until one would be allowed. `id`
-    /// names this attempt, for `attempt_succeeded`.
-    pub async fn attempt_begin(
-        &self,
-        key: &str,
-        id: u64,
-        max: usize,
-        window_ms: u64,
-        now: UnixMillis,
-    ) -> Result<Option<u64>> {
-        let wait: i64 = self
-            .run(
-                &self.attempt_begin,
-                vec![format!("{PREFIX}fail:{key}")],
-                vec![
-                    now.0.to_string(),
-                    window_ms.to_string(),
-                    max.to_string(),
-                    format!("{id:016x}"),
-                ],
-            )
-            .await?;
-        Ok((wait > 0).then_some(wait as u64))
-    }
-
-    /// The attempt `id` succeeded: it is taken back, and with `forgive`
-    /// every failure of `key` is.
-    pub async fn attempt_succeeded(&self, key: &str, id: u64, forgive: bool) -> Result<()> {
-        let window = format!("{PREFIX}fail:{key}");
-        let client = self.pool.next();
-        if forgive {
-            client.del::<(), _>(window).await.map_err(unavailable)
-        } else {
-            fred::interfaces::SortedSetsInterface::zrem::<(), _, _>(
-                client,
-                window,
-                format!("{id:016x}"),
-            )
-            .await
-            .map_err(unavailable)
-        }
-    }
-
-    /// Takes a token from `key`'s bucket (`per_second` sustained, `burst`
-    /// at once), or says how long until one is there.
-    pub async fn take_token(
-        &self,
-        key: &str,
-        per_second: u32,
-        burst: u32,
-        now: UnixMillis,
-    ) -> Result<Option<u64>> {
-        let wait: i64 = self
-            .run(
-                &self.take_token,
-                vec![format!("{PREFIX}rate:{key}")],
-                vec![
-                    now.0.to_string(),
-                    per_second.max(1).to_string(),
-                    burst.max(1).to_string(),
-                ],
-            )
-            .await?;
-        Ok((wait > 0).then_some(wait as u64))
-    }
-}
-
-impl RedisState {
-    /// Tells every node following the sign-outs (`SignOutFeed`) that `user`
-    /// signed out everywhere at `at`.
-    pub async fn publish_sign_out(&self, user: UserId, at: UnixMillis) -> Result<()> {
-        let message = format!("{}:{}", user.0, at.0);
-        fred::interfaces::PubsubInterface::publish::<i64, _, _>(
-            self.pool.next(),
-            SIGN_OUTS_CHANNEL,
-            message,
-        )
-        .await
-        .map_err(unavailable)?;
-        Ok(())
-    }
 }
 
 /// Every node's sign-outs everywhere, as published from now on, over a
@@ -413,6 +330,9 @@ fn corrupt(reason: &str) -> StorageError {
 
 #[async_trait]
 impl SharedLimits for RedisState {
+    /// Counts an attempt against `key`'s window of at most `max` in
+    /// `window_ms`, or says how long until one would be allowed. `id`
+    /// names this attempt, for `attempt_succeeded`.
     async fn attempt_begin(
         &self,
         key: &str,
@@ -421,13 +341,41 @@ impl SharedLimits for RedisState {
         window_ms: u64,
         now: UnixMillis,
     ) -> Result<Option<u64>> {
-        RedisState::attempt_begin(self, key, id, max, window_ms, now).await
+        let wait: i64 = self
+            .run(
+                &self.attempt_begin,
+                vec![format!("{PREFIX}fail:{key}")],
+                vec![
+                    now.0.to_string(),
+                    window_ms.to_string(),
+                    max.to_string(),
+                    format!("{id:016x}"),
+                ],
+            )
+            .await?;
+        Ok((wait > 0).then_some(wait as u64))
     }
 
+    /// The attempt `id` succeeded: it is taken back, and with `forgive`
+    /// every failure of `key` is.
     async fn attempt_succeeded(&self, key: &str, id: u64, forgive: bool) -> Result<()> {
-        RedisState::attempt_succeeded(self, key, id, forgive).await
+        let window = format!("{PREFIX}fail:{key}");
+        let client = self.pool.next();
+        if forgive {
+            client.del::<(), _>(window).await.map_err(unavailable)
+        } else {
+            fred::interfaces::SortedSetsInterface::zrem::<(), _, _>(
+                client,
+                window,
+                format!("{id:016x}"),
+            )
+            .await
+            .map_err(unavailable)
+        }
     }
 
+    /// Takes a token from `key`'s bucket (`per_second` sustained, `burst`
+    /// at once), or says how long until one is there.
     async fn take_token(
         &self,
         key: &str,
@@ -435,11 +383,32 @@ impl SharedLimits for RedisState {
         burst: u32,
         now: UnixMillis,
     ) -> Result<Option<u64>> {
-        RedisState::take_token(self, key, per_second, burst, now).await
+        let wait: i64 = self
+            .run(
+                &self.take_token,
+                vec![format!("{PREFIX}rate:{key}")],
+                vec![
+                    now.0.to_string(),
+                    per_second.max(1).to_string(),
+                    burst.max(1).to_string(),
+                ],
+            )
+            .await?;
+        Ok((wait > 0).then_some(wait as u64))
     }
 
+    /// Tells every node following the sign-outs (`SignOutFeed`) that `user`
+    /// signed out everywhere at `at`.
     async fn publish_sign_out(&self, user: UserId, at: UnixMillis) -> Result<()> {
-        RedisState::publish_sign_out(self, user, at).await
+        let message = format!("{}:{}", user.0, at.0);
+        fred::interfaces::PubsubInterface::publish::<i64, _, _>(
+            self.pool.next(),
+            SIGN_OUTS_CHANNEL,
+            message,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use souk_storage::StorageError;
 use souk_storage::model::RefreshTokenRecord;
 use souk_storage::redis::RedisState;
-use souk_storage::store::TokenStore;
+use souk_storage::store::{SharedLimits, TokenStore};
 use souk_storage::testing::RedisServer;
 use souk_wire::api::{UnixMillis, UserId};
 
