@@ -268,6 +268,27 @@ pub struct Options {
     #[arg(global = true, long, env = "SOUK_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// TCP address of the HTTP/JSON bridge for browsers (every shard
+    /// listens on it with SO_REUSEPORT); `off` turns the bridge off.
+    /// [default: 127.0.0.1:8080]
+    #[arg(global = true, long, env = "SOUK_HTTP_LISTEN", value_name = "ADDR|off")]
+    pub http_listen: Option<HttpListen>,
+
+    /// Serve the bridge over TLS (HTTP/2 by ALPN, and HTTP/1.1) with the
+    /// QUIC endpoint's certificate, and send HSTS.
+    #[arg(global = true, long, env = "SOUK_HTTP_TLS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub http_tls: Option<bool>,
+
+    /// Origins (`https://shop.example`) whose pages may call the bridge
+    /// from a browser (CORS, with credentials). Comma-separated.
+    #[arg(global = true, long, env = "SOUK_HTTP_ALLOW_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    pub http_allow_origin: Option<Vec<String>>,
+
+    /// Proxy addresses whose `Forwarded` / `X-Forwarded-For` headers name
+    /// the client (rate limits key on it). Comma-separated.
+    #[arg(global = true, long, env = "SOUK_HTTP_TRUSTED_PROXY", value_name = "IP", value_delimiter = ',')]
+    pub http_trusted_proxy: Option<Vec<std::net::IpAddr>>,
+
     /// Payments the simulated gateway declines, per 10,000. [default: 0]
     #[arg(
         global = true,
@@ -276,6 +297,32 @@ pub struct Options {
         value_name = "N"
     )]
     pub payment_declines_per_10k: Option<u32>,
+}
+
+/// `--http-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HttpListen, String> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(HttpListen(None));
+        }
+        text.parse()
+            .map(|addr| HttpListen(Some(addr)))
+            .map_err(|_| format!("{text:?} is neither an address (127.0.0.1:8080) nor off"))
+    }
+}
+
+impl TryFrom<String> for HttpListen {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<HttpListen, String> {
+        text.parse()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -352,6 +399,11 @@ pub struct Config {
     pub new_connections_per_sec: u32,
     pub retry_above: usize,
     pub redis: Option<String>,
+    /// The HTTP bridge's address; `None`: no bridge.
+    pub http_listen: Option<SocketAddr>,
+    pub http_tls: bool,
+    pub http_allow_origins: Vec<String>,
+    pub http_trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -381,6 +433,10 @@ impl Default for Config {
             new_connections_per_sec: 50,
             retry_above: 64,
             redis: None,
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            http_tls: false,
+            http_allow_origins: Vec::new(),
+            http_trusted_proxies: Vec::new(),
         }
     }
 }
@@ -486,6 +542,19 @@ impl Config {
                 .or(file.retry_above)
                 .unwrap_or(defaults.retry_above),
             redis: cli.redis.or(file.redis),
+            http_listen: cli
+                .http_listen
+                .or(file.http_listen)
+                .map_or(defaults.http_listen, |listen| listen.0),
+            http_tls: cli.http_tls.or(file.http_tls).unwrap_or(defaults.http_tls),
+            http_allow_origins: cli
+                .http_allow_origin
+                .or(file.http_allow_origin)
+                .unwrap_or_default(),
+            http_trusted_proxies: cli
+                .http_trusted_proxy
+                .or(file.http_trusted_proxy)
+                .unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)
@@ -513,6 +582,14 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "reservation TTL must be at least 1 second".into(),
             ));
+        }
+        for origin in &self.http_allow_origins {
+            let scheme = origin.starts_with("https://") || origin.starts_with("http://");
+            if !scheme || origin.ends_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "allowed origin {origin:?}: scheme://host[:port], without a path"
+                )));
+            }
         }
         if self.payment_declines_per_10k > 10_000 {
             return Err(ConfigError::Invalid(

@@ -180,3 +180,22 @@ pub const REDIS_CONNECTIONS: usize = 4;
 /// Source addresses a shard tracks for its new-connection rate; past it
 /// the addresses whose buckets refilled are forgotten, then all.
 pub const GATED_ADDRESSES_MAX: usize = 100_000;
+
+/// How long a client may take to send a request's headers; also how long
+/// an idle keep-alive HTTP connection is kept.
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request head (request line and headers) the bridge reads:
+/// cookies and a bearer token fit with room to spare.
+pub const HTTP_HEADER_BYTES_MAX: usize = 16 * 1024;
+
+/// Concurrent requests on one HTTP/2 connection, as browsers default to.
+pub const HTTP2_STREAMS_MAX: u32 = 100;
+
+/// Catalog replies over HTTP: a CDN or browser may reuse one for a few
+/// seconds and serve it stale while it revalidates; checkout reserves
+/// against live stock whatever a cached page said.
+pub const HTTP_CATALOG_CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
+
+/// Connections the kernel queues per shard before the bridge accepts them.
+pub const HTTP_ACCEPT_BACKLOG: i32 = 1024;

@@ -25,6 +25,7 @@ use crate::domain::rebuild;
 use crate::domain::throttle::{Rate, RateClass};
 use crate::io::cid::CidKey;
 use crate::io::gate::ConnectionGate;
+use crate::io::http::{Assets, HttpSettings};
 use crate::io::shard::{self, ShardSetup};
 use crate::io::{forward, quic, socket};
 use crate::shard::{Placement, mesh};
@@ -36,6 +37,7 @@ use crate::{limits, metrics};
 /// running until the process exits.
 pub struct Server {
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     fingerprint: [u8; 32],
     stats: Arc<Stats>,
@@ -81,12 +83,17 @@ impl Server {
         let Started {
             threads,
             local_addr,
+            http_addr,
             ready,
         } = spawn_shards(ShardsStart {
             config,
             states,
             stores: &stores,
             crypto: Arc::new(tls::quic_server_crypto(&identity)?),
+            http_tls: config
+                .http_tls
+                .then(|| tls::http_server_crypto(&identity).map(Arc::new))
+                .transpose()?,
             stats: &stats,
             shutdown: &shutdown_rx,
             clock: &clock,
@@ -98,6 +105,7 @@ impl Server {
         ));
         let server = Server {
             local_addr,
+            http_addr,
             metrics_addr,
             fingerprint: identity.fingerprint,
             stats,
@@ -115,6 +123,7 @@ impl Server {
         }
         info!(
             addr = %local_addr,
+            http = ?http_addr,
             shards = config.shards,
             products = catalog.product_count(),
             fingerprint = %hex::encode(identity.fingerprint),
@@ -142,6 +151,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the HTTP bridge listens, unless it is off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Where `/metrics` is served, when `--metrics-listen` is set.
@@ -339,6 +353,7 @@ struct ShardsStart<'a> {
     states: Vec<crate::domain::ShardState>,
     stores: &'a Stores,
     crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
     stats: &'a Arc<Stats>,
     shutdown: &'a watch::Receiver<bool>,
     clock: &'a Clock,
@@ -349,6 +364,8 @@ struct Started {
     threads: Vec<JoinHandle<()>>,
     /// The address every shard's socket shares.
     local_addr: SocketAddr,
+    /// The address every shard's HTTP listener shares.
+    http_addr: Option<SocketAddr>,
     /// Each shard's word that it listens, or why it could not.
     ready: std::sync::mpsc::Receiver<Result<(), String>>,
 }
@@ -360,6 +377,7 @@ fn spawn_shards(start: ShardsStart<'_>) -> anyhow::Result<Started> {
         states,
         stores,
         crypto,
+        http_tls,
         stats,
         shutdown,
         clock,
@@ -367,6 +385,19 @@ fn spawn_shards(start: ShardsStart<'_>) -> anyhow::Result<Started> {
     let sockets = socket::bind_shared(config.listen, config.shards)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = sockets[0].local_addr()?;
+    let listeners = match config.http_listen {
+        Some(addr) => socket::listen_shared(addr, config.shards)
+            .with_context(|| format!("cannot listen for HTTP on {addr}"))?,
+        None => Vec::new(),
+    };
+    let http_addr = listeners.first().map(|l| l.local_addr()).transpose()?;
+    let http_settings = Arc::new(HttpSettings {
+        allowed_origins: config.http_allow_origins.clone(),
+        trusted_proxies: config.http_trusted_proxies.clone(),
+        tls: http_tls,
+        assets: Assets::build(),
+    });
+    let mut listeners = listeners.into_iter();
     let meshes = mesh::build(
         config.shards,
         limits::SHARD_INBOX_MAX,
@@ -414,6 +445,9 @@ fn spawn_shards(start: ShardsStart<'_>) -> anyhow::Result<Started> {
             catalog_feed: catalog_feed.clone(),
             cache_ttl: config.catalog_cache_ttl,
             clock: clock.clone(),
+            http: listeners
+                .next()
+                .map(|listener| (listener, http_settings.clone())),
             ready: ready_tx.clone(),
         };
         threads.push(shard::spawn(setup)?);
@@ -421,6 +455,7 @@ fn spawn_shards(start: ShardsStart<'_>) -> anyhow::Result<Started> {
     Ok(Started {
         threads,
         local_addr,
+        http_addr,
         ready,
     })
 }

@@ -150,6 +150,18 @@ pub fn quic_server_crypto(
         .map_err(|e| TlsError::Quic(e.to_string()))
 }
 
+/// The HTTP bridge's TLS: 1.3 and 1.2 (browsers and CDNs still speak
+/// it), HTTP/2 preferred by ALPN, HTTP/1.1 otherwise. No early data: a
+/// replayed HTTP request has no safe-read gate in front of it.
+pub fn http_server_crypto(identity: &TlsIdentity) -> Result<rustls::ServerConfig, TlsError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

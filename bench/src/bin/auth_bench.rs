@@ -98,6 +98,7 @@ fn throughput(args: &Args) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let data = tempfile::tempdir()?;
     let server = Server::start(&Config {
         listen: "127.0.0.1:0".parse()?,
+        http_listen: None,
         shards: args.shards,
         data_dir: data.path().to_path_buf(),
         demo_products: 50,

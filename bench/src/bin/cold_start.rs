@@ -178,6 +178,7 @@ fn main() -> anyhow::Result<()> {
     );
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
+        http_listen: None,
         shards: 2,
         data_dir: data.path().to_path_buf(),
         pin_threads: false,

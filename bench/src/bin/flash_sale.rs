@@ -90,6 +90,7 @@ fn souk_sale(args: &Args, mode: Mode) -> anyhow::Result<Sale> {
         .unwrap_or_else(souk_server::config::available_cores);
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
+        http_listen: None,
         shards,
         data_dir: data.path().to_path_buf(),
         demo_products: 50,

@@ -151,6 +151,7 @@ fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let server = Server::start(&Config {
         listen: "127.0.0.1:0".parse()?,
+        http_listen: None,
         shards: args.shards,
         data_dir: data.path().to_path_buf(),
         pin_threads: args.pin,

@@ -20,26 +20,32 @@ use bytes::Bytes;
 use souk_wire::api::Operation;
 
 #[derive(Debug)]
-struct Cached {
-    reply: Bytes,
+struct Cached<R> {
+    reply: R,
     expires: Instant,
 }
 
+/// Replies of type `R` by request: frames for QUIC (`Bytes`), JSON with
+/// its ETag for the HTTP bridge.
 #[derive(Debug)]
-pub struct ReplyCache {
-    entries: HashMap<Box<[u8]>, Cached>,
+pub struct ReplyCache<R = Bytes> {
+    entries: HashMap<Box<[u8]>, Cached<R>>,
     ttl: Duration,
     capacity: usize,
 }
 
-impl ReplyCache {
+impl<R: Clone> ReplyCache<R> {
     /// A `ttl` of zero turns caching off.
-    pub fn new(ttl: Duration, capacity: usize) -> ReplyCache {
+    pub fn new(ttl: Duration, capacity: usize) -> ReplyCache<R> {
         ReplyCache {
             entries: HashMap::new(),
             ttl,
             capacity,
         }
+    }
+
+    pub fn caches_anything(&self) -> bool {
+        !self.ttl.is_zero()
     }
 
     pub fn caches(&self, operation: Operation) -> bool {
@@ -50,7 +56,7 @@ impl ReplyCache {
             )
     }
 
-    pub fn get(&mut self, request: &[u8], now: Instant) -> Option<Bytes> {
+    pub fn get(&mut self, request: &[u8], now: Instant) -> Option<R> {
         let cached = self.entries.get(request)?;
         if cached.expires > now {
             return Some(cached.reply.clone());
@@ -59,7 +65,7 @@ impl ReplyCache {
         None
     }
 
-    pub fn put(&mut self, request: &[u8], reply: Bytes, now: Instant) {
+    pub fn put(&mut self, request: &[u8], reply: R, now: Instant) {
         if self.entries.len() >= self.capacity {
             self.entries.retain(|_, cached| cached.expires > now);
             if self.entries.len() >= self.capacity {
@@ -121,6 +127,6 @@ mod tests {
             !cache.caches(Operation::Hello),
             "hello carries the server time"
         );
-        assert!(!ReplyCache::new(Duration::ZERO, 10).caches(Operation::GetProduct));
+        assert!(!ReplyCache::<Bytes>::new(Duration::ZERO, 10).caches(Operation::GetProduct));
     }
 }

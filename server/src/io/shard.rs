@@ -34,6 +34,7 @@ use super::cache::ReplyCache;
 use super::cid::CidKey;
 use super::forward::{Datagram, ForwardQueue, ShardSocket};
 use super::gate::{Admission, ConnectionGate};
+use super::http::{self, HttpSettings};
 use crate::clock::Clock;
 use crate::domain::catalog::Catalog;
 use crate::domain::flow;
@@ -91,6 +92,9 @@ pub struct ShardSetup {
     /// Lifetime of a cached catalog reply; zero turns the cache off.
     pub cache_ttl: std::time::Duration,
     pub clock: Clock,
+    /// The HTTP bridge's listener (this shard's, on the shared port) and
+    /// what it serves with; absent when the bridge is off.
+    pub http: Option<(std::net::TcpListener, Arc<HttpSettings>)>,
     /// Told once the endpoint is listening, or why it could not be.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
@@ -106,7 +110,9 @@ pub(super) struct Shard {
     /// them after the requests.
     background: TaskTracker,
     mesh: ShardMesh,
-    cache: RefCell<ReplyCache>,
+    cache: RefCell<ReplyCache<Bytes>>,
+    /// The bridge's catalog replies, as JSON with their ETags.
+    http_cache: RefCell<ReplyCache<http::CachedJson>>,
     catalog_feed: Arc<watch::Sender<Arc<Catalog>>>,
     stats: Arc<Stats>,
     encoder: RefCell<Encoder>,
@@ -114,6 +120,7 @@ pub(super) struct Shard {
     requests: TaskTracker,
     connections: Cell<usize>,
     connections_max: usize,
+    http_connections: Cell<usize>,
     gate: RefCell<ConnectionGate>,
     /// Handshakes begun and not yet finished, for the Retry threshold.
     handshaking: Cell<usize>,
@@ -128,6 +135,82 @@ impl Shard {
 
     fn now(&self) -> UnixMillis {
         self.clock.now()
+    }
+
+    // What the HTTP bridge, in its own module, needs of the shard.
+
+    pub(super) fn stats_for_http(&self) -> &ShardStats {
+        self.stats()
+    }
+
+    pub(super) fn now_millis(&self) -> u64 {
+        self.clock.now().0
+    }
+
+    pub(super) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    pub(super) fn draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Runs `task` as a request: the drain waits for it.
+    pub(super) fn track_request(&self, task: impl Future<Output = ()> + 'static) {
+        self.requests.spawn_local(task);
+    }
+
+    pub(super) fn http_connections_full(&self) -> bool {
+        self.http_connections.get() >= self.connections_max
+    }
+
+    /// Counts an HTTP connection for as long as the slot lives.
+    pub(super) fn http_connection_slot(self: &Rc<Self>) -> HttpConnectionSlot {
+        self.http_connections.set(self.http_connections.get() + 1);
+        self.stats().connections_accepted.increment();
+        HttpConnectionSlot(self.clone())
+    }
+
+    pub(super) fn with_encoder<T>(&self, f: impl FnOnce(&mut Encoder) -> T) -> T {
+        f(&mut self.encoder.borrow_mut())
+    }
+
+    pub(super) fn http_cache_get(&self, key: &[u8], now: Instant) -> Option<http::CachedJson> {
+        self.http_cache.borrow_mut().get(key, now)
+    }
+
+    pub(super) fn http_cache_put(&self, key: &[u8], reply: http::CachedJson, now: Instant) {
+        let mut cache = self.http_cache.borrow_mut();
+        if cache.caches_anything() {
+            cache.put(key, reply, now);
+        }
+    }
+
+    /// Asks every other shard for nothing, to learn that it answers.
+    pub(super) async fn probe_shards(&self) -> Result<(), String> {
+        let placement = self.state.borrow().placement;
+        let probes = placement
+            .shards()
+            .filter(|&owner| owner != self.id)
+            .map(|owner| async move {
+                self.mesh
+                    .call(owner, ShardCall::StockLevels(Vec::new()))
+                    .await
+                    .map_err(|error| format!("{owner} does not answer: {error:?}"))
+            });
+        for probe in futures_util::future::join_all(probes).await {
+            probe?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct HttpConnectionSlot(Rc<Shard>);
+
+impl Drop for HttpConnectionSlot {
+    fn drop(&mut self) {
+        self.0.http_connections.set(self.0.http_connections.get() - 1);
+        self.0.stats().connections_closed.increment();
     }
 }
 
@@ -265,6 +348,7 @@ async fn run(setup: ShardSetup) {
         catalog_feed,
         cache_ttl,
         clock,
+        http,
         sessions,
         shared_limits,
         sign_outs,
@@ -293,12 +377,14 @@ async fn run(setup: ShardSetup) {
         store,
         mesh,
         cache: RefCell::new(ReplyCache::new(cache_ttl, limits::CACHED_REPLIES_MAX)),
+        http_cache: RefCell::new(ReplyCache::new(cache_ttl, limits::CACHED_REPLIES_MAX)),
         catalog_feed,
         stats,
         encoder: RefCell::new(Encoder::new()),
         requests: TaskTracker::new(),
         connections: Cell::new(0),
         connections_max,
+        http_connections: Cell::new(0),
         gate: RefCell::new(gate),
         handshaking: Cell::new(0),
         shutdown,
@@ -317,6 +403,17 @@ async fn run(setup: ShardSetup) {
     let resume_task = tokio::task::spawn_local(flow::resume_payments(shard.clone(), pending));
     let sign_outs_task =
         sign_outs.map(|feed| tokio::task::spawn_local(follow_sign_outs(shard.clone(), feed)));
+    if let Some((listener, settings)) = http {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                let _ = ready.send(Err(format!("{id}: HTTP listener: {error}")));
+                drained.wait().await;
+                return;
+            }
+        };
+        tokio::task::spawn_local(http::accept(shard.clone(), listener, settings));
+    }
     let _ = ready.send(Ok(()));
     debug!(shard = id.0, "listening");
 
@@ -671,6 +768,7 @@ async fn follow_catalog(shard: Rc<Shard>) {
         let catalog = feed.borrow_and_update().clone();
         shard.state.borrow_mut().catalog = catalog;
         shard.cache.borrow_mut().clear();
+        shard.http_cache.borrow_mut().clear();
         debug!(shard = shard.id.0, "catalog updated; reply cache cleared");
     }
 }

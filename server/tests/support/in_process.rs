@@ -40,6 +40,7 @@ impl Running {
 pub fn config(data: &Path, demo_products: usize) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         shards: 2,
         data_dir: data.to_path_buf(),
         demo_products,

@@ -160,6 +160,27 @@ pub(super) async fn logout<P: Ports>(
     Ok(ResponseBody::Empty)
 }
 
+/// Makes `refresh_token`'s family the session's, so that a logout revokes
+/// it: how a client without a connection-long session (the HTTP bridge,
+/// which holds the token in a cookie) names the session it ends. An
+/// unknown token leaves the session as it is.
+pub async fn adopt_refresh_family<P: Ports>(
+    ports: &Rc<P>,
+    session: &RefCell<Session>,
+    refresh_token: &str,
+) -> Result<(), ApiError> {
+    let hash = rules::refresh_token_hash(refresh_token);
+    let record = ports
+        .sessions()
+        .refresh_token(&hash)
+        .await
+        .map_err(storage_failure)?;
+    if let Some(record) = record {
+        session.borrow_mut().refresh_family = Some(record.family);
+    }
+    Ok(())
+}
+
 pub(super) async fn update_profile<P: Ports>(
     ports: &Rc<P>,
     user: UserId,

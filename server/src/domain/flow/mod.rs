@@ -14,6 +14,7 @@ mod checkout;
 mod orders;
 mod reservations;
 
+pub use accounts::adopt_refresh_family;
 pub use carts::{flush_carts, flush_carts_once};
 pub use orders::{expire_lapsed, resume_payments};
 
