@@ -169,6 +169,12 @@ fn serve(config: &Config) -> ExitCode {
     if config.tls == souk_server::config::TlsSource::SelfSigned {
         banner.push_str("(self-signed: clients pin this fingerprint)\n");
     }
+    if let Some(http) = server.http_addr() {
+        let scheme = if config.http_tls { "https" } else { "http" };
+        banner.push_str(&format!(
+            "storefront and HTTP/JSON API: {scheme}://{http}/ (OpenAPI: /v1/openapi.json)\n"
+        ));
+    }
     // One write, errors ignored: a supervisor that closed stdout after
     // reading the address must not bring the shop down.
     let mut stdout = std::io::stdout().lock();

@@ -12,6 +12,8 @@ pub struct Souk {
     pub child: Child,
     pub addr: SocketAddr,
     pub fingerprint: [u8; 32],
+    /// The HTTP bridge's address.
+    pub http: SocketAddr,
 }
 
 impl Souk {
@@ -21,6 +23,7 @@ impl Souk {
     pub fn spawn(args: &[&str], data: &Path, stderr: Stdio) -> Souk {
         let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
             .args(["--listen", "127.0.0.1:0", "--pin-threads", "false"])
+            .args(["--http-listen", "127.0.0.1:0"])
             .args(args)
             .arg("--data-dir")
             .arg(data)
@@ -41,10 +44,18 @@ impl Souk {
             .unwrap()
             .try_into()
             .unwrap();
+        let http = stdout
+            .find_map(|line| {
+                let line = line.unwrap();
+                let rest = line.strip_prefix("storefront and HTTP/JSON API: http://")?;
+                rest.split('/').next()?.parse().ok()
+            })
+            .unwrap();
         Souk {
             child,
             addr,
             fingerprint,
+            http,
         }
     }
 
