@@ -467,3 +467,110 @@ async fn slow_headers_are_cut_off() {
     assert!(closed.is_ok(), "a request that never ends its headers is cut");
     running.server.shutdown().unwrap();
 }
+
+#[test]
+fn orders_acknowledged_over_http_survive_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let souk = support::Souk::spawn(&["--shards", "2"], data.path(), std::process::Stdio::null());
+    let (token, orders) = runtime.block_on(async {
+        let mut buyer = Http::browser(souk.http);
+        let session = register(&mut buyer, "durable@shop.example").await.json();
+        let mut orders = Vec::new();
+        for n in 0..5 {
+            let (_, sku) = some_sku(&mut buyer, n).await;
+            buyer
+                .post("/v1/cart/lines", json!({"sku": sku, "quantity": 1}))
+                .await;
+            let placed = checkout(&mut buyer, &format!("durable-{n}")).await;
+            assert_eq!(placed.status, StatusCode::CREATED);
+            orders.push(placed.json()["id"].as_str().unwrap().to_owned());
+        }
+        (session["access_token"].as_str().unwrap().to_owned(), orders)
+    });
+    // No drain, no flush: the acknowledgement was the durability promise.
+    souk.kill();
+    let souk = support::Souk::spawn(&["--shards", "2"], data.path(), std::process::Stdio::null());
+    runtime.block_on(async {
+        let mut buyer = Http::script(souk.http);
+        buyer.bearer = Some(token);
+        for order in &orders {
+            let reply = buyer.get(&format!("/v1/orders/{order}")).await;
+            assert_eq!(reply.status, StatusCode::OK, "order {order} was lost");
+        }
+        let listed = buyer.get("/v1/orders?limit=10").await.json();
+        assert_eq!(listed["orders"].as_array().unwrap().len(), orders.len());
+    });
+    souk.kill();
+}
+
+#[test]
+fn tls_offers_http2_by_alpn() {
+    let Some(curl) = tool("curl") else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let souk = support::Souk::spawn(
+        &["--shards", "1", "--http-tls"],
+        data.path(),
+        std::process::Stdio::null(),
+    );
+    let url = format!("https://{}/v1/categories", souk.http);
+    let output = std::process::Command::new(curl)
+        .args(["-sk", "--http2", "-D", "-", "-o", "/dev/null", &url])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&output.stdout).to_lowercase();
+    assert!(head.starts_with("http/2 200"), "{head}");
+    assert!(head.contains("strict-transport-security"), "{head}");
+    let output = std::process::Command::new(curl)
+        .args(["-sk", "--http1.1", "-o", "/dev/null", "-w", "%{http_version}", &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "1.1");
+    souk.kill();
+}
+
+/// `curl`, or a skip (a failure under `SOUK_REQUIRE_ALL_TESTS`).
+fn tool(name: &str) -> Option<&str> {
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(name);
+    }
+    souk_storage::testing::skip_or_fail(&format!("{name} is not installed"));
+    None
+}
+
+#[tokio::test]
+async fn a_stop_lets_the_request_in_flight_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let running = start(|_| {});
+    let addr = http_addr(&running);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = br#"{"email":"late@shop.example","password":"a long enough password"}"#;
+    let head = format!(
+        "POST /v1/account/register HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+    // The request is in flight (its body half sent) when the stop begins.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server = running.server;
+    let stopping = tokio::task::spawn_blocking(move || server.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections while draining"
+    );
+    stream.write_all(&body[10..]).await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
+    stopping.await.unwrap().unwrap();
+}

@@ -77,7 +77,11 @@ impl Http {
     }
 
     async fn sender(&mut self) -> &mut SendRequest<Full<Bytes>> {
-        let usable = self.sender.as_ref().is_some_and(|s| !s.is_closed());
+        // Ready once the previous exchange is done with the connection.
+        let usable = match self.sender.as_mut() {
+            Some(sender) => sender.ready().await.is_ok(),
+            None => false,
+        };
         if !usable {
             let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
             let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

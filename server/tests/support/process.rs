@@ -47,7 +47,8 @@ impl Souk {
         let http = stdout
             .find_map(|line| {
                 let line = line.unwrap();
-                let rest = line.strip_prefix("storefront and HTTP/JSON API: http://")?;
+                let url = line.strip_prefix("storefront and HTTP/JSON API: ")?;
+                let rest = url.split_once("://")?.1;
                 rest.split('/').next()?.parse().ok()
             })
             .unwrap();
