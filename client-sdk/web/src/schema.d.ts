@@ -388,6 +388,7 @@ export interface components {
         /** @description A postal address. On output `id` is the address's id, a decimal string. */
         Address: {
             city?: string | null;
+            /** @description ISO 3166-1 alpha-2. */
             country?: string | null;
             readonly id?: string | null;
             is_default?: boolean;
@@ -474,7 +475,8 @@ export interface components {
             currency: string;
             /**
              * Format: int64
-             * @description Minor units: 1999 is 19.99 in a two-decimal currency.
+             * @description Minor units: 1999 is 19.99 in a two-decimal currency. Never
+             *     negative in a request.
              */
             minor_units: number;
         };
@@ -615,13 +617,19 @@ export interface components {
             name?: string | null;
         };
         Registration: {
+            /** Format: email */
             email: string;
             name?: string | null;
+            /** @description At least 8 characters. */
             password: string;
         };
         Restock: {
             mode?: components["schemas"]["RestockMode"];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Units to add (negative removes), or with `set` the units on hand
+             *     (0 or more).
+             */
             quantity: number;
         };
         /** @enum {string} */
@@ -1527,6 +1535,7 @@ export interface operations {
     list_orders: {
         parameters: {
             query?: {
+                /** @description `next_cursor` of the previous page. */
                 cursor?: string;
                 limit?: number;
             };

@@ -219,6 +219,9 @@ fn price_range(min: Option<i64>, max: Option<i64>) -> Decoded<api::PriceRange> {
     if min.is_some_and(|m| m < 0) {
         return Err(violation("price_min", Violation::OutOfRange));
     }
+    if max.is_some_and(|m| m < 0) {
+        return Err(violation("price_max", Violation::OutOfRange));
+    }
     if let (Some(low), Some(high)) = (min, max)
         && low > high
     {

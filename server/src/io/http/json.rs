@@ -17,7 +17,8 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Money {
-    /// Minor units: 1999 is 19.99 in a two-decimal currency.
+    /// Minor units: 1999 is 19.99 in a two-decimal currency. Never
+    /// negative in a request.
     pub minor_units: i64,
     /// ISO 4217 code, three upper-case letters.
     #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
@@ -233,6 +234,7 @@ impl From<api::ProductPage> for ProductPage {
 pub struct Variant {
     pub sku: String,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub name: Option<String>,
     #[serde(default)]
     pub options: Vec<NameValue>,
@@ -401,20 +403,29 @@ pub struct Address {
     #[schema(read_only)]
     pub id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub line1: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub line2: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub city: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub region: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2.
     #[serde(default)]
+    #[schema(pattern = "^[A-Z]{2}$")]
     pub country: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub phone: Option<String>,
     #[serde(default)]
     pub is_default: bool,
@@ -596,9 +607,10 @@ pub struct Session {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCartLine {
+    #[schema(pattern = "^[!-~]{1,64}$")]
     pub sku: String,
     /// Units to add to the line.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub quantity: u32,
 }
 
@@ -606,14 +618,16 @@ pub struct NewCartLine {
 #[serde(deny_unknown_fields)]
 pub struct CartLineQuantity {
     /// The line's new quantity; 0 removes it.
+    #[schema(maximum = 10000)]
     pub quantity: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutLine {
+    #[schema(pattern = "^[!-~]{1,64}$")]
     pub sku: String,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub quantity: u32,
 }
 
@@ -621,9 +635,10 @@ pub struct CheckoutLine {
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     /// A token from the payment provider; card numbers never reach souk.
+    #[schema(min_length = 1, max_length = 4096)]
     pub payment_method_token: String,
     #[serde(default)]
-    #[schema(pattern = "^[0-9]+$")]
+    #[schema(pattern = "^[0-9]{1,19}$")]
     pub shipping_address_id: Option<String>,
     /// The total the buyer saw; a different price refuses the checkout.
     #[serde(default)]
@@ -636,16 +651,22 @@ pub struct CheckoutRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
+    /// At least 8 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
+    #[schema(min_length = 1, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub password: String,
 }
 
@@ -661,6 +682,7 @@ pub struct Logout {
 #[serde(deny_unknown_fields)]
 pub struct ProfileChange {
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub name: Option<String>,
 }
 
@@ -676,6 +698,9 @@ pub enum RestockMode {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Restock {
+    /// Units to add (negative removes), or with `set` the units on hand
+    /// (0 or more).
+    #[schema(minimum = -1000000000, maximum = 1000000000)]
     pub quantity: i64,
     #[serde(default = "restock_add")]
     pub mode: RestockMode,

@@ -16,6 +16,8 @@ pub struct Problem {
     pub code: &'static str,
     pub detail: String,
     pub retry_after_ms: u32,
+    /// For 405: the methods the path offers.
+    pub allow: Option<&'static str>,
 }
 
 impl Problem {
@@ -25,6 +27,7 @@ impl Problem {
             code,
             detail: detail.into(),
             retry_after_ms: 0,
+            allow: None,
         }
     }
 
@@ -61,6 +64,9 @@ impl Problem {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         );
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if self.retry_after_ms > 0 {
             // Whole seconds, rounded up: zero would invite an immediate retry.
             let seconds = self.retry_after_ms.div_ceil(1000).max(1);
@@ -104,6 +110,7 @@ impl From<ApiError> for Problem {
             code,
             detail: error.message,
             retry_after_ms,
+            allow: None,
         }
     }
 }

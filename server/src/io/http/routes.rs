@@ -178,15 +178,40 @@ fn unrouted(segments: &[&str], method: &Method) -> Problem {
             | ["v1", "account", ..]
             | ["v1", "admin", ..]
     );
-    if known && segments.len() <= 4 {
-        Problem::new(
+    if known && let Some(allow) = allowed_methods(segments) {
+        let mut problem = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             format!("{method} is not offered on this path"),
-        )
+        );
+        problem.allow = Some(allow);
+        problem
     } else {
         Problem::not_found("no such resource")
     }
+}
+
+/// The methods `route` serves on a path, for the `Allow` header of a 405.
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        [""] | ["healthz"] | ["readyz"] | ["v1", "openapi.json"] | ["v1", "categories"] => {
+            "GET, HEAD"
+        }
+        ["v1", "products"] | ["v1", "products", _] | ["v1", "cart"] | ["v1", "orders"] => {
+            "GET, HEAD"
+        }
+        ["v1", "orders", _] | ["v1", "orders", _, "payment"] => "GET, HEAD",
+        ["v1", "cart", "lines"] | ["v1", "checkout"] | ["v1", "orders", _, "cancel"] => "POST",
+        ["v1", "cart", "lines", _] => "PUT, DELETE",
+        ["v1", "account", "register" | "login"] => "POST",
+        ["v1", "account", "session", "refresh" | "logout"] => "POST",
+        ["v1", "account", "profile"] => "GET, HEAD, PATCH",
+        ["v1", "account", "addresses"] => "GET, HEAD, POST",
+        ["v1", "account", "addresses", _] => "PUT, DELETE",
+        ["v1", "admin", "products", _] => "PUT",
+        ["v1", "admin", "stock", _] => "POST",
+        _ => return None,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -238,6 +263,20 @@ impl Call {
         Ok(true)
     }
 
+    /// Binds the caller's identity, or refuses the request: for routes
+    /// that are a signed-in user's only. Checked before the body is read,
+    /// so an anonymous caller learns nothing about what it would accept.
+    async fn require_sign_in(&self) -> Result<(), Problem> {
+        if self.authenticate().await? {
+            return Ok(());
+        }
+        Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthenticated",
+            "sign in first: a bearer token or the session cookie",
+        ))
+    }
+
     /// The guest's device, from its cookie or made now and set as one.
     fn device(&mut self) -> Result<DeviceId, Problem> {
         if let Some(device) = &self.exchange.device_cookie
@@ -268,13 +307,13 @@ impl Call {
         parse_json(&bytes)
     }
 
-    /// A body that may be absent (`{}` is assumed).
+    /// A body that may be absent or `null` (`{}` is assumed).
     async fn optional_body<T: DeserializeOwned + Default>(&mut self) -> Result<T, Problem> {
         let bytes = self.body_bytes().await?;
         if bytes.is_empty() {
             return Ok(T::default());
         }
-        parse_json(&bytes)
+        Ok(parse_json::<Option<T>>(&bytes)?.unwrap_or_default())
     }
 
     async fn body_bytes(&mut self) -> Result<Bytes, Problem> {
@@ -458,8 +497,14 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     response
 }
 
-/// Parses JSON, naming the field that failed (`lines[0].quantity`).
+/// Parses JSON, naming the field that failed (`lines[0].quantity`). The
+/// body is an object (or `null` where it is optional): serde would also
+/// read a struct from an array, which no client means.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if !matches!(first, Some(b'{' | b'n')) {
+        return Err(Problem::bad_request("the body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -658,6 +703,7 @@ pub enum Sort {
 #[into_params(parameter_in = Query)]
 pub struct BrowseQuery {
     /// Only products of this category.
+    #[param(pattern = "^[!-~]{1,64}$")]
     category: Option<String>,
     #[param(inline)]
     sort: Option<Sort>,
@@ -668,6 +714,7 @@ pub struct BrowseQuery {
     #[param(minimum = 0)]
     max_price: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^o:[0-9]{1,9}$")]
     cursor: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u16>,
@@ -709,7 +756,7 @@ async fn browse_products(call: &Call) -> Reply {
 
 /// A product with its variants' live stock.
 #[utoipa::path(get, path = "/v1/products/{product_id}", tag = "catalog",
-    params(("product_id" = String, Path)),
+    params(("product_id" = String, Path, pattern = "^[!-~]{1,64}$")),
     responses(
         (status = 200, description = "The product", body = json::Product),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
@@ -734,7 +781,7 @@ async fn get_cart(call: &mut Call) -> Reply {
 
 /// Adds units of a SKU to the cart.
 #[utoipa::path(post, path = "/v1/cart/lines", tag = "cart",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe")),
     request_body = json::NewCartLine,
     responses((status = 200, description = "The cart after the change", body = json::Cart)))]
 async fn add_cart_line(call: &mut Call) -> Reply {
@@ -751,8 +798,8 @@ async fn add_cart_line(call: &mut Call) -> Reply {
 
 /// Sets a line's quantity (0 removes it).
 #[utoipa::path(put, path = "/v1/cart/lines/{sku}", tag = "cart",
-    params(("sku" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("sku" = String, Path, pattern = "^[!-~]{1,64}$"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe")),
     request_body = json::CartLineQuantity,
     responses((status = 200, description = "The cart after the change", body = json::Cart)))]
 async fn set_cart_line(call: &mut Call, sku_text: &str) -> Reply {
@@ -770,8 +817,8 @@ async fn set_cart_line(call: &mut Call, sku_text: &str) -> Reply {
 
 /// Removes a line.
 #[utoipa::path(delete, path = "/v1/cart/lines/{sku}", tag = "cart",
-    params(("sku" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("sku" = String, Path, pattern = "^[!-~]{1,64}$"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe")),
     responses((status = 200, description = "The cart after the change", body = json::Cart)))]
 async fn remove_cart_line(call: &mut Call, sku_text: &str) -> Reply {
     let sku = sku(sku_text)?;
@@ -786,7 +833,7 @@ async fn remove_cart_line(call: &mut Call, sku_text: &str) -> Reply {
 /// and charging the payment method. A retry with the same key returns the
 /// first attempt's order.
 #[utoipa::path(post, path = "/v1/checkout", tag = "orders",
-    params(("Idempotency-Key" = String, Header,
+    params(("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$",
         description = "Required: a retry with the same key returns the first result")),
     request_body = json::CheckoutRequest,
     responses((status = 201, description = "The order placed", body = json::Order)))]
@@ -797,14 +844,8 @@ async fn checkout(call: &mut Call) -> Reply {
              first result",
         ));
     }
+    call.require_sign_in().await?;
     let body: json::CheckoutRequest = call.body().await?;
-    if !call.authenticate().await? {
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthenticated",
-            "sign in to check out",
-        ));
-    }
     let lines = body
         .lines
         .into_iter()
@@ -838,6 +879,8 @@ async fn checkout(call: &mut Call) -> Reply {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^b:[0-9]{1,19}$")]
     cursor: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u16>,
@@ -848,7 +891,7 @@ pub struct PageQuery {
     responses((status = 200, description = "A page of orders", body = json::OrderPage)))]
 async fn list_orders(call: &mut Call) -> Reply {
     let query: PageQuery = call.query()?;
-    call.authenticate().await?;
+    call.require_sign_in().await?;
     let list = api::ListOrders {
         cursor: query.cursor.map(api::Cursor),
         limit: page_limit(query.limit)?,
@@ -858,33 +901,33 @@ async fn list_orders(call: &mut Call) -> Reply {
 }
 
 #[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders",
-    params(("order_id" = String, Path, description = "Decimal order id")),
+    params(("order_id" = String, Path, pattern = "^[0-9]{1,19}$", description = "Decimal order id")),
     responses((status = 200, description = "The order", body = json::Order)))]
 async fn get_order(call: &mut Call, id: &str) -> Reply {
     let order_id = order_id(id)?;
-    call.authenticate().await?;
+    call.require_sign_in().await?;
     let reply = call.dispatch(RequestBody::GetOrder { order_id }).await?;
     call.personal(StatusCode::OK, reply)
 }
 
 /// Cancels an order not yet fulfilled; paid orders are refunded.
 #[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders",
-    params(("order_id" = String, Path, description = "Decimal order id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("order_id" = String, Path, pattern = "^[0-9]{1,19}$", description = "Decimal order id"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe")),
     responses((status = 200, description = "The cancelled order", body = json::Order)))]
 async fn cancel_order(call: &mut Call, id: &str) -> Reply {
     let order_id = order_id(id)?;
-    call.authenticate().await?;
+    call.require_sign_in().await?;
     let reply = call.dispatch(RequestBody::CancelOrder { order_id }).await?;
     call.personal(StatusCode::OK, reply)
 }
 
 #[utoipa::path(get, path = "/v1/orders/{order_id}/payment", tag = "orders",
-    params(("order_id" = String, Path, description = "Decimal order id")),
+    params(("order_id" = String, Path, pattern = "^[0-9]{1,19}$", description = "Decimal order id")),
     responses((status = 200, description = "The order's payment", body = json::Payment)))]
 async fn get_payment(call: &mut Call, id: &str) -> Reply {
     let order_id = order_id(id)?;
-    call.authenticate().await?;
+    call.require_sign_in().await?;
     let reply = call
         .dispatch(RequestBody::GetPaymentStatus { order_id })
         .await?;
@@ -982,7 +1025,7 @@ async fn logout(call: &mut Call) -> Reply {
 #[utoipa::path(get, path = "/v1/account/profile", tag = "account",
     responses((status = 200, description = "The signed-in user's profile", body = json::Profile)))]
 async fn get_profile(call: &mut Call) -> Reply {
-    call.authenticate().await?;
+    call.require_sign_in().await?;
     let reply = call.dispatch(RequestBody::GetProfile).await?;
     call.personal(StatusCode::OK, reply)
 }
@@ -991,8 +1034,8 @@ async fn get_profile(call: &mut Call) -> Reply {
     request_body = json::ProfileChange,
     responses((status = 200, description = "The profile after the change", body = json::Profile)))]
 async fn update_profile(call: &mut Call) -> Reply {
+    call.require_sign_in().await?;
     let body: json::ProfileChange = call.body().await?;
-    call.authenticate().await?;
     let reply = call
         .dispatch(RequestBody::UpdateProfile { name: body.name })
         .await?;
@@ -1002,7 +1045,7 @@ async fn update_profile(call: &mut Call) -> Reply {
 #[utoipa::path(get, path = "/v1/account/addresses", tag = "account",
     responses((status = 200, description = "The user's addresses", body = json::AddressList)))]
 async fn list_addresses(call: &mut Call) -> Reply {
-    call.authenticate().await?;
+    call.require_sign_in().await?;
     let reply = call.dispatch(RequestBody::ListAddresses).await?;
     call.personal(StatusCode::OK, reply)
 }
@@ -1011,21 +1054,21 @@ async fn list_addresses(call: &mut Call) -> Reply {
     request_body = json::Address,
     responses((status = 201, description = "The address stored", body = json::Address)))]
 async fn add_address(call: &mut Call) -> Reply {
+    call.require_sign_in().await?;
     let body: json::Address = call.body().await?;
-    call.authenticate().await?;
     let address = body.into_api(AddressId(0));
     let reply = call.dispatch(RequestBody::UpsertAddress(address)).await?;
     call.personal(StatusCode::CREATED, reply)
 }
 
 #[utoipa::path(put, path = "/v1/account/addresses/{address_id}", tag = "account",
-    params(("address_id" = String, Path, description = "Decimal address id")),
+    params(("address_id" = String, Path, pattern = "^[0-9]{1,19}$", description = "Decimal address id")),
     request_body = json::Address,
     responses((status = 200, description = "The address stored", body = json::Address)))]
 async fn replace_address(call: &mut Call, id: &str) -> Reply {
     let id = AddressId(decimal_id(id, "address_id")?);
+    call.require_sign_in().await?;
     let body: json::Address = call.body().await?;
-    call.authenticate().await?;
     let reply = call
         .dispatch(RequestBody::UpsertAddress(body.into_api(id)))
         .await?;
@@ -1033,11 +1076,11 @@ async fn replace_address(call: &mut Call, id: &str) -> Reply {
 }
 
 #[utoipa::path(delete, path = "/v1/account/addresses/{address_id}", tag = "account",
-    params(("address_id" = String, Path, description = "Decimal address id")),
+    params(("address_id" = String, Path, pattern = "^[0-9]{1,19}$", description = "Decimal address id")),
     responses((status = 204, description = "Deleted")))]
 async fn delete_address(call: &mut Call, id: &str) -> Reply {
     let address_id = AddressId(decimal_id(id, "address_id")?);
-    call.authenticate().await?;
+    call.require_sign_in().await?;
     let reply = call
         .dispatch(RequestBody::DeleteAddress { address_id })
         .await?;
@@ -1049,16 +1092,16 @@ async fn delete_address(call: &mut Call, id: &str) -> Reply {
 
 /// Creates or replaces a product (admin).
 #[utoipa::path(put, path = "/v1/admin/products/{product_id}", tag = "admin",
-    params(("product_id" = String, Path)),
+    params(("product_id" = String, Path, pattern = "^[!-~]{1,64}$")),
     request_body = json::Product,
     responses((status = 200, description = "The product stored", body = json::Product)))]
 async fn upsert_product(call: &mut Call, id: &str) -> Reply {
     let id = product_id(id)?;
+    call.require_sign_in().await?;
     let body: json::Product = call.body().await?;
     if body.id != id.as_str() {
         return Err(Problem::bad_request("id: differs from the path's product id"));
     }
-    call.authenticate().await?;
     let product = product_from_json(body)?;
     let reply = call
         .dispatch(RequestBody::AdminUpsertProduct(Box::new(product)))
@@ -1068,14 +1111,14 @@ async fn upsert_product(call: &mut Call, id: &str) -> Reply {
 
 /// Adds to (or sets) a SKU's units on hand (admin).
 #[utoipa::path(post, path = "/v1/admin/stock/{sku}", tag = "admin",
-    params(("sku" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("sku" = String, Path, pattern = "^[!-~]{1,64}$"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe")),
     request_body = json::Restock,
     responses((status = 200, description = "The SKU's stock after the change", body = json::StockLevel)))]
 async fn restock(call: &mut Call, sku_text: &str) -> Reply {
     let sku = sku(sku_text)?;
+    call.require_sign_in().await?;
     let body: json::Restock = call.body().await?;
-    call.authenticate().await?;
     let restock = api::AdminRestock {
         sku,
         quantity: body.quantity,
