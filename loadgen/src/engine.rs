@@ -20,9 +20,10 @@ use hdrhistogram::Histogram;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use souk_client::api::{DeviceId, ErrorStatus, OrderId, OrderStatus, Sku, UnixMillis};
-use souk_client::{Client, ClientConfig, ClientError};
+use souk_client::ClientError;
 
 use crate::scenario::{Catalog, Mix, Outcome, Scenario, Shopper, Workload, error_name};
+use crate::shop::{Endpoint, Shop};
 
 pub fn histogram() -> Histogram<u64> {
     // 1 µs to 60 s at 3 significant digits.
@@ -32,7 +33,7 @@ pub fn histogram() -> Histogram<u64> {
 /// What every thread needs to set itself up.
 #[derive(Clone)]
 pub struct ThreadSetup {
-    pub client: ClientConfig,
+    pub endpoint: Endpoint,
     pub connections: usize,
     pub scenario: Scenario,
     pub mix: Mix,
@@ -370,9 +371,9 @@ async fn prepare(
 ) -> anyhow::Result<ThreadState> {
     let mut shoppers = Vec::with_capacity(setup.connections);
     for n in 0..setup.connections {
-        let client = Client::connect(setup.client.clone())
+        let client = Shop::connect(&setup.endpoint)
             .await
-            .with_context(|| format!("connecting to {}", setup.client.server))?;
+            .with_context(|| format!("connecting to {}", setup.endpoint.address()))?;
         if setup.sign_in {
             let email = format!("{}-{index}-{n}@loadgen.example", setup.account_prefix);
             sign_in(&client, &email).await?;
@@ -399,16 +400,12 @@ async fn prepare(
 }
 
 /// Registers the account, or signs in if an earlier run registered it.
-async fn sign_in(client: &Client, email: &str) -> anyhow::Result<()> {
-    match client
-        .register(email, ACCOUNT_PASSWORD, Some("loadgen"))
-        .await
-    {
-        Ok(_) => Ok(()),
+async fn sign_in(client: &Shop, email: &str) -> anyhow::Result<()> {
+    match client.register(email, ACCOUNT_PASSWORD).await {
+        Ok(()) => Ok(()),
         Err(error) if error.status() == Some(ErrorStatus::Conflict) => client
-            .login(email, ACCOUNT_PASSWORD, None)
+            .login(email, ACCOUNT_PASSWORD)
             .await
-            .map(drop)
             .with_context(|| format!("signing in as {email}")),
         Err(error) => Err(error).with_context(|| format!("registering {email}")),
     }
@@ -576,8 +573,8 @@ async fn verify_orders(state: &ThreadState, sample: usize) -> OrderCheck {
     for _ in 0..sample.min(orders.len()) {
         let (shopper, id) = orders[rng.random_range(0..orders.len())];
         check.checked += 1;
-        match state.shoppers[shopper].client.get_order(id).await {
-            Ok(order) if order.id == id => {}
+        match state.shoppers[shopper].client.order(id).await {
+            Ok(read) if read == id => {}
             Ok(_) => check.missing += 1,
             Err(error) if error.status() == Some(ErrorStatus::NotFound) => check.missing += 1,
             Err(error) => {
@@ -605,17 +602,17 @@ async fn flash_units(
     for shopper in &state.shoppers {
         let mut cursor = None;
         loop {
-            let page = shopper.client.list_orders(cursor, 100).await?;
-            let older = page.orders.iter().any(|o| o.created_at < since);
-            for order in page.orders.iter().filter(|o| o.created_at >= since) {
+            let (orders, next_cursor) = shopper.client.orders(cursor, 100).await?;
+            let older = orders.iter().any(|o| o.created_at < since);
+            for order in orders.iter().filter(|o| o.created_at >= since) {
                 if order.status == OrderStatus::Cancelled {
                     continue;
                 }
                 let held: i64 = order
                     .lines
                     .iter()
-                    .filter(|l| l.sku == *sku)
-                    .map(|l| i64::from(l.quantity))
+                    .filter(|(line, _)| line == sku)
+                    .map(|(_, quantity)| i64::from(*quantity))
                     .sum();
                 units.units += held;
                 if order.status == OrderStatus::Paid {
@@ -624,7 +621,7 @@ async fn flash_units(
                 units.orders += u64::from(held > 0);
             }
             // Newest first: past the sale's start, the rest is older.
-            match page.next_cursor {
+            match next_cursor {
                 Some(next) if !older => cursor = Some(next),
                 _ => break,
             }

@@ -1,11 +1,14 @@
-//! `souk-loadgen`: drives a running souk server through the client SDK and
-//! tells the truth about it under load.
+//! `souk-loadgen`: drives a running souk server through the client SDK (or
+//! its HTTP/JSON bridge, `--target http`) and tells the truth about it
+//! under load.
 //!
 //!     souk-loadgen --fingerprint <hex> --scenario browse --rate 20000
 //!     souk-loadgen --fingerprint <hex> --scenario checkout --concurrency 64 \
 //!         --admin-email boss@example.org --admin-password '...'
 //!     souk-loadgen --fingerprint <hex> --scenario browse --ramp --rate 5000 \
 //!         --ramp-step 5000 --slo-p99-ms 1
+//!     souk-loadgen --target http --http 127.0.0.1:8080 --scenario checkout \
+//!         --admin-email boss@example.org --admin-password '...'
 //!
 //! A run is: setup through the public API (read the catalog, sign the
 //! shoppers in, stock the SKUs with the admin account), warm-up, the
@@ -16,6 +19,7 @@
 mod engine;
 mod report;
 mod scenario;
+mod shop;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,18 +27,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use souk_client::api::{BrowseCategory, RestockMode, Sku, UnixMillis};
-use souk_client::{Client, ClientConfig, RetryPolicy, Trust};
+use souk_client::{ClientConfig, RetryPolicy, Trust};
 
 use engine::{Engine, Measured, Phase, ThreadSetup};
 use report::{Check, RampStep, Report, Second};
 use scenario::{Catalog, Mix, Scenario};
+use shop::{Endpoint, Shop};
 
-/// How the load reaches the server. The HTTP bridge will add `http`.
+/// How the load reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     /// FlatBuffers over QUIC, through the Rust client SDK.
     Quic,
+    /// JSON over HTTP/1.1 keep-alive, through the bridge (`--http`).
+    Http,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -43,9 +50,13 @@ pub struct Args {
     /// Server address (UDP).
     #[arg(long, default_value = "127.0.0.1:4433")]
     server: std::net::SocketAddr,
-    /// SHA-256 of the server certificate, in hex (souk prints it at start).
-    #[arg(long)]
-    fingerprint: String,
+    /// SHA-256 of the server certificate, in hex (souk prints it at start);
+    /// for `--target quic`.
+    #[arg(long, required_if_eq("target", "quic"))]
+    fingerprint: Option<String>,
+    /// The HTTP bridge's address, for `--target http`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: std::net::SocketAddr,
     #[arg(long, value_enum, default_value_t = Target::Quic)]
     target: Target,
     #[arg(long, value_enum, default_value_t = Scenario::Browse)]
@@ -154,17 +165,27 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     if args.rate.is_none() && args.concurrency < args.threads {
         bail!("need --concurrency >= --threads");
     }
-    let fingerprint: [u8; 32] = hex::decode(args.fingerprint.trim())
-        .context("--fingerprint is hex")?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("--fingerprint is 32 bytes"))?;
-    let mut client = ClientConfig::new(args.server, Trust::Fingerprint(fingerprint));
-    // The load generator measures the server: a retry would hide an error.
-    client.retry = RetryPolicy::none();
+    let endpoint = match args.target {
+        Target::Quic => {
+            let fingerprint = args.fingerprint.as_deref().unwrap_or_default();
+            let fingerprint: [u8; 32] = hex::decode(fingerprint.trim())
+                .context("--fingerprint is hex")?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("--fingerprint is 32 bytes"))?;
+            let mut client = ClientConfig::new(args.server, Trust::Fingerprint(fingerprint));
+            // The load generator measures the server: a retry would hide an error.
+            client.retry = RetryPolicy::none();
+            Endpoint::Quic(client)
+        }
+        Target::Http => Endpoint::Http {
+            addr: args.http,
+            timeout: ClientConfig::new(args.http, Trust::System).request_timeout,
+        },
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (catalog, sale) = runtime.block_on(setup(args, &client))?;
+    let (catalog, sale) = runtime.block_on(setup(args, &endpoint))?;
     let catalog = Arc::new(catalog);
     let accounts = args.scenario.needs_accounts()
         || (args.scenario == Scenario::Mixed && args.mix.0.iter().any(|(s, _)| s.needs_accounts()));
@@ -180,7 +201,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     let engine = Engine::start(
         args.threads,
         &ThreadSetup {
-            client: client.clone(),
+            endpoint: endpoint.clone(),
             connections: args.connections,
             scenario: args.scenario,
             mix: args.mix.clone(),
@@ -214,7 +235,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         });
     }
     if let Some((sku, since)) = &sale {
-        checks.extend(runtime.block_on(flash_checks(args, &client, &engine, sku, *since))?);
+        checks.extend(runtime.block_on(flash_checks(args, &endpoint, &engine, sku, *since))?);
     }
     engine.stop();
     let report = Report::new(args, &measured, timeline, steps, checks);
@@ -233,18 +254,12 @@ fn run(args: &Args) -> anyhow::Result<Report> {
 /// buys. Returns the flash sale's SKU and the server time it opened.
 async fn setup(
     args: &Args,
-    config: &ClientConfig,
+    endpoint: &Endpoint,
 ) -> anyhow::Result<(Catalog, Option<(Sku, UnixMillis)>)> {
-    let client = Client::connect(config.clone())
+    let client = Shop::connect(endpoint)
         .await
-        .with_context(|| format!("connecting to {}", args.server))?;
-    let categories: Vec<_> = client
-        .list_categories()
-        .await?
-        .into_iter()
-        .filter(|c| c.product_count > 0)
-        .map(|c| c.id)
-        .collect();
+        .with_context(|| format!("connecting to {}", endpoint.address()))?;
+    let categories = client.category_ids().await?;
     if categories.is_empty() {
         bail!("the server's catalog is empty");
     }
@@ -257,7 +272,7 @@ async fn setup(
             if !open[i] || products.len() >= args.products {
                 continue;
             }
-            let page = client
+            let (page, next) = client
                 .browse(BrowseCategory {
                     category_id: Some(category.clone()),
                     limit: 100,
@@ -265,17 +280,16 @@ async fn setup(
                     ..BrowseCategory::default()
                 })
                 .await?;
-            products.extend(page.products.into_iter().map(|p| p.id));
-            cursors[i] = page.next_cursor;
+            products.extend(page);
+            cursors[i] = next;
             open[i] = cursors[i].is_some();
         }
     }
     products.truncate(args.products);
     let mut skus = Vec::new();
     for product in products.iter().take(args.skus) {
-        let detail = client.get_product(product).await?;
-        if let Some(variant) = detail.variants.first() {
-            skus.push(variant.sku.clone());
+        if let Some(sku) = client.product(product).await? {
+            skus.push(sku);
         }
     }
     if skus.is_empty() {
@@ -287,9 +301,9 @@ async fn setup(
             && args.mix.0.iter().any(|(s, _)| *s == Scenario::Checkout));
     let admin = match (&args.admin_email, &args.admin_password) {
         (Some(email), Some(password)) if buys => {
-            let admin = Client::connect(config.clone()).await?;
+            let admin = Shop::connect(endpoint).await?;
             admin
-                .login(email, password, None)
+                .login(email, password)
                 .await
                 .context("signing in as the admin")?;
             Some(admin)
@@ -307,20 +321,28 @@ async fn setup(
             .rev()
             .find(|p| !skus.iter().any(|s| s.as_str().starts_with(p.as_str())))
             .unwrap_or(&products[0]);
-        let sku = client.get_product(sku).await?.variants[0].sku.clone();
+        let sku = client
+            .product(sku)
+            .await?
+            .context("the flash sale's product has no variant")?;
         admin
-            .admin_restock(&sku, args.flash_units, RestockMode::Set)
+            .restock(&sku, args.flash_units, RestockMode::Set)
             .await
             .context("setting the flash sale's stock")?;
         eprintln!("flash sale: {} units of {sku}", args.flash_units);
-        let opened = client.hello().await?.server_time;
+        // Over HTTP the clock reads to the second: a second's margin.
+        let opened = client.server_time().await?;
+        let opened = match args.target {
+            Target::Quic => opened,
+            Target::Http => UnixMillis(opened.0.saturating_sub(1000)),
+        };
         sale = Some((sku, opened));
     } else if buys {
         match &admin {
             Some(admin) => {
                 for sku in &skus {
                     admin
-                        .admin_restock(sku, 1_000_000, RestockMode::Set)
+                        .restock(sku, 1_000_000, RestockMode::Set)
                         .await
                         .context("stocking the SKUs checkouts buy")?;
                 }
@@ -421,17 +443,17 @@ fn ramp(
 /// shoppers' orders must agree, and never exceed what was put on sale.
 async fn flash_checks(
     args: &Args,
-    config: &ClientConfig,
+    endpoint: &Endpoint,
     engine: &Engine,
     sku: &Sku,
     since: UnixMillis,
 ) -> anyhow::Result<Vec<Check>> {
-    let admin = Client::connect(config.clone()).await?;
+    let admin = Shop::connect(endpoint).await?;
     let (Some(email), Some(password)) = (&args.admin_email, &args.admin_password) else {
         bail!("the flash sale's checks need the admin account");
     };
-    admin.login(email, password, None).await?;
-    let level = admin.admin_restock(sku, 0, RestockMode::Add).await?;
+    admin.login(email, password).await?;
+    let level = admin.restock(sku, 0, RestockMode::Add).await?;
     let units = engine.flash_units(sku, since)?;
     let taken = args.flash_units - level.available;
     let checks = vec![

@@ -16,7 +16,9 @@ use souk_client::api::{
     BrowseCategory, BrowseSort, CategoryId, Checkout, CheckoutLine, DeviceId, ErrorStatus, OrderId,
     ProductId, Sku,
 };
-use souk_client::{Client, ClientError, new_idempotency_key};
+use souk_client::{ClientError, new_idempotency_key};
+
+use crate::shop::Shop;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -88,7 +90,7 @@ pub struct Catalog {
 
 /// One connection's shopper.
 pub struct Shopper {
-    pub client: Client,
+    pub client: Shop,
     pub device: DeviceId,
     /// Lines of its guest cart, as far as it knows.
     cart: RefCell<Vec<Sku>>,
@@ -100,7 +102,7 @@ pub struct Shopper {
 }
 
 impl Shopper {
-    pub fn new(client: Client, device: DeviceId) -> Shopper {
+    pub fn new(client: Shop, device: DeviceId) -> Shopper {
         Shopper {
             client,
             device,
@@ -229,7 +231,7 @@ impl Workload {
         match self.pick_scenario() {
             Scenario::Browse => {
                 let product = self.product();
-                let result = shopper.client.get_product(&product).await.map(drop);
+                let result = shopper.client.product(&product).await.map(drop);
                 Outcome::of("product", result)
             }
             Scenario::Category => {
@@ -267,7 +269,7 @@ impl Workload {
             if added.is_ok() && !shopper.cart.borrow().contains(&sku) {
                 shopper.cart.borrow_mut().push(sku);
             }
-            Outcome::of("cart-add", added.map(drop))
+            Outcome::of("cart-add", added)
         } else if roll < 6 || lines >= 20 {
             let index = self.rng.random_range(0..lines);
             let sku = shopper.cart.borrow()[index].clone();
@@ -279,9 +281,9 @@ impl Workload {
             if changed.is_ok() && quantity == 0 {
                 shopper.cart.borrow_mut().retain(|s| *s != sku);
             }
-            Outcome::of("cart-update", changed.map(drop))
+            Outcome::of("cart-update", changed)
         } else {
-            Outcome::of("cart-view", shopper.client.get_cart(device).await.map(drop))
+            Outcome::of("cart-view", shopper.client.view_cart(device).await)
         }
     }
 
@@ -298,7 +300,7 @@ impl Workload {
             .await
         {
             Ok(order) => Outcome {
-                order: Some(order.id),
+                order: Some(order),
                 ..Outcome::of("checkout", Ok(()))
             },
             Err(error) => Outcome::of("checkout", Err(error)),
@@ -327,7 +329,7 @@ impl Workload {
             Ok(order) => {
                 shopper.flash_in_cart.set(false);
                 Outcome {
-                    order: Some(order.id),
+                    order: Some(order),
                     ..Outcome::of("flash-buy", Ok(()))
                 }
             }

@@ -19,6 +19,7 @@ fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         shards: 2,
         data_dir: dir.path().join("data"),
         pin_threads: false,
@@ -49,6 +50,7 @@ fn command(running: &Running) -> Command {
     command
         .args(["--server", &running.server.local_addr().to_string()])
         .args(["--fingerprint", &fingerprint])
+        .args(["--http", &running.server.http_addr().unwrap().to_string()])
         .args([
             "--admin-email",
             ADMIN_EMAIL,
@@ -207,6 +209,45 @@ fn flash_sale_sells_out(extra: &[&str]) -> Running {
     assert!(stdout.contains("sold out"), "{stdout}");
     assert!(report["sold_out"].as_u64().unwrap() > 0, "{report}");
     running
+}
+
+/// The same sale through the HTTP bridge: the same actions, the same
+/// checks, none oversold.
+#[test]
+fn the_http_target_runs_the_same_flash_sale() {
+    let running = flash_sale_sells_out(&["--target", "http"]);
+    running.server.shutdown().unwrap();
+}
+
+/// Every scenario's actions over HTTP, mixed, without an error.
+#[test]
+fn a_mixed_http_run_has_no_errors() {
+    let running = start();
+    let (output, report) = loadgen(
+        &running,
+        &[
+            "--target",
+            "http",
+            "--scenario",
+            "mixed",
+            "--mix",
+            "browse=40,category=20,cart=30,checkout=10",
+            "--connections",
+            "4",
+            "--concurrency",
+            "8",
+        ],
+    );
+    assert_success(&output);
+    assert_eq!(report["target"], "http", "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    for action in ["product", "category", "checkout"] {
+        assert!(
+            report["actions"][action]["ok"].as_u64().unwrap_or(0) > 0,
+            "no {action} over HTTP: {report}"
+        );
+    }
+    running.server.shutdown().unwrap();
 }
 
 /// Open loop at a fixed rate: the schedule is kept (every action is sent)

@@ -129,7 +129,9 @@ function isProblem(value: unknown): value is Problem {
   );
 }
 
-/** The body of a successful call; throws `ProblemError` otherwise. */
+/** The body of a successful call; throws `ProblemError` otherwise. (A 304
+ * answers a request that sent `If-None-Match`: check `response.status`
+ * before unwrapping such a call.) */
 export function unwrap<T>(result: { data?: T; error?: unknown; response: Response }): T {
   if (result.error !== undefined || !result.response.ok) {
     throw ProblemError.from(result.error, result.response);

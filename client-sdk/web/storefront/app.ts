@@ -12,7 +12,6 @@ import {
   ProblemError,
   unwrap,
   type Cart,
-  type Category,
   type Money,
   type Order,
   type OrderStatus,
@@ -20,6 +19,7 @@ import {
   type ProductSummary,
   type StockStatus,
   type Variant,
+  type paths,
 } from "../src/client";
 
 const api = createClient();
@@ -170,15 +170,24 @@ async function loadProfile(): Promise<void> {
   renderHeader();
 }
 
-/** A new access token from the refresh cookie; false when there is none. */
-async function refreshSession(): Promise<boolean> {
-  if (!localStorage.getItem(SIGNED_IN_HINT)) return false;
-  const result = await api.POST("/v1/account/session/refresh");
-  if (result.response.ok) return true;
-  localStorage.removeItem(SIGNED_IN_HINT);
-  session.signedIn = false;
-  renderHeader();
-  return false;
+let refreshing: Promise<boolean> | null = null;
+
+/** A new access token from the refresh cookie; false when there is none.
+ * One refresh at a time: the refresh token rotates, and a second request
+ * with the old one would look like a stolen token being replayed. */
+function refreshSession(): Promise<boolean> {
+  refreshing ??= (async () => {
+    if (!localStorage.getItem(SIGNED_IN_HINT)) return false;
+    const result = await api.POST("/v1/account/session/refresh");
+    if (result.response.ok) return true;
+    localStorage.removeItem(SIGNED_IN_HINT);
+    session.signedIn = false;
+    renderHeader();
+    return false;
+  })().finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
 }
 
 /** Runs a signed-in call, renewing an expired access token once. */
@@ -205,7 +214,7 @@ async function logout(): Promise<void> {
     return;
   }
   localStorage.removeItem(SIGNED_IN_HINT);
-  sessionStorage.removeItem(CHECKOUT_ATTEMPT);
+  saveAttempt(null);
   session.signedIn = false;
   session.email = "";
   renderHeader();
@@ -233,9 +242,17 @@ function currentRoute(): Route {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path = "/", query = ""] = hash.split("?", 2);
   return {
-    path: path.split("/").filter(Boolean).map(decodeURIComponent),
+    path: path.split("/").filter(Boolean).map(decodeSegment),
     query: new URLSearchParams(query),
   };
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
 }
 
 function link(path: string, query?: Record<string, string | undefined>): string {
@@ -307,13 +324,11 @@ async function render(): Promise<void> {
 // ---------------------------------------------------------------------------
 // Browse
 
-let categories: Category[] | undefined;
-
 async function browseView(categoryId: string | undefined, query: URLSearchParams, stale: () => boolean) {
   const cursor = query.get("cursor") ?? undefined;
   const sort = parseSort(query.get("sort"));
   const [list, page] = await Promise.all([
-    categories ?? api.GET("/v1/categories").then(unwrap).then((l) => (categories = l.categories)),
+    api.GET("/v1/categories").then(unwrap).then((l) => l.categories),
     api
       .GET("/v1/products", {
         params: { query: { category: categoryId, sort, cursor, limit: PAGE_SIZE } },
@@ -381,7 +396,7 @@ async function browseView(categoryId: string | undefined, query: URLSearchParams
   );
 }
 
-type Sort = "name_asc" | "name_desc" | "price_asc" | "price_desc" | "newest";
+type Sort = NonNullable<NonNullable<paths["/v1/products"]["get"]["parameters"]["query"]>["sort"]>;
 const SORTS: [Sort, string][] = [
   ["name_asc", "Name, A–Z"],
   ["name_desc", "Name, Z–A"],
@@ -437,7 +452,7 @@ async function productView(productId: string, stale: () => boolean) {
   );
   if (stale()) return;
   title(product.name);
-  const soldOut = product.variants.every((v) => (v.available ?? 0) <= 0);
+  const soldOut = product.variants.every(isSoldOut);
   const category = product.category_ids?.[0];
   show(
     h(
@@ -476,9 +491,13 @@ function variantTable(product: Product): HTMLElement {
   );
 }
 
+/** Live stock says so: `available` when the server sends it. */
+function isSoldOut(variant: Variant): boolean {
+  return variant.available !== undefined ? variant.available <= 0 : variant.stock_status === "out_of_stock";
+}
+
 function variantRow(product: Product, variant: Variant): HTMLElement {
-  const available = variant.available ?? 0;
-  const soldOut = available <= 0;
+  const soldOut = isSoldOut(variant);
   const options = (variant.options ?? []).map((o) => o.value).join(" / ");
   const button = h(
     "button",
@@ -509,7 +528,9 @@ function variantRow(product: Product, variant: Variant): HTMLElement {
       "td",
       { testid: "variant-stock" },
       stockBadge(soldOut ? "out_of_stock" : status),
-      !soldOut && h("span", { class: "muted", testid: "variant-available" }, `${available} available`),
+      !soldOut &&
+        variant.available !== undefined &&
+        h("span", { class: "muted", testid: "variant-available" }, `${variant.available} available`),
     ),
     h("td", {}, button),
   );
@@ -545,10 +566,17 @@ async function addToCart(button: HTMLButtonElement, variant: Variant, label: str
 // ---------------------------------------------------------------------------
 // Cart and checkout
 
+/**
+ * A checkout attempt: one Idempotency-Key, kept (in sessionStorage, so a
+ * reload keeps it too) until the attempt has an answer. A retry after a
+ * lost answer or a busy server sends the same key and body, and gets the
+ * order the first try placed, never a second one.
+ */
 interface CheckoutAttempt {
   key: string;
   /** The cart it was made for: a changed cart is a new attempt. */
   cart: string;
+  body: { payment_method_token: string; expected_total: Money | null };
 }
 
 function cartFingerprint(cart: Cart): string {
@@ -564,12 +592,30 @@ function loadAttempt(): CheckoutAttempt | null {
   }
 }
 
+function saveAttempt(attempt: CheckoutAttempt | null): void {
+  if (attempt) sessionStorage.setItem(CHECKOUT_ATTEMPT, JSON.stringify(attempt));
+  else sessionStorage.removeItem(CHECKOUT_ATTEMPT);
+}
+
 async function cartView(stale: () => boolean) {
   const cart = unwrap(await authed(() => api.GET("/v1/cart")));
   if (stale()) return;
   title("Cart");
   setCartCount(cart);
   if (!cart.lines.length) {
+    const attempt = session.signedIn ? loadAttempt() : null;
+    if (attempt) {
+      // The cart is gone, so the unanswered checkout most likely placed
+      // the order: asking again with its key fetches that order.
+      const finish = h("button", { type: "button", class: "primary", testid: "checkout-recover" }, "Finish checkout");
+      finish.addEventListener("click", () => submitCheckout(attempt, finish, "Finish checkout"));
+      show(
+        h("h1", {}, "Cart"),
+        h("p", { testid: "checkout-unanswered" }, "Your last checkout did not get an answer. It may have gone through."),
+        h("p", {}, finish),
+      );
+      return;
+    }
     show(h("h1", {}, "Cart"), h("p", { testid: "cart-empty" }, "Your cart is empty. ", h("a", { href: "#/" }, "Find something")));
     return;
   }
@@ -659,58 +705,71 @@ function checkoutPanel(cart: Cart): HTMLElement {
       "section",
       { class: "checkout", testid: "checkout-signin" },
       h("p", {}, "Sign in or register to check out; your cart comes with you."),
-      h("p", {}, h("a", { class: "button primary", href: link("/login", { next: "/cart" }), testid: "checkout-login" }, "Sign in"), " ",
-        h("a", { class: "button", href: link("/register", { next: "/cart" }), testid: "checkout-register" }, "Register")),
+      h(
+        "p",
+        {},
+        h("a", { class: "button primary", href: link("/login", { next: "/cart" }), testid: "checkout-login" }, "Sign in"),
+        " ",
+        h("a", { class: "button", href: link("/register", { next: "/cart" }), testid: "checkout-register" }, "Register"),
+      ),
     );
   }
-  const method = h(
-    "select",
-    { testid: "payment-method", "aria-label": "Payment method" },
-    ...PAYMENT_METHODS.map((m) => h("option", { value: m.token }, m.label)),
-  );
   const fingerprint = cartFingerprint(cart);
   const pending = loadAttempt();
-  const retrying = pending?.cart === fingerprint;
-  const button = h("button", { type: "button", class: "primary", testid: "checkout" }, retrying ? "Retry checkout" : "Place order");
-  button.addEventListener("click", () => checkout(cart, fingerprint, method.value, button));
-  return h(
-    "section",
-    { class: "checkout" },
-    h("label", {}, "Pay with ", method),
-    " ",
-    button,
+  const retrying = pending?.cart === fingerprint ? pending : null;
+  const method = h(
+    "select",
+    { testid: "payment-method", "aria-label": "Payment method", disabled: Boolean(retrying) },
+    ...PAYMENT_METHODS.map((m) =>
+      h("option", { value: m.token, selected: m.token === retrying?.body.payment_method_token }, m.label),
+    ),
   );
+  const label = retrying ? "Retry checkout" : "Place order";
+  const button = h("button", { type: "button", class: "primary", testid: "checkout" }, label);
+  button.addEventListener("click", () => {
+    const current = loadAttempt();
+    const attempt =
+      current?.cart === fingerprint
+        ? current
+        : {
+            key: newIdempotencyKey(),
+            cart: fingerprint,
+            body: { payment_method_token: method.value, expected_total: cart.subtotal ?? null },
+          };
+    saveAttempt(attempt);
+    method.disabled = true;
+    void submitCheckout(attempt, button, "Place order");
+  });
+  return h("section", { class: "checkout" }, h("label", {}, "Pay with ", method), " ", button);
 }
 
-async function checkout(cart: Cart, fingerprint: string, paymentMethod: string, button: HTMLButtonElement) {
+async function submitCheckout(attempt: CheckoutAttempt, button: HTMLButtonElement, label: string): Promise<void> {
   clearNotices();
-  // One key per attempt: a retry after a lost answer or a busy server
-  // reuses it, and gets the order the first try placed, never a second.
-  let attempt = loadAttempt();
-  if (attempt?.cart !== fingerprint) {
-    attempt = { key: newIdempotencyKey(), cart: fingerprint };
-    sessionStorage.setItem(CHECKOUT_ATTEMPT, JSON.stringify(attempt));
-  }
-  const key = attempt.key;
   button.disabled = true;
   button.textContent = "Placing order…";
   try {
     const order = unwrap(
       await authed(() =>
         api.POST("/v1/checkout", {
-          params: { header: { "Idempotency-Key": key } },
-          body: { payment_method_token: paymentMethod, expected_total: cart.subtotal ?? null },
+          params: { header: { "Idempotency-Key": attempt.key } },
+          body: attempt.body,
         }),
       ),
     );
-    sessionStorage.removeItem(CHECKOUT_ATTEMPT);
+    saveAttempt(null);
     setCartCount({ lines: [], item_count: 0 });
     navigate(link(`/orders/${order.id}`));
   } catch (error) {
+    // No answer, or the server was busy: the same attempt may be retried.
+    // Any other answer is final, and the next try is a new attempt.
     const retryable = !(error instanceof ProblemError) || error.retryable;
-    if (!retryable) sessionStorage.removeItem(CHECKOUT_ATTEMPT);
+    if (!retryable) {
+      saveAttempt(null);
+      // The cart as it is now (a sold-out line, a new price), then why.
+      await render();
+    }
     button.disabled = false;
-    button.textContent = retryable ? "Retry checkout" : "Place order";
+    button.textContent = retryable ? "Retry checkout" : label;
     showError(error);
   }
 }
@@ -762,7 +821,7 @@ function accountForm(kind: "login" | "register", query: URLSearchParams): void {
           : await api.POST("/v1/account/login", { body: credentials }),
       );
       signedIn(credentials.email);
-      sessionStorage.removeItem(CHECKOUT_ATTEMPT);
+      saveAttempt(null);
       await refreshCartCount();
       navigate(link(next.startsWith("/") ? next : "/"), registering ? "Welcome! Your account is ready." : "You are signed in.");
     } catch (error) {
@@ -842,9 +901,17 @@ async function orderView(orderId: string, stale: () => boolean) {
   while (order.status === "pending_payment" && Date.now() < until) {
     await new Promise((resolve) => setTimeout(resolve, ORDER_POLL_MS));
     if (stale()) return;
-    order = await fetchOrder();
+    let next: Order;
+    try {
+      next = await fetchOrder();
+    } catch (error) {
+      // A blip while waiting is not the order's fault: keep waiting.
+      if (error instanceof ProblemError && !error.retryable) throw error;
+      continue;
+    }
     if (stale()) return;
-    showOrder(order);
+    if (next.updated_at !== order.updated_at || next.status !== order.status) showOrder(next);
+    order = next;
   }
 }
 

@@ -7,7 +7,9 @@ import { after, before, describe, test } from "node:test";
 import { packageDir, startServer, unavailable } from "./support/server.mjs";
 
 const skip = unavailable(["souk", "chromium"]);
-const { createClient, unwrap, newIdempotencyKey, newCustomer, sellOut } = await import("./support/client.mjs");
+const { createClient, unwrap, newIdempotencyKey, newCustomer, sellOut, inStockSkus } = await import(
+  "./support/client.mjs"
+);
 const { launchBrowser, openStorefront, storefrontSource } = await import("./support/browser.mjs");
 
 const resultsDir = join(packageDir, "test-results");
@@ -48,7 +50,9 @@ describe("storefront in Chromium", { skip, timeout: 180_000 }, () => {
       const categoryId = await category.getAttribute("data-category-id");
       await category.click();
       await page.locator(`section.listing[data-category-id="${categoryId}"]`).waitFor();
-      const cards = page.getByTestId("product-card");
+      const cards = page.locator(
+        "[data-testid=product-card]:has([data-testid=stock-status]:not([data-status=out_of_stock]))",
+      );
       assert.ok((await cards.count()) >= 2, "the category has two products to buy");
       assert.match(await cards.first().getByTestId("product-price").innerText(), /\$\d+\.\d\d/);
       assert.ok(await cards.first().getByTestId("stock-status").isVisible());
@@ -107,6 +111,95 @@ describe("storefront in Chromium", { skip, timeout: 180_000 }, () => {
       assert.equal(await row.getByTestId("order-status").innerText(), "Paid");
 
       assert.deepEqual(problems, [], "no script errors or CSP violations");
+    } finally {
+      await context.close();
+    }
+  });
+
+  test("a checkout whose answer is lost is retried with the same key, and places one order", async () => {
+    const [sku, other] = await inStockSkus(server.baseUrl, 2);
+    const productId = sku.split("-")[0];
+    const { context, page, problems } = await openStorefront(browser, server, source);
+    try {
+      await page.goto(`${server.baseUrl}/#/register`, { waitUntil: "domcontentloaded" });
+      const email = `retry-${newIdempotencyKey().slice(0, 8)}@shop.example`;
+      await page.getByTestId("email").fill(email);
+      await page.getByTestId("password").fill("a-long-test-password");
+      await page.getByTestId("submit").click();
+      await page.getByTestId("nav-user").filter({ hasText: email }).waitFor();
+
+      await page.goto(`${server.baseUrl}/#/product/${productId}`);
+      await page.locator(`[data-testid=add-to-cart][data-sku="${sku}"]`).click();
+      await page.getByTestId("cart-count").filter({ hasText: /^1$/ }).waitFor();
+      // A second line, added by the page's own fetch (its cookies, its Origin).
+      const added = await page.evaluate(async (sku) => {
+        const response = await fetch("/v1/cart/lines", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ sku, quantity: 1 }),
+        });
+        return response.status;
+      }, other);
+      assert.equal(added, 200);
+
+      // In the cart: one line removed, the other's quantity changed.
+      await page.getByTestId("nav-cart").click();
+      await page.getByTestId("cart-line").nth(1).waitFor();
+      await page.locator(`[data-testid=cart-line][data-sku="${other}"]`).getByTestId("line-remove").click();
+      await page.locator(`[data-testid=cart-line][data-sku="${other}"]`).waitFor({ state: "detached" });
+      const line = page.locator(`[data-testid=cart-line][data-sku="${sku}"]`);
+      const unitTotal = await line.getByTestId("line-total").innerText();
+      await line.getByTestId("line-quantity").fill("2");
+      await line.getByTestId("line-update").click();
+      await page.getByTestId("cart-count").filter({ hasText: /^2$/ }).waitFor();
+      // The line total follows the quantity.
+      await line.getByTestId("line-total").filter({ hasNotText: unitTotal }).waitFor();
+      assert.equal(await page.getByTestId("cart-line").count(), 1);
+
+      // The first checkout reaches the server, but its answer is lost;
+      // so is the retry's.
+      const keys = [];
+      await page.route("**/v1/checkout", async (route) => {
+        keys.push(route.request().headers()["idempotency-key"]);
+        if (keys.length <= 2) {
+          const response = await route.fetch();
+          assert.equal(response.status(), 201, "the server placed the order");
+          return route.abort("connectionreset");
+        }
+        return route.continue();
+      });
+      await page.getByTestId("checkout").click();
+      await page.getByTestId("error").waitFor();
+      await page.getByTestId("checkout").filter({ hasText: "Retry checkout" }).click();
+      await page.getByTestId("checkout").filter({ hasText: "Retry checkout" }).waitFor();
+      assert.equal(keys.length, 2);
+
+      // After a reload the cart is empty (the order took it), and the
+      // attempt, kept in sessionStorage, is finished with the same key.
+      await page.reload();
+      await page.getByTestId("checkout-unanswered").waitFor();
+      await page.getByTestId("checkout-recover").click();
+      await page.getByTestId("order-status").and(page.locator("[data-status=paid]")).waitFor({ timeout: 15_000 });
+      assert.equal(keys.length, 3);
+      assert.ok(keys[0], "checkout sends an Idempotency-Key");
+      assert.deepEqual(keys, [keys[0], keys[0], keys[0]], "every retry reuses the attempt's key");
+
+      await page.getByTestId("nav-orders").click();
+      await page.getByTestId("order-row").first().waitFor();
+      assert.equal(await page.getByTestId("order-row").count(), 1, "one order, not two");
+
+      // The refresh cookie (Path=/v1/account/session) works from the page,
+      // and signing out revokes it and clears the session cookies.
+      const refresh = () =>
+        page.evaluate(async () => (await fetch("/v1/account/session/refresh", { method: "POST" })).status);
+      assert.equal(await refresh(), 200);
+      await page.getByTestId("nav-logout").click();
+      await page.getByTestId("flash").filter({ hasText: "signed out" }).waitFor();
+      await page.getByTestId("nav-login").waitFor();
+      const names = (await context.cookies()).map((c) => c.name);
+      assert.ok(!names.includes("souk_access") && !names.includes("souk_refresh"), `cookies left: ${names}`);
+      assert.equal(await refresh(), 401);
+      assert.deepEqual(problems, []);
     } finally {
       await context.close();
     }

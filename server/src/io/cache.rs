@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn only_catalog_reads_are_cached_and_zero_ttl_caches_nothing() {
-        let cache = ReplyCache::new(Duration::from_secs(1), 10);
+        let cache = ReplyCache::<Bytes>::new(Duration::from_secs(1), 10);
         assert!(cache.caches(Operation::GetProduct));
         assert!(cache.caches(Operation::BrowseCategory));
         assert!(!cache.caches(Operation::GetCart));
