@@ -192,10 +192,12 @@ pub const HTTP_HEADER_BYTES_MAX: usize = 16 * 1024;
 /// Concurrent requests on one HTTP/2 connection, as browsers default to.
 pub const HTTP2_STREAMS_MAX: u32 = 100;
 
-/// Catalog replies over HTTP: a CDN or browser may reuse one for a few
-/// seconds and serve it stale while it revalidates; checkout reserves
-/// against live stock whatever a cached page said.
-pub const HTTP_CATALOG_CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
+/// Catalog replies over HTTP: a CDN or browser may reuse one for a second
+/// (as long as a shard's own reply cache keeps one) and serve it stale
+/// for a few more while it revalidates. Product details carry live stock,
+/// so their age stays short; checkout reserves against the live counter
+/// whatever a cached page said.
+pub const HTTP_CATALOG_CACHE_CONTROL: &str = "public, max-age=1, stale-while-revalidate=5";
 
 /// Connections the kernel queues per shard before the bridge accepts them.
 pub const HTTP_ACCEPT_BACKLOG: i32 = 1024;

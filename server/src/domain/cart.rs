@@ -291,8 +291,12 @@ pub fn view(catalog: &Catalog, lines: &[(Sku, u32)], levels: &[StockLevel]) -> C
     }
 }
 
+/// A line's name: the product's, with the variant's when it says more. A
+/// variant named in full ("Desk Organizer (Black)", as catalogs and the
+/// demo name them) is used as it is, not nested in the product's name.
 pub fn line_name(product: &str, variant: Option<&str>) -> String {
     match variant {
+        Some(variant) if variant.starts_with(product) => variant.to_owned(),
         Some(variant) if !variant.is_empty() => format!("{product} ({variant})"),
         _ => product.to_owned(),
     }
@@ -301,6 +305,14 @@ pub fn line_name(product: &str, variant: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_names_do_not_repeat_the_product() {
+        assert_eq!(line_name("Mug", Some("Blue")), "Mug (Blue)");
+        assert_eq!(line_name("Mug", Some("Mug (Blue)")), "Mug (Blue)");
+        assert_eq!(line_name("Mug", Some("")), "Mug");
+        assert_eq!(line_name("Mug", None), "Mug");
+    }
 
     fn sku(n: u32) -> Sku {
         Sku::new(format!("P{n:05}-M")).unwrap()

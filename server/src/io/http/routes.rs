@@ -509,8 +509,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        if path == "." {
+        if inner.is_syntax() || inner.is_eof() {
             Problem::bad_request(format!("malformed JSON: {inner}"))
+        } else if path == "." || path == "?" {
+            // A missing or unknown field: serde names it in the message.
+            Problem::bad_request(format!("body: {inner}"))
         } else {
             Problem::bad_request(format!("{path}: {inner}"))
         }
@@ -1214,7 +1217,9 @@ mod tests {
         .unwrap_err();
         assert!(error.detail.starts_with("lines[0].quantity:"), "{}", error.detail);
         let error = parse_json::<json::NewCartLine>(br#"{"sku":"A"}"#).unwrap_err();
-        assert!(error.detail.contains("quantity"), "{}", error.detail);
+        assert!(error.detail.starts_with("body: missing field `quantity`"), "{}", error.detail);
+        let error = parse_json::<json::NewCartLine>(b"{").unwrap_err();
+        assert!(error.detail.starts_with("malformed JSON"), "{}", error.detail);
         let error = parse_json::<json::NewCartLine>(br#"{"sku":"A","quantity":1} x"#).unwrap_err();
         assert!(error.detail.starts_with("malformed JSON"), "{}", error.detail);
     }
