@@ -19,8 +19,8 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use souk_client::api::{DeviceId, ErrorStatus, OrderId, OrderStatus, Sku, UnixMillis};
 use souk_client::ClientError;
+use souk_client::api::{DeviceId, ErrorStatus, OrderId, OrderStatus, Sku, UnixMillis};
 
 use crate::scenario::{Catalog, Mix, Outcome, Scenario, Shopper, Workload, error_name};
 use crate::shop::{Endpoint, Shop};

@@ -499,9 +499,7 @@ fn problem(status: StatusCode, body: &[u8]) -> ClientError {
         "NotOffered" => ErrorStatus::NotOffered,
         "Internal" => ErrorStatus::Internal,
         _ => {
-            return ClientError::UnexpectedReply(format!(
-                "HTTP {status} without a problem code"
-            ));
+            return ClientError::UnexpectedReply(format!("HTTP {status} without a problem code"));
         }
     };
     let mut error = ApiError::new(status, json["detail"].as_str().unwrap_or(""));

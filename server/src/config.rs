@@ -281,12 +281,24 @@ pub struct Options {
 
     /// Origins (`https://shop.example`) whose pages may call the bridge
     /// from a browser (CORS, with credentials). Comma-separated.
-    #[arg(global = true, long, env = "SOUK_HTTP_ALLOW_ORIGIN", value_name = "ORIGIN", value_delimiter = ',')]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_HTTP_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
     pub http_allow_origin: Option<Vec<String>>,
 
     /// Proxy addresses whose `Forwarded` / `X-Forwarded-For` headers name
     /// the client (rate limits key on it). Comma-separated.
-    #[arg(global = true, long, env = "SOUK_HTTP_TRUSTED_PROXY", value_name = "IP", value_delimiter = ',')]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_HTTP_TRUSTED_PROXY",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
     pub http_trusted_proxy: Option<Vec<std::net::IpAddr>>,
 
     /// Payments the simulated gateway declines, per 10,000. [default: 0]

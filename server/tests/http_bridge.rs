@@ -100,7 +100,10 @@ async fn a_guest_fills_a_cart_registers_and_checks_out() {
     assert_eq!(cart["item_count"], 3, "the guest cart moved in: {cart}");
 
     let missing_key = browser
-        .post("/v1/checkout", json!({"payment_method_token": "pm_card_visa"}))
+        .post(
+            "/v1/checkout",
+            json!({"payment_method_token": "pm_card_visa"}),
+        )
         .await;
     assert_eq!(missing_key.status, StatusCode::BAD_REQUEST);
     assert_eq!(missing_key.code(), "BadRequest");
@@ -110,7 +113,8 @@ async fn a_guest_fills_a_cart_registers_and_checks_out() {
     let order = placed.json()["id"].as_str().unwrap().to_owned();
     let retried = checkout(&mut browser, "9a1c7e04-first").await;
     assert_eq!(
-        retried.json()["id"], order,
+        retried.json()["id"],
+        order,
         "a retry with the same key returns the first order"
     );
 
@@ -132,7 +136,10 @@ async fn catalog_reads_carry_etags_and_revalidate_with_304() {
     assert_eq!(first.status, StatusCode::OK);
     let etag = first.header("etag").unwrap().to_owned();
     let cache_control = first.header("cache-control").unwrap();
-    assert!(cache_control.starts_with("public, max-age="), "{cache_control}");
+    assert!(
+        cache_control.starts_with("public, max-age="),
+        "{cache_control}"
+    );
     assert!(cache_control.contains("stale-while-revalidate"));
     let prices: Vec<i64> = first.json()["products"]
         .as_array()
@@ -202,11 +209,16 @@ async fn bad_requests_get_typed_problems() {
     let unknown = script.get("/v1/products/NO-SUCH-PRODUCT").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.code(), "NotFound");
-    assert_eq!(script.get("/v1/nothing-here").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        script.get("/v1/nothing-here").await.status,
+        StatusCode::NOT_FOUND
+    );
     // The cart write above gave this script a device cookie, which would
     // make a change without an Origin a CSRF refusal.
     script.cookies.clear();
-    let wrong_method = script.send(Method::DELETE, "/v1/categories", &[], None).await;
+    let wrong_method = script
+        .send(Method::DELETE, "/v1/categories", &[], None)
+        .await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
 
     let huge = json!({"sku": sku, "quantity": 1, "pad": "x".repeat(70 * 1024)});
@@ -248,7 +260,12 @@ async fn stock_runs_out_as_409_and_limits_as_429() {
             json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
         )
         .await;
-    admin.bearer = Some(signed_in.json()["access_token"].as_str().unwrap().to_owned());
+    admin.bearer = Some(
+        signed_in.json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
     admin.cookies.clear();
     let (product, sku) = some_sku(&mut admin, 2).await;
     let restocked = admin
@@ -280,7 +297,13 @@ async fn stock_runs_out_as_409_and_limits_as_429() {
     assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
 
     let detail = buyer.get(&format!("/v1/products/{product}")).await.json();
-    assert!(detail["variants"].as_array().unwrap().iter().any(|v| v["sku"] == sku));
+    assert!(
+        detail["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["sku"] == sku)
+    );
 
     // Three cart writes a second, in bursts of six; beyond, the guest is
     // told when to come back.
@@ -334,7 +357,10 @@ async fn cookies_cannot_be_ridden_from_another_origin() {
         allowed.header("access-control-allow-origin"),
         Some("https://shop.example")
     );
-    assert_eq!(allowed.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        allowed.header("access-control-allow-credentials"),
+        Some("true")
+    );
 
     let preflight = browser
         .send(
@@ -357,7 +383,11 @@ async fn cookies_cannot_be_ridden_from_another_origin() {
         .await;
     assert_eq!(refused.header("access-control-allow-origin"), None);
 
-    for header in ["x-content-type-options", "content-security-policy", "x-frame-options"] {
+    for header in [
+        "x-content-type-options",
+        "content-security-policy",
+        "x-frame-options",
+    ] {
         assert!(refused.header(header).is_some(), "{header} missing");
     }
     running.server.shutdown().unwrap();
@@ -398,7 +428,12 @@ async fn sessions_refresh_and_sign_out() {
     let listed = browser.get("/v1/account/addresses").await.json();
     assert_eq!(listed["addresses"][0]["id"], id.as_str());
     let deleted = browser
-        .send(Method::DELETE, &format!("/v1/account/addresses/{id}"), &[], None)
+        .send(
+            Method::DELETE,
+            &format!("/v1/account/addresses/{id}"),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
 
@@ -409,9 +444,7 @@ async fn sessions_refresh_and_sign_out() {
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     assert!(!browser.cookies.contains_key("souk_access"));
     // The refresh token the browser held is revoked, not just forgotten.
-    browser
-        .cookies
-        .insert("souk_refresh".into(), kept_refresh);
+    browser.cookies.insert("souk_refresh".into(), kept_refresh);
     let revoked = browser
         .send(Method::POST, "/v1/account/session/refresh", &[], None)
         .await;
@@ -428,7 +461,10 @@ async fn operations_endpoints_and_the_document() {
     let document = script.get("/v1/openapi.json").await.json();
     assert_eq!(document["openapi"], "3.1.0");
     let page = script.get("/").await;
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let html = String::from_utf8(page.body.to_vec()).unwrap();
     let asset = html
         .split('"')
@@ -457,14 +493,20 @@ async fn slow_headers_are_cut_off() {
     let mut stream = tokio::net::TcpStream::connect(http_addr(&running))
         .await
         .unwrap();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut buffer = Vec::new();
     let closed = tokio::time::timeout(
         souk_server::limits::HTTP_HEADER_TIMEOUT + Duration::from_secs(5),
         stream.read_to_end(&mut buffer),
     )
     .await;
-    assert!(closed.is_ok(), "a request that never ends its headers is cut");
+    assert!(
+        closed.is_ok(),
+        "a request that never ends its headers is cut"
+    );
     running.server.shutdown().unwrap();
 }
 
@@ -524,7 +566,15 @@ fn tls_offers_http2_by_alpn() {
     assert!(head.starts_with("http/2 200"), "{head}");
     assert!(head.contains("strict-transport-security"), "{head}");
     let output = std::process::Command::new(curl)
-        .args(["-sk", "--http1.1", "-o", "/dev/null", "-w", "%{http_version}", &url])
+        .args([
+            "-sk",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            &url,
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "1.1");

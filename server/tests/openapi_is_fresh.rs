@@ -21,7 +21,11 @@ fn committed_openapi_document_is_current() {
     let document: serde_json::Value = serde_json::from_str(&current).unwrap();
     assert_eq!(document["openapi"], "3.1.0");
     let paths = document["paths"].as_object().unwrap();
-    for path in ["/v1/products/{product_id}", "/v1/checkout", "/v1/cart/lines"] {
+    for path in [
+        "/v1/products/{product_id}",
+        "/v1/checkout",
+        "/v1/cart/lines",
+    ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
 }

@@ -209,7 +209,9 @@ pub(super) struct HttpConnectionSlot(Rc<Shard>);
 
 impl Drop for HttpConnectionSlot {
     fn drop(&mut self) {
-        self.0.http_connections.set(self.0.http_connections.get() - 1);
+        self.0
+            .http_connections
+            .set(self.0.http_connections.get() - 1);
         self.0.stats().connections_closed.increment();
     }
 }

@@ -70,7 +70,11 @@ mod tests {
         let listeners = listen_shared("127.0.0.1:0".parse().unwrap(), 3).unwrap();
         let port = listeners[0].local_addr().unwrap().port();
         assert_ne!(port, 0);
-        assert!(listeners.iter().all(|l| l.local_addr().unwrap().port() == port));
+        assert!(
+            listeners
+                .iter()
+                .all(|l| l.local_addr().unwrap().port() == port)
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ impl Assets {
             let hash = xxhash_rust::xxh3::xxh3_64(bytes);
             let (stem, extension) = name.rsplit_once('.').unwrap_or((name, ""));
             let hashed_name = format!("{stem}.{:08x}.{extension}", hash as u32);
-            index = index.replace(&format!("{{{{{name}}}}}"), &format!("/assets/{hashed_name}"));
+            index = index.replace(
+                &format!("{{{{{name}}}}}"),
+                &format!("/assets/{hashed_name}"),
+            );
             files.push(Asset {
                 hashed_name,
                 content_type,

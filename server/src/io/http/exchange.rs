@@ -95,7 +95,9 @@ impl Exchange {
     /// Whether the request carries souk's cookies, which a browser attaches
     /// on its own and a forged cross-site request could ride on.
     fn has_cookies(&self) -> bool {
-        self.access_cookie.is_some() || self.refresh_cookie.is_some() || self.device_cookie.is_some()
+        self.access_cookie.is_some()
+            || self.refresh_cookie.is_some()
+            || self.device_cookie.is_some()
     }
 
     /// Refuses a state-changing request that rides on cookies from a page
@@ -359,24 +361,34 @@ mod tests {
         let cookie = ("cookie", "souk_device=w1");
         let host = ("host", "127.0.0.1:8080");
         let post = Method::POST;
-        assert!(read(&[cookie, host, ("origin", "http://127.0.0.1:8080")])
-            .check_csrf(&post)
-            .is_ok());
-        assert!(read(&[cookie, host, ("origin", "https://shop.example")])
-            .check_csrf(&post)
-            .is_ok());
-        assert!(read(&[cookie, host, ("origin", "https://evil.example")])
-            .check_csrf(&post)
-            .is_err());
+        assert!(
+            read(&[cookie, host, ("origin", "http://127.0.0.1:8080")])
+                .check_csrf(&post)
+                .is_ok()
+        );
+        assert!(
+            read(&[cookie, host, ("origin", "https://shop.example")])
+                .check_csrf(&post)
+                .is_ok()
+        );
+        assert!(
+            read(&[cookie, host, ("origin", "https://evil.example")])
+                .check_csrf(&post)
+                .is_err()
+        );
         assert!(read(&[cookie, host]).check_csrf(&post).is_err());
         assert!(read(&[cookie, host]).check_csrf(&Method::GET).is_ok());
         // No ambient credentials, nothing to forge.
-        assert!(read(&[host, ("origin", "https://evil.example")])
-            .check_csrf(&post)
-            .is_ok());
+        assert!(
+            read(&[host, ("origin", "https://evil.example")])
+                .check_csrf(&post)
+                .is_ok()
+        );
         // A bearer token is never sent by a browser on its own.
-        assert!(read(&[cookie, host, ("authorization", "Bearer t")])
-            .check_csrf(&post)
-            .is_ok());
+        assert!(
+            read(&[cookie, host, ("authorization", "Bearer t")])
+                .check_csrf(&post)
+                .is_ok()
+        );
     }
 }

@@ -231,14 +231,17 @@ impl Call {
             idempotency_key,
             body,
         };
-        let request = self.shard.with_encoder(|encoder| match encoder.request(&request) {
-            Ok(frame) => codec::decode_request(frame).map_err(|e| Problem::bad_request(e.to_string())),
-            Err(error) => Err(Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BadRequest",
-                error.to_string(),
-            )),
-        })?;
+        let request =
+            self.shard
+                .with_encoder(|encoder| match encoder.request(&request) {
+                    Ok(frame) => codec::decode_request(frame)
+                        .map_err(|e| Problem::bad_request(e.to_string())),
+                    Err(error) => Err(Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "BadRequest",
+                        error.to_string(),
+                    )),
+                })?;
         let response = flow::dispatch(&self.shard, &self.session, request).await;
         response.map_err(Problem::from)
     }
@@ -334,14 +337,14 @@ impl Call {
                 ));
             }
             Ok(Err(error)) => {
-                if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if error
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     return Err(Problem::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "BadRequest",
-                        format!(
-                            "the body is over {} bytes",
-                            wire_limits::REQUEST_BYTES_MAX
-                        ),
+                        format!("the body is over {} bytes", wire_limits::REQUEST_BYTES_MAX),
                     ));
                 }
                 return Err(Problem::bad_request(format!("the body was cut: {error}")));
@@ -732,9 +735,9 @@ pub struct BrowseQuery {
 async fn browse_products(call: &Call) -> Reply {
     let query: BrowseQuery = call.query()?;
     let category_id = match query.category {
-        Some(id) => Some(
-            CategoryId::new(id).map_err(|v| Problem::bad_request(format!("category: {v}")))?,
-        ),
+        Some(id) => {
+            Some(CategoryId::new(id).map_err(|v| Problem::bad_request(format!("category: {v}")))?)
+        }
         None => None,
     };
     let sort = match query.sort.unwrap_or(Sort::NameAsc) {
@@ -999,7 +1002,9 @@ async fn refresh(call: &mut Call) -> Reply {
             "no refresh cookie: sign in",
         ));
     };
-    let reply = call.dispatch(RequestBody::Refresh { refresh_token }).await?;
+    let reply = call
+        .dispatch(RequestBody::Refresh { refresh_token })
+        .await?;
     call.signed_in(StatusCode::OK, reply)
 }
 
@@ -1103,7 +1108,9 @@ async fn upsert_product(call: &mut Call, id: &str) -> Reply {
     call.require_sign_in().await?;
     let body: json::Product = call.body().await?;
     if body.id != id.as_str() {
-        return Err(Problem::bad_request("id: differs from the path's product id"));
+        return Err(Problem::bad_request(
+            "id: differs from the path's product id",
+        ));
     }
     let product = product_from_json(body)?;
     let reply = call
@@ -1215,13 +1222,29 @@ mod tests {
             br#"{"payment_method_token":"pm","lines":[{"sku":"A","quantity":"two"}]}"#,
         )
         .unwrap_err();
-        assert!(error.detail.starts_with("lines[0].quantity:"), "{}", error.detail);
+        assert!(
+            error.detail.starts_with("lines[0].quantity:"),
+            "{}",
+            error.detail
+        );
         let error = parse_json::<json::NewCartLine>(br#"{"sku":"A"}"#).unwrap_err();
-        assert!(error.detail.starts_with("body: missing field `quantity`"), "{}", error.detail);
+        assert!(
+            error.detail.starts_with("body: missing field `quantity`"),
+            "{}",
+            error.detail
+        );
         let error = parse_json::<json::NewCartLine>(b"{").unwrap_err();
-        assert!(error.detail.starts_with("malformed JSON"), "{}", error.detail);
+        assert!(
+            error.detail.starts_with("malformed JSON"),
+            "{}",
+            error.detail
+        );
         let error = parse_json::<json::NewCartLine>(br#"{"sku":"A","quantity":1} x"#).unwrap_err();
-        assert!(error.detail.starts_with("malformed JSON"), "{}", error.detail);
+        assert!(
+            error.detail.starts_with("malformed JSON"),
+            "{}",
+            error.detail
+        );
     }
 }
 
