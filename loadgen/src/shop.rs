@@ -434,7 +434,7 @@ impl HttpShop {
         let date = headers
             .get("date")
             .and_then(|d| d.to_str().ok())
-            .and_then(|d| httpdate(d))
+            .and_then(httpdate)
             .ok_or_else(|| ClientError::UnexpectedReply("no Date header".into()))?;
         Ok(date)
     }
