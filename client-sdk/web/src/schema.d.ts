@@ -28,7 +28,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Ready for traffic: not draining, and every shard answers. */
+        /**
+         * Ready for traffic: not draining, the store takes writes, and every
+         *     shard answers.
+         */
         get: operations["readyz"];
         put?: never;
         post?: never;
@@ -743,7 +746,7 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
-            /** @description Draining or a shard does not answer */
+            /** @description Draining, the store refuses writes, or a shard does not answer */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -186,6 +186,12 @@ impl Shard {
         }
     }
 
+    /// Whether the store still takes writes (false after a failed write
+    /// or fsync, until a restart).
+    pub(super) fn store_healthy(&self) -> bool {
+        self.store.write_stats().is_none_or(|stats| stats.healthy)
+    }
+
     /// Asks every other shard for nothing, to learn that it answers.
     pub(super) async fn probe_shards(&self) -> Result<(), String> {
         let placement = self.state.borrow().placement;

@@ -657,15 +657,22 @@ fn healthz(_call: &Call) -> Reply {
     Ok(health(StatusCode::OK, "ok"))
 }
 
-/// Ready for traffic: not draining, and every shard answers.
+/// Ready for traffic: not draining, the store takes writes, and every
+/// shard answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic", body = json::Health),
-        (status = 503, description = "Draining or a shard does not answer", body = json::Health),
+        (status = 503, description = "Draining, the store refuses writes, or a shard does not answer", body = json::Health),
     ))]
 async fn readyz(call: &Call) -> Reply {
     if call.shard.draining() {
         return Ok(health(StatusCode::SERVICE_UNAVAILABLE, "draining"));
+    }
+    if !call.shard.store_healthy() {
+        return Ok(health(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store refuses writes after a failed write or fsync: restart",
+        ));
     }
     match call.shard.probe_shards().await {
         Ok(()) => Ok(health(StatusCode::OK, "ok")),
