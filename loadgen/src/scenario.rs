@@ -96,8 +96,9 @@ pub struct Shopper {
     cart: RefCell<Vec<Sku>>,
     /// Whether its (signed-in) cart holds the flash-sale unit.
     flash_in_cart: Cell<bool>,
-    /// Add-then-checkout must not interleave with another slot's on the
-    /// same account; waiting here counts in the action's latency.
+    /// Add-then-checkout must not interleave with another slot's checkout
+    /// or cart edit on the same account; waiting here counts in the
+    /// action's latency.
     pub turn: tokio::sync::Mutex<()>,
 }
 
@@ -259,6 +260,10 @@ impl Workload {
     }
 
     async fn cart(&mut self, shopper: &Shopper) -> Outcome {
+        // A signed-in shopper's cart edits land in the cart its checkouts
+        // order: one person does not edit the cart between adding a line
+        // and checking it out.
+        let _turn = shopper.turn.lock().await;
         let device = Some(shopper.device.clone());
         let lines = shopper.cart.borrow().len();
         let roll = self.rng.random_range(0..10);
