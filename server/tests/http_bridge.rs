@@ -624,3 +624,63 @@ async fn a_stop_lets_the_request_in_flight_finish() {
     assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
     stopping.await.unwrap().unwrap();
 }
+
+/// Failed logins count per client address; behind a trusted proxy the
+/// address is the one the proxy forwards, and a client cannot pick its
+/// own by writing the header.
+#[tokio::test]
+async fn failed_logins_count_by_the_forwarded_address_of_a_trusted_proxy() {
+    let running = start(|config| {
+        config.http_trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    });
+    let addr = http_addr(&running);
+    let limit = souk_server::limits::LOGIN_FAILURES_PER_ADDRESS;
+    let mut proxy = Http::script(addr);
+    let attempt = |n: usize| {
+        // A new account name each time: the per-account limit stays out.
+        json!({"email": format!("nobody{n}@shop.example"), "password": "wrong password"})
+    };
+    for n in 0..limit {
+        let reply = proxy
+            .send(
+                Method::POST,
+                "/v1/account/login",
+                &[("x-forwarded-for", "203.0.113.9")],
+                Some(attempt(n)),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    let locked = proxy
+        .send(
+            Method::POST,
+            "/v1/account/login",
+            &[("x-forwarded-for", "203.0.113.9")],
+            Some(attempt(limit)),
+        )
+        .await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(locked.code(), "LimitExceeded");
+    assert!(locked.header("retry-after").is_some());
+    // Another client behind the same proxy is not locked out.
+    let other = proxy
+        .send(
+            Method::POST,
+            "/v1/account/login",
+            &[("x-forwarded-for", "198.51.100.4")],
+            Some(attempt(limit + 1)),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED);
+    // A client cannot escape by naming an address left of the proxy's.
+    let spoofed = proxy
+        .send(
+            Method::POST,
+            "/v1/account/login",
+            &[("x-forwarded-for", "192.0.2.77, 203.0.113.9")],
+            Some(attempt(limit + 2)),
+        )
+        .await;
+    assert_eq!(spoofed.status, StatusCode::TOO_MANY_REQUESTS);
+    running.server.shutdown().unwrap();
+}
