@@ -27,20 +27,7 @@ for tool in wrk nginx taskset curl python3; do
 done
 [ -x "$souk" ] && [ -x "$loadgen" ] || { echo "build first: $souk, $loadgen" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks=$(getconf CLK_TCK)
-# User + system CPU of a process, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# µs of CPU per request between two tick readings.
-per_request() { python3 -c "print(f'{($2 - $1) * 1e6 / $ticks / max($3, 1):.1f}')"; }
+source bench/http_common.sh
 
 admin=bench-admin@souk.example
 password='bench admin password'
@@ -59,41 +46,11 @@ fingerprint=$(awk '/fingerprint:/ {print $NF}' "$work/souk.out")
 product=$(curl -sf "$base/v1/products?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["products"][0]["id"])')
 path="/v1/products/$product"
 
-# nginx: one worker process on core 0, the same bytes at the same path,
-# keep-alive without limit, no access log (souk keeps none either), the
-# file's descriptor and metadata cached and sent with sendfile: nginx at
-# its best for a small static file.
-mkdir -p "$work/www/v1/products" "$work/nginx"
+mkdir -p "$work/www/v1/products"
 curl -sf "$base$path" >"$work/www$path"
 nginx_port=$(free_port)
-cat >"$work/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-error_log $work/nginx/error.log warn;
-pid $work/nginx/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  etag on;
-  sendfile on;
-  tcp_nopush on;
-  open_file_cache max=16 inactive=600s;
-  open_file_cache_valid 600s;
-  server {
-    listen 127.0.0.1:$nginx_port;
-    root $work/www;
-    location / { default_type application/json; add_header Cache-Control "public, max-age=1, stale-while-revalidate=5"; }
-  }
-}
-EOF
-taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
-nginx_pid=$!
-pids+=("$nginx_pid")
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$nginx_port$path" >/dev/null && break; sleep 0.1; done
-cmp -s <(curl -sf "$base$path") <(curl -sf "http://127.0.0.1:$nginx_port$path") \
-  || { echo "nginx does not serve souk's bytes" >&2; exit 1; }
+start_nginx "$nginx_port" "" ""
+same_bytes "$base$path" "http://127.0.0.1:$nginx_port$path"
 
 results=()
 # wrk against URL; the server's CPU from PID. Appends a result row.

@@ -21,6 +21,7 @@ mod routes;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -135,21 +136,10 @@ where
         .header_read_timeout(limits::HTTP_HEADER_TIMEOUT)
         .max_buf_size(limits::HTTP_HEADER_BYTES_MAX.max(8192));
     let connection = builder.serve_connection(io, service);
-    let mut connection = std::pin::pin!(connection);
-    let mut shutdown = shard.shutdown_signal();
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                debug!(%peer, %error, "HTTP/1.1 connection ended");
-            }
-        }
-        _ = shutdown.wait_for(|stop| *stop) => {
-            // Finish the request in flight, then close; an idle
-            // keep-alive connection closes at once.
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(limits::SHUTDOWN_GRACE, connection).await;
-        }
-    }
+    until_stopped(shard, peer, "HTTP/1.1", connection, |c| {
+        c.graceful_shutdown()
+    })
+    .await;
 }
 
 async fn serve_http2<I>(shard: &Rc<Shard>, io: I, peer: SocketAddr, settings: &Arc<HttpSettings>)
@@ -164,16 +154,32 @@ where
         .max_header_list_size(limits::HTTP_HEADER_BYTES_MAX as u32)
         .keep_alive_interval(Some(limits::HTTP_HEADER_TIMEOUT));
     let connection = builder.serve_connection(io, service);
+    until_stopped(shard, peer, "HTTP/2", connection, |c| c.graceful_shutdown()).await;
+}
+
+/// Serves a connection until it ends, or until the shard stops: then the
+/// request in flight finishes and the connection closes (an idle
+/// keep-alive one at once), within the grace period.
+async fn until_stopped<C, E>(
+    shard: &Shard,
+    peer: SocketAddr,
+    protocol: &'static str,
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut connection = std::pin::pin!(connection);
     let mut shutdown = shard.shutdown_signal();
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
-                debug!(%peer, %error, "HTTP/2 connection ended");
+                debug!(%peer, %error, protocol, "HTTP connection ended");
             }
         }
         _ = shutdown.wait_for(|stop| *stop) => {
-            connection.as_mut().graceful_shutdown();
+            graceful_shutdown(connection.as_mut());
             let _ = tokio::time::timeout(limits::SHUTDOWN_GRACE, connection).await;
         }
     }
