@@ -713,6 +713,16 @@ impl Client {
         Ok(())
     }
 
+    /// Closes the current connection but not the client: the next call
+    /// connects again and re-binds the signed-in identity. For an app going
+    /// to the background, which should not hold a connection open; calls in
+    /// flight fail over to the new connection like any lost connection.
+    pub async fn disconnect(&self) {
+        if let Some(connection) = self.inner.connection.lock().await.take() {
+            connection.close(0u32.into(), b"client disconnected");
+        }
+    }
+
     /// Closes the connection; in-flight calls fail.
     pub fn close(&self) {
         self.inner.endpoint.close(0u32.into(), b"client closed");

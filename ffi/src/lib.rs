@@ -1,5 +1,13 @@
-//! A C ABI over the souk client SDK, for apps in any language with a
-//! FlatBuffers runtime (Swift, Kotlin through JNI, C++, ...).
+//! The souk client SDK's foreign interfaces, both built from the Rust SDK
+//! (`souk-client`) into one native library, `libsouk_ffi`:
+//!
+//! - `native`: the typed, async API behind the Kotlin, Swift and Python
+//!   SDKs, whose bindings uniffi generates (`client-sdk/{kotlin,swift,python}`;
+//!   `tests/bindings.rs` fails when the committed ones are stale);
+//! - below, a C ABI for apps in any language with a FlatBuffers runtime
+//!   (C++, Dart, Go, ...).
+//!
+//! ## The C ABI
 //!
 //! Bytes in, bytes out: the app builds a `Request` with its FlatBuffers
 //! runtime, finished **size-prefixed** (`finishSizePrefixed`), passes the
@@ -15,6 +23,10 @@
 //! committed; a test fails when it is stale.
 
 #![allow(unsafe_code)]
+
+uniffi::setup_scaffolding!("souk");
+
+pub mod native;
 
 use std::ffi::{CStr, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,0 +1,538 @@
+//! The native SDKs' interface: Kotlin, Swift and Python bindings generated
+//! with uniffi from this module.
+//!
+//! A thin layer over `souk_client::Client`: every method is the Rust SDK's
+//! call of the same name, run on the SDK's runtime, with its errors mapped
+//! to `SoukError`. No commerce logic lives here; retries with the same
+//! idempotency key, reconnects, re-binding and token renewal are the Rust
+//! SDK's. What this layer adds is only what a foreign app needs from it:
+//! a runtime it does not have to provide, options as one record, and the
+//! session handed to the app's own `SessionStore` whenever it changes.
+//!
+//! Every call is cancellable: a Kotlin coroutine cancelled, a Swift task
+//! cancelled or an asyncio task cancelled drops the call here, which stops
+//! its request (its QUIC stream is reset) without touching other calls.
+
+mod error;
+mod types;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use souk_client::{Client, ClientConfig, ClientError, RetryPolicy, Trust};
+use souk_wire::api::{
+    Address, AddressId, ApiError, BrowseCategory, CartView, Category, Checkout, Cursor, DeviceId,
+    ErrorStatus, HelloReply, IdempotencyKey, Identity, Order, OrderId, OrderPage, PaymentView,
+    Product, ProductId, ProductPage, Profile, RestockMode, SessionGrant, Sku, StockLevel,
+};
+use tokio::task::JoinHandle;
+
+pub use error::SoukError;
+
+/// Worker threads of the runtime that drives every client in the process.
+/// QUIC and the calls' bookkeeping need little CPU; two threads keep a
+/// slow callback into the app from stalling the rest.
+const RUNTIME_THREADS: usize = 2;
+
+/// The tokio runtime the bindings' calls run on. One per process, made on
+/// first use: the foreign languages have their own event loops, which
+/// cannot drive quinn's sockets and timers, and a runtime per client would
+/// have to be shut down from outside any runtime, which a client dropped
+/// inside a callback cannot promise.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_THREADS)
+        .thread_name("souk-sdk")
+        .enable_all()
+        .build()
+        .expect("the SDK runtime starts")
+});
+
+/// A spawned call that is aborted when its caller stops waiting for it.
+struct Call<T>(JoinHandle<T>);
+
+impl<T> Drop for Call<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `future` on the SDK's runtime and waits for it; dropping the
+/// returned future (the foreign caller cancelled) aborts it.
+async fn run<T: Send + 'static>(
+    future: impl Future<Output = Result<T, SoukError>> + Send + 'static,
+) -> Result<T, SoukError> {
+    let mut call = Call(RUNTIME.spawn(future));
+    match (&mut call.0).await {
+        Ok(result) => result,
+        Err(join) => Err(SoukError::Internal {
+            detail: format!("the call failed inside the SDK: {join}"),
+        }),
+    }
+}
+
+/// How to reach and trust the server, and how patient to be.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ClientOptions {
+    /// `host:port`: a literal IP address or a DNS name.
+    pub server: String,
+    /// The name the server's certificate carries; by default the host of
+    /// `server` when it is a name, else "localhost".
+    #[uniffi(default = None)]
+    pub server_name: Option<String>,
+    /// Certificate pinning: the SHA-256 of the server's certificate (64 hex
+    /// digits; souk prints it at start). Exactly one of this and `ca_pem`.
+    #[uniffi(default = None)]
+    pub pinned_sha256: Option<String>,
+    /// CA certificates (PEM) the server's certificate must chain to.
+    #[uniffi(default = None)]
+    pub ca_pem: Option<String>,
+    /// Limit on one try of one call.
+    #[uniffi(default = 5000)]
+    pub request_timeout_ms: u32,
+    #[uniffi(default = 5000)]
+    pub connect_timeout_ms: u32,
+    /// Tries in all for a call that fails in transit or gets `Busy`, each
+    /// with the same idempotency key. 1 means no retry.
+    #[uniffi(default = 4)]
+    pub retry_attempts: u32,
+    /// Sent to the server for its logs, such as "shop-android/2.3".
+    #[uniffi(default = None)]
+    pub client_name: Option<String>,
+}
+
+/// Where the app keeps the signed-in session between runs: the platform's
+/// keychain or keystore. souk never stores tokens itself. `load` is called
+/// once, when the client connects; `save` whenever the session changes
+/// (sign-in, each renewal, which rotates the refresh token, and sign-out,
+/// as `None`).
+#[uniffi::export(with_foreign)]
+pub trait SessionStore: Send + Sync {
+    fn load(&self) -> Result<Option<SessionGrant>, SoukError>;
+    fn save(&self, session: Option<SessionGrant>) -> Result<(), SoukError>;
+}
+
+/// A fresh random idempotency key. Keep it with a checkout until its
+/// outcome is known: the same key never orders twice.
+#[uniffi::export]
+pub fn new_idempotency_key() -> IdempotencyKey {
+    souk_client::new_idempotency_key()
+}
+
+/// A fresh random device id, which keys the guest cart before sign-in.
+/// Make one at first launch and keep it.
+#[uniffi::export]
+pub fn new_device_id() -> DeviceId {
+    let key = souk_client::new_idempotency_key();
+    DeviceId::new(format!("{:032x}", key.0)).expect("hex digits make a valid id")
+}
+
+/// Hands the session to the app's store when it changes, once per change.
+struct Persistence {
+    store: Arc<dyn SessionStore>,
+    /// The refresh token last saved (`None`: signed out), serialising saves
+    /// so that an older session can never overwrite a newer one.
+    saved: Mutex<Option<String>>,
+}
+
+impl Persistence {
+    fn persist(&self, client: &Client) -> Result<(), SoukError> {
+        let mut saved = self.saved.lock().expect("not poisoned");
+        let current = client.session_updates().borrow().clone();
+        let token = current.as_ref().map(|grant| grant.refresh_token.clone());
+        if *saved != token {
+            self.store.save(current)?;
+            *saved = token;
+        }
+        Ok(())
+    }
+}
+
+/// A connection to a souk server. Share one per app; calls run
+/// concurrently, each on its own stream.
+#[derive(uniffi::Object)]
+pub struct SoukClient {
+    client: Client,
+    persistence: Option<Arc<Persistence>>,
+    /// Saves renewals that happen inside other calls.
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl Drop for SoukClient {
+    fn drop(&mut self) {
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
+        self.client.close();
+    }
+}
+
+impl std::fmt::Debug for SoukClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoukClient")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn client_config(options: ClientOptions) -> Result<ClientConfig, SoukError> {
+    let config_error = |detail: String| SoukError::Config { detail };
+    let trust = match (&options.pinned_sha256, &options.ca_pem) {
+        (Some(hex_digits), None) => {
+            let fingerprint = hex::decode(hex_digits.trim())
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| config_error("pinned_sha256 is not 64 hex digits".into()))?;
+            Trust::Fingerprint(fingerprint)
+        }
+        (None, Some(pem)) => Trust::CaPem(pem.as_bytes().to_vec()),
+        _ => {
+            return Err(config_error(
+                "give exactly one of pinned_sha256 and ca_pem".into(),
+            ));
+        }
+    };
+    let (server, host) = resolve(&options.server).await?;
+    let mut config = ClientConfig::new(server, trust);
+    config.server_name = options.server_name.or(host).unwrap_or(config.server_name);
+    config.request_timeout = Duration::from_millis(options.request_timeout_ms.into());
+    config.connect_timeout = Duration::from_millis(options.connect_timeout_ms.into());
+    config.retry = RetryPolicy {
+        attempts: options.retry_attempts.max(1),
+        ..RetryPolicy::default()
+    };
+    if let Some(name) = options.client_name {
+        config.client_name = name;
+    }
+    Ok(config)
+}
+
+/// The server's address, and its host name when it was given as one.
+async fn resolve(server: &str) -> Result<(SocketAddr, Option<String>), SoukError> {
+    if let Ok(address) = server.parse::<SocketAddr>() {
+        return Ok((address, None));
+    }
+    let host = server
+        .rsplit_once(':')
+        .map(|(host, _)| host.to_owned())
+        .ok_or_else(|| SoukError::Config {
+            detail: format!("server {server:?} is not host:port"),
+        })?;
+    let mut found =
+        tokio::net::lookup_host(server)
+            .await
+            .map_err(|error| SoukError::Transport {
+                detail: format!("cannot resolve {server:?}: {error}"),
+            })?;
+    let address = found.next().ok_or_else(|| SoukError::Transport {
+        detail: format!("{server:?} resolves to no address"),
+    })?;
+    Ok((address, Some(host)))
+}
+
+/// Resumes the session the store holds, if any; a session the server no
+/// longer honours is cleared from the store, and the client goes on as a
+/// guest.
+async fn resume_saved(client: &Client, persistence: &Persistence) -> Result<(), SoukError> {
+    let Some(grant) = persistence.store.load()? else {
+        return Ok(());
+    };
+    *persistence.saved.lock().expect("not poisoned") = Some(grant.refresh_token.clone());
+    match client.resume(grant).await {
+        // Refused: the SDK has dropped the session, and persisting that
+        // clears it from the store too.
+        Ok(_)
+        | Err(ClientError::Api(ApiError {
+            status: ErrorStatus::Unauthenticated,
+            ..
+        })) => persistence.persist(client),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Saves every later change of the session, such as a renewal made inside
+/// some other call.
+fn watch_session(client: Client, persistence: Arc<Persistence>) -> JoinHandle<()> {
+    RUNTIME.spawn(async move {
+        let mut updates = client.session_updates();
+        while updates.changed().await.is_ok() {
+            // A failed save is retried at the next change or the next
+            // sign-in; the call that renewed has already succeeded.
+            let _ = persistence.persist(&client);
+        }
+    })
+}
+
+#[uniffi::export]
+impl SoukClient {
+    /// Connects and says hello. With a `session_store`, resumes the session
+    /// it holds and saves every change from then on.
+    #[uniffi::constructor(default(session_store = None))]
+    pub async fn connect(
+        options: ClientOptions,
+        session_store: Option<Arc<dyn SessionStore>>,
+    ) -> Result<Arc<SoukClient>, SoukError> {
+        run(async move {
+            let config = client_config(options).await?;
+            let client = Client::connect(config).await?;
+            let persistence = session_store.map(|store| {
+                Arc::new(Persistence {
+                    store,
+                    saved: Mutex::new(None),
+                })
+            });
+            let watcher = match &persistence {
+                Some(persistence) => {
+                    resume_saved(&client, persistence).await?;
+                    Some(watch_session(client.clone(), Arc::clone(persistence)))
+                }
+                None => None,
+            };
+            Ok(Arc::new(SoukClient {
+                client,
+                persistence,
+                watcher,
+            }))
+        })
+        .await
+    }
+
+    /// The session held now, if signed in.
+    pub fn session(&self) -> Option<SessionGrant> {
+        self.client.session_updates().borrow().clone()
+    }
+
+    /// Closes the connection, keeping the client: the next call connects
+    /// again and re-binds the session. For an app going to the background.
+    pub async fn disconnect(&self) -> Result<(), SoukError> {
+        let client = self.client.clone();
+        run(async move {
+            client.disconnect().await;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn hello(&self) -> Result<HelloReply, SoukError> {
+        self.call(move |client| async move { client.hello().await })
+            .await
+    }
+
+    /// Creates a customer account and signs in as it.
+    #[uniffi::method(default(name = None))]
+    pub async fn register(
+        &self,
+        email: String,
+        password: String,
+        name: Option<String>,
+    ) -> Result<SessionGrant, SoukError> {
+        self.call_saving(move |client| async move {
+            client.register(&email, &password, name.as_deref()).await
+        })
+        .await
+    }
+
+    /// Signs in; the guest cart of `device_id`, if given, joins the user's.
+    #[uniffi::method(default(device_id = None))]
+    pub async fn login(
+        &self,
+        email: String,
+        password: String,
+        device_id: Option<DeviceId>,
+    ) -> Result<SessionGrant, SoukError> {
+        self.call_saving(
+            move |client| async move { client.login(&email, &password, device_id).await },
+        )
+        .await
+    }
+
+    /// Resumes a session kept by the app itself (without a `SessionStore`).
+    pub async fn resume(&self, session: SessionGrant) -> Result<Identity, SoukError> {
+        self.call_saving(move |client| async move { client.resume(session).await })
+            .await
+    }
+
+    pub async fn logout(&self) -> Result<(), SoukError> {
+        self.call_saving(move |client| async move { client.logout().await })
+            .await
+    }
+
+    /// Signs the user out on every device.
+    pub async fn logout_everywhere(&self) -> Result<(), SoukError> {
+        self.call_saving(move |client| async move { client.logout_everywhere().await })
+            .await
+    }
+
+    pub async fn list_categories(&self) -> Result<Vec<Category>, SoukError> {
+        self.call(move |client| async move { client.list_categories().await })
+            .await
+    }
+
+    pub async fn browse(&self, query: BrowseCategory) -> Result<ProductPage, SoukError> {
+        self.call(move |client| async move { client.browse(query).await })
+            .await
+    }
+
+    pub async fn get_product(&self, product_id: ProductId) -> Result<Product, SoukError> {
+        self.call(move |client| async move { client.get_product(&product_id).await })
+            .await
+    }
+
+    /// The signed-in user's cart, or the guest cart of `device_id`.
+    pub async fn get_cart(&self, device_id: Option<DeviceId>) -> Result<CartView, SoukError> {
+        self.call(move |client| async move { client.get_cart(device_id).await })
+            .await
+    }
+
+    pub async fn add_to_cart(
+        &self,
+        device_id: Option<DeviceId>,
+        sku: Sku,
+        quantity: u32,
+    ) -> Result<CartView, SoukError> {
+        self.call(move |client| async move { client.add_to_cart(device_id, &sku, quantity).await })
+            .await
+    }
+
+    /// Sets a line's quantity; 0 removes the line.
+    pub async fn update_cart_line(
+        &self,
+        device_id: Option<DeviceId>,
+        sku: Sku,
+        quantity: u32,
+    ) -> Result<CartView, SoukError> {
+        self.call(
+            move |client| async move { client.update_cart_line(device_id, &sku, quantity).await },
+        )
+        .await
+    }
+
+    pub async fn remove_cart_line(
+        &self,
+        device_id: Option<DeviceId>,
+        sku: Sku,
+    ) -> Result<CartView, SoukError> {
+        self.call(move |client| async move { client.remove_cart_line(device_id, &sku).await })
+            .await
+    }
+
+    pub async fn merge_cart(&self, guest_device_id: DeviceId) -> Result<CartView, SoukError> {
+        self.call(move |client| async move { client.merge_cart(guest_device_id).await })
+            .await
+    }
+
+    /// Places an order. Keep `idempotency_key` until the outcome is known
+    /// and call again with it after any failure, even after a restart: the
+    /// same key returns the same order and never orders twice.
+    pub async fn checkout(
+        &self,
+        checkout: Checkout,
+        idempotency_key: IdempotencyKey,
+    ) -> Result<Order, SoukError> {
+        self.call(move |client| async move { client.checkout(checkout, idempotency_key).await })
+            .await
+    }
+
+    pub async fn get_order(&self, order_id: OrderId) -> Result<Order, SoukError> {
+        self.call(move |client| async move { client.get_order(order_id).await })
+            .await
+    }
+
+    /// The signed-in user's orders, newest first.
+    #[uniffi::method(default(cursor = None, limit = 20))]
+    pub async fn list_orders(
+        &self,
+        cursor: Option<Cursor>,
+        limit: u16,
+    ) -> Result<OrderPage, SoukError> {
+        self.call(move |client| async move { client.list_orders(cursor, limit).await })
+            .await
+    }
+
+    /// Cancels an order that is still awaiting payment.
+    pub async fn cancel_order(&self, order_id: OrderId) -> Result<Order, SoukError> {
+        self.call(move |client| async move { client.cancel_order(order_id).await })
+            .await
+    }
+
+    pub async fn payment_status(&self, order_id: OrderId) -> Result<PaymentView, SoukError> {
+        self.call(move |client| async move { client.payment_status(order_id).await })
+            .await
+    }
+
+    pub async fn profile(&self) -> Result<Profile, SoukError> {
+        self.call(move |client| async move { client.profile().await })
+            .await
+    }
+
+    pub async fn update_profile(&self, name: Option<String>) -> Result<Profile, SoukError> {
+        self.call(move |client| async move { client.update_profile(name).await })
+            .await
+    }
+
+    pub async fn list_addresses(&self) -> Result<Vec<Address>, SoukError> {
+        self.call(move |client| async move { client.list_addresses().await })
+            .await
+    }
+
+    /// Creates an address (id 0) or replaces one; returns it with its id.
+    pub async fn upsert_address(&self, address: Address) -> Result<Address, SoukError> {
+        self.call(move |client| async move { client.upsert_address(address).await })
+            .await
+    }
+
+    pub async fn delete_address(&self, address_id: AddressId) -> Result<(), SoukError> {
+        self.call(move |client| async move { client.delete_address(address_id).await })
+            .await
+    }
+
+    /// Admin: adds to (`RestockMode.ADD`) or sets a SKU's stock.
+    pub async fn admin_restock(
+        &self,
+        sku: Sku,
+        quantity: i64,
+        mode: RestockMode,
+    ) -> Result<StockLevel, SoukError> {
+        self.call(move |client| async move { client.admin_restock(&sku, quantity, mode).await })
+            .await
+    }
+}
+
+impl SoukClient {
+    /// Runs one call of the Rust SDK on the runtime.
+    async fn call<T, F>(
+        &self,
+        call: impl FnOnce(Client) -> F + Send + 'static,
+    ) -> Result<T, SoukError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, ClientError>> + Send + 'static,
+    {
+        let client = self.client.clone();
+        run(async move { call(client).await.map_err(SoukError::from) }).await
+    }
+
+    /// As `call`, for the calls that change the session: the app's store
+    /// has the new session before the call returns.
+    async fn call_saving<T, F>(
+        &self,
+        call: impl FnOnce(Client) -> F + Send + 'static,
+    ) -> Result<T, SoukError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, ClientError>> + Send + 'static,
+    {
+        let client = self.client.clone();
+        let persistence = self.persistence.clone();
+        run(async move {
+            let result = call(client.clone()).await.map_err(SoukError::from);
+            if let Some(persistence) = persistence {
+                persistence.persist(&client)?;
+            }
+            result
+        })
+        .await
+    }
+}
