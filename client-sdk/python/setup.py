@@ -44,7 +44,8 @@ def native_library() -> Path:
         cwd=WORKSPACE,
         check=True,
     )
-    return WORKSPACE / "target" / "release" / LIBRARY
+    target = Path(os.environ.get("CARGO_TARGET_DIR", "target"))
+    return (target if target.is_absolute() else WORKSPACE / target) / "release" / LIBRARY
 
 
 class BuildWithNativeLibrary(build_py):

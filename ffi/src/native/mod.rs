@@ -536,3 +536,136 @@ impl SoukClient {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pinned: Option<&str>, ca_pem: Option<&str>) -> ClientOptions {
+        ClientOptions {
+            server: "127.0.0.1:4433".into(),
+            server_name: None,
+            pinned_sha256: pinned.map(Into::into),
+            ca_pem: ca_pem.map(Into::into),
+            request_timeout_ms: 1500,
+            connect_timeout_ms: 2500,
+            retry_attempts: 0,
+            client_name: Some("test-app/1".into()),
+        }
+    }
+
+    fn config(options: ClientOptions) -> Result<ClientConfig, SoukError> {
+        RUNTIME.block_on(client_config(options))
+    }
+
+    #[test]
+    fn options_become_the_rust_sdks_config() {
+        let pin = "ab".repeat(32);
+        let config = config(options(Some(&pin), None)).unwrap();
+        assert!(matches!(config.trust, Trust::Fingerprint(fp) if fp == [0xab; 32]));
+        assert_eq!(config.server, "127.0.0.1:4433".parse().unwrap());
+        assert_eq!(config.server_name, "localhost");
+        assert_eq!(config.request_timeout, Duration::from_millis(1500));
+        assert_eq!(config.connect_timeout, Duration::from_millis(2500));
+        // Zero tries would never send: one is the least.
+        assert_eq!(config.retry.attempts, 1);
+        assert_eq!(config.client_name, "test-app/1");
+    }
+
+    #[test]
+    fn a_host_name_is_resolved_and_named_to_tls() {
+        let mut named = options(Some(&"00".repeat(32)), None);
+        named.server = "localhost:4433".into();
+        let config = config(named).unwrap();
+        assert!(config.server.ip().is_loopback());
+        assert_eq!(config.server.port(), 4433);
+        assert_eq!(config.server_name, "localhost");
+    }
+
+    #[test]
+    fn trust_must_be_exactly_one_good_pin_or_a_ca() {
+        for (pinned, ca) in [
+            (None, None),
+            (Some("ab".repeat(32)), Some("-----BEGIN CERTIFICATE-----")),
+            (Some("ab".repeat(31)), None),
+            (Some("zz".repeat(32)), None),
+        ] {
+            let result = config(options(pinned.as_deref(), ca));
+            assert!(
+                matches!(result, Err(SoukError::Config { .. })),
+                "{pinned:?} {ca:?}: {result:?}"
+            );
+        }
+        let mut unparsable = options(Some(&"ab".repeat(32)), None);
+        unparsable.server = "no port here".into();
+        assert!(matches!(config(unparsable), Err(SoukError::Config { .. })));
+    }
+
+    #[test]
+    fn device_ids_are_valid_and_fresh() {
+        let (a, b) = (new_device_id(), new_device_id());
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+    }
+
+    #[test]
+    fn every_server_status_keeps_its_kind_and_hint() {
+        let busy = SoukError::from(ClientError::Api(ApiError::busy(250, "full")));
+        assert_eq!(
+            busy,
+            SoukError::Busy {
+                detail: "full".into(),
+                retry_after_ms: 250
+            }
+        );
+        let sold_out = ApiError::new(ErrorStatus::InsufficientStock, "2 left");
+        assert!(matches!(
+            SoukError::from(sold_out),
+            SoukError::InsufficientStock { .. }
+        ));
+        assert_eq!(SoukError::from(ClientError::Timeout), SoukError::Timeout);
+    }
+
+    #[test]
+    fn a_cancelled_call_stops_its_task() {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
+        struct Guard(std::sync::mpsc::Sender<()>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let call = run(async move {
+            let _guard = Guard(dropped_tx);
+            started_tx.send(()).unwrap();
+            std::future::pending::<Result<(), SoukError>>().await
+        });
+        // Polled once on a throwaway runtime, as a foreign executor would,
+        // then dropped: the task on the SDK's runtime must go too.
+        let local = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        local.block_on(async {
+            let mut call = std::pin::pin!(call);
+            assert!(poll_once(call.as_mut()).await.is_none());
+            started_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the call started");
+        });
+        dropped_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the call's task was dropped when its caller stopped waiting");
+    }
+
+    async fn poll_once<F: Future + Unpin>(mut future: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+}

@@ -97,6 +97,14 @@ fn parse_idempotency_key(text: &str) -> uniffi::Result<IdempotencyKey> {
             Violation::TooLong { max: 32 },
         ));
     }
+    // `from_str_radix` alone would take a sign as well.
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refused(
+            "idempotency key",
+            text,
+            Violation::InvalidCharacters,
+        ));
+    }
     u128::from_str_radix(text, 16)
         .map(IdempotencyKey)
         .map_err(|_| refused("idempotency key", text, Violation::InvalidCharacters))
@@ -400,4 +408,51 @@ pub struct StockLevel {
     pub on_hand: i64,
     pub reserved: i64,
     pub available: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(error: uniffi::deps::anyhow::Error) -> SoukError {
+        error
+            .downcast::<SoukError>()
+            .expect("a refusal is a SoukError")
+    }
+
+    #[test]
+    fn idempotency_keys_are_32_hex_digits_both_ways() {
+        let key = IdempotencyKey(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let text = format!("{:032x}", key.0);
+        assert_eq!(parse_idempotency_key(&text).unwrap(), key);
+        assert_eq!(
+            parse_idempotency_key(&"0".repeat(32)).unwrap(),
+            IdempotencyKey(0)
+        );
+        for bad in [
+            "",
+            "abc",
+            &"g".repeat(32),
+            &"0".repeat(33),
+            "+123456789abcdef0123456789abcdef",
+        ] {
+            let error = refusal(parse_idempotency_key(bad).unwrap_err());
+            assert!(
+                matches!(error, SoukError::BadRequest { .. }),
+                "{bad:?}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_identifier_names_what_and_why_without_echoing_all_of_it() {
+        let long = "x".repeat(500);
+        let error = refusal(refused("SKU", &long, Violation::TooLong { max: 64 }));
+        let SoukError::BadRequest { detail } = error else {
+            panic!("not BadRequest: {error:?}");
+        };
+        assert!(detail.starts_with("SKU \"xxxx"), "{detail}");
+        assert!(detail.ends_with("longer than 64 bytes"), "{detail}");
+        assert!(detail.len() < 100, "{detail}");
+    }
 }
