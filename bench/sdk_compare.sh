@@ -62,7 +62,8 @@ run_client() {
   local name=$1 before after
   shift
   before=$(cpu_ticks "$souk_pid")
-  taskset -c 1 "$@" >"$work/client.out" 2>"$work/client.err" || {
+  # The subshell pins itself, so that a shell function can be the client.
+  (taskset -p -c 1 "$BASHPID" >/dev/null && "$@") >"$work/client.out" 2>"$work/client.err" || {
     cat "$work/client.err" >&2
     exit 1
   }
@@ -107,6 +108,10 @@ for row in "${results[@]}"; do
   IFS='|' read -r name rate p50 p99 cpu <<<"$row"
   printf '| %s | %s | %s | %s | %s |\n' "$name" "$rate" "$p50" "$p99" "$cpu"
 done
+echo
+echo "the Kotlin binding's own cost per call (client on core 1):"
+taskset -c 1 java -Djna.library.path="$release" -cp "$kotlin_cp" souk.sdk.bench.CallCostKt "$server" "$fingerprint" |
+  sed 's/^/  /'
 echo
 echo "native library (release, stripped):"
 strip -o "$work/libsouk_ffi.so" "$library"
