@@ -11,10 +11,11 @@ workspace="$(cd ../.. && pwd)"
 targets=(aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios aarch64-apple-darwin x86_64-apple-darwin)
 rustup target add "${targets[@]}"
 for target in "${targets[@]}"; do
-  cargo build --manifest-path "$workspace/Cargo.toml" --release -p souk-ffi --lib --target "$target"
+  # The size-optimised profile of the workspace's Cargo.toml.
+  cargo build --manifest-path "$workspace/Cargo.toml" --profile mobile -p souk-ffi --lib --target "$target"
 done
 
-lib() { echo "$workspace/target/$1/release/libsouk_ffi.a"; }
+lib() { echo "$workspace/target/$1/mobile/libsouk_ffi.a"; }
 out="$workspace/target/apple"
 rm -rf "$out" SoukFFI.xcframework
 mkdir -p "$out/ios-sim" "$out/macos"
