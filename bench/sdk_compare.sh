@@ -25,7 +25,9 @@ for tool in taskset python3 java mvn; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
 [ -x "$souk" ] && [ -x "$loadgen" ] && [ -f "$library" ] || { echo "build first: $souk, $loadgen, $library" >&2; exit 1; }
-python3 -c 'import souk' 2>/dev/null || { echo "install the Python SDK first (see above)" >&2; exit 1; }
+installed=$(python3 -c 'import os, souk; print(os.path.join(os.path.dirname(souk.__file__), "libsouk_ffi.so"))' 2>/dev/null) ||
+  { echo "install the Python SDK first (see above)" >&2; exit 1; }
+cmp -s "$installed" "$library" || { echo "the installed Python SDK carries another libsouk_ffi than $library: reinstall it (see above)" >&2; exit 1; }
 
 work=$(mktemp -d)
 pids=()

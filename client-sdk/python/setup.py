@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -56,4 +56,12 @@ class BuildWithNativeLibrary(build_py):
         shutil.copyfile(native_library(), target)
 
 
-setup(cmdclass={"build_py": BuildWithNativeLibrary})
+class NativeDistribution(Distribution):
+    """The wheel carries a native library: tag it for this platform, not
+    as pure Python."""
+
+    def has_ext_modules(self):
+        return True
+
+
+setup(cmdclass={"build_py": BuildWithNativeLibrary}, distclass=NativeDistribution)

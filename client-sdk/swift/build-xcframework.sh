@@ -15,8 +15,9 @@ for target in "${targets[@]}"; do
   cargo build --manifest-path "$workspace/Cargo.toml" --profile mobile -p souk-ffi --lib --target "$target"
 done
 
-lib() { echo "$workspace/target/$1/mobile/libsouk_ffi.a"; }
-out="$workspace/target/apple"
+target_dir=${CARGO_TARGET_DIR:-$workspace/target}
+lib() { echo "$target_dir/$1/mobile/libsouk_ffi.a"; }
+out="$target_dir/apple"
 rm -rf "$out" SoukFFI.xcframework
 mkdir -p "$out/ios-sim" "$out/macos"
 # One library per platform: the simulator's and the Mac's two architectures

@@ -87,12 +87,15 @@ async def test_guest_cart_register_login_merge_checkout_history(options):
     merged = await signed_in.get_cart(None)
     assert [(line.sku, line.quantity) for line in merged.lines] == [(variant.sku, 2)]
 
-    # Checkout; the connection drops; the app tries again with the same key
-    # and gets the same order, not a second one.
+    # The connection drops while the checkout is in flight: the SDK carries
+    # it over to a new connection with its key. The app, unsure, tries again
+    # with the same key too, and gets the same order, not a second one.
     key = souk.new_idempotency_key()
-    order = await signed_in.checkout(souk.Checkout(payment_method_token="pm_tok_visa"), key)
-    assert order.total.minor_units == 2 * variant.price.minor_units
+    in_flight = asyncio.ensure_future(signed_in.checkout(souk.Checkout(payment_method_token="pm_tok_visa"), key))
+    await asyncio.sleep(0)
     await signed_in.disconnect()
+    order = await in_flight
+    assert order.total.minor_units == 2 * variant.price.minor_units
     again = await signed_in.checkout(souk.Checkout(payment_method_token="pm_tok_visa"), key)
     assert again.id == order.id
 
@@ -109,6 +112,35 @@ async def test_guest_cart_register_login_merge_checkout_history(options):
 
     await signed_in.logout()
     assert store.session is None
+
+
+async def test_the_store_gets_each_renewal_and_loses_a_refused_session(options):
+    email = fresh_email()
+    grant = await (await souk.SoukClient.connect(options)).register(email, PASSWORD)
+
+    # Saved by an earlier run whose access token has since expired: the SDK
+    # renews with the refresh token, which rotates it, and the store gets
+    # the new session before connect returns.
+    expired = souk.SessionGrant(user_id=grant.user_id, role=grant.role, access_token="expired",
+                                access_expires_at=grant.access_expires_at, refresh_token=grant.refresh_token)
+    store = MemorySessionStore(expired)
+    resumed = await souk.SoukClient.connect(options, store)
+    assert store.session is not None
+    assert store.session.refresh_token != grant.refresh_token
+    assert store.saves == [store.session]
+    assert resumed.session() == store.session
+    assert (await resumed.profile()).email == email
+
+    # A session the server no longer honours is cleared, and the client
+    # goes on as a guest.
+    revoked = souk.SessionGrant(user_id=grant.user_id, role=grant.role, access_token="expired",
+                                access_expires_at=grant.access_expires_at, refresh_token="revoked")
+    dead = MemorySessionStore(revoked)
+    guest = await souk.SoukClient.connect(options, dead)
+    assert dead.saves == [None]
+    assert guest.session() is None
+    with pytest.raises(souk.SoukError.Unauthenticated):
+        await guest.profile()
 
 
 async def test_typed_errors(options):
@@ -157,6 +189,8 @@ async def test_a_cancelled_call_leaves_the_client_working(options):
     client = await souk.SoukClient.connect(options)
     page = await client.browse(souk.BrowseCategory(sort=souk.BrowseSort.NAME_ASC, price=souk.PriceRange()))
     call = asyncio.ensure_future(client.get_product(page.products[0].id))
+    await asyncio.sleep(0)  # the call is in the SDK now, not only scheduled
+    assert not call.done()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call

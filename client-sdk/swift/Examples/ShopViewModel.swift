@@ -97,8 +97,11 @@ final class ShopViewModel: ObservableObject {
             lastOrder = try await client.checkout(checkout: Checkout(paymentMethodToken: paymentMethodToken),
                                                   idempotencyKey: key)
             pendingCheckoutKey = nil
-        } catch SoukError.Transport, SoukError.Timeout {
-            problem = "No connection: your order is safe to retry."
+        } catch SoukError.Transport, SoukError.Timeout, SoukError.Busy, SoukError.Unavailable,
+                SoukError.Internal {
+            // The outcome is unknown: keep the key, so that trying again
+            // returns this order if it was placed, and never places two.
+            problem = "Your order could not be confirmed yet: it is safe to try again."
         } catch {
             pendingCheckoutKey = nil
             problem = "\(error)"

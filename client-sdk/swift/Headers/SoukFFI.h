@@ -267,31 +267,6 @@ typedef struct UniffiVTableCallbackInterfaceSessionStore {
 } UniffiVTableCallbackInterfaceSessionStore;
 
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_CLONE_SESSIONSTORE
-#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_CLONE_SESSIONSTORE
-uint64_t uniffi_souk_ffi_fn_clone_sessionstore(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_FREE_SESSIONSTORE
-#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_FREE_SESSIONSTORE
-void uniffi_souk_ffi_fn_free_sessionstore(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_INIT_CALLBACK_VTABLE_SESSIONSTORE
-#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_INIT_CALLBACK_VTABLE_SESSIONSTORE
-void uniffi_souk_ffi_fn_init_callback_vtable_sessionstore(const UniffiVTableCallbackInterfaceSessionStore* _Nonnull vtable
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SESSIONSTORE_LOAD
-#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SESSIONSTORE_LOAD
-RustBuffer uniffi_souk_ffi_fn_method_sessionstore_load(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SESSIONSTORE_SAVE
-#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SESSIONSTORE_SAVE
-void uniffi_souk_ffi_fn_method_sessionstore_save(uint64_t ptr, RustBuffer session, RustCallStatus *_Nonnull out_status
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_CLONE_SOUKCLIENT
 #define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_CLONE_SOUKCLIENT
 uint64_t uniffi_souk_ffi_fn_clone_soukclient(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -440,6 +415,31 @@ uint64_t uniffi_souk_ffi_fn_method_soukclient_update_profile(uint64_t ptr, RustB
 #ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SOUKCLIENT_UPSERT_ADDRESS
 #define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SOUKCLIENT_UPSERT_ADDRESS
 uint64_t uniffi_souk_ffi_fn_method_soukclient_upsert_address(uint64_t ptr, RustBuffer address
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_CLONE_SESSIONSTORE
+#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_CLONE_SESSIONSTORE
+uint64_t uniffi_souk_ffi_fn_clone_sessionstore(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_FREE_SESSIONSTORE
+#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_FREE_SESSIONSTORE
+void uniffi_souk_ffi_fn_free_sessionstore(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_INIT_CALLBACK_VTABLE_SESSIONSTORE
+#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_INIT_CALLBACK_VTABLE_SESSIONSTORE
+void uniffi_souk_ffi_fn_init_callback_vtable_sessionstore(const UniffiVTableCallbackInterfaceSessionStore* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SESSIONSTORE_LOAD
+#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SESSIONSTORE_LOAD
+RustBuffer uniffi_souk_ffi_fn_method_sessionstore_load(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SESSIONSTORE_SAVE
+#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_METHOD_SESSIONSTORE_SAVE
+void uniffi_souk_ffi_fn_method_sessionstore_save(uint64_t ptr, RustBuffer session, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_FN_FUNC_NEW_DEVICE_ID
@@ -726,18 +726,6 @@ uint16_t uniffi_souk_ffi_checksum_func_new_idempotency_key(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SESSIONSTORE_LOAD
-#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SESSIONSTORE_LOAD
-uint16_t uniffi_souk_ffi_checksum_method_sessionstore_load(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SESSIONSTORE_SAVE
-#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SESSIONSTORE_SAVE
-uint16_t uniffi_souk_ffi_checksum_method_sessionstore_save(void
-    
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SOUKCLIENT_ADD_TO_CART
 #define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SOUKCLIENT_ADD_TO_CART
 uint16_t uniffi_souk_ffi_checksum_method_soukclient_add_to_cart(void
@@ -897,6 +885,18 @@ uint16_t uniffi_souk_ffi_checksum_method_soukclient_update_profile(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SOUKCLIENT_UPSERT_ADDRESS
 #define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SOUKCLIENT_UPSERT_ADDRESS
 uint16_t uniffi_souk_ffi_checksum_method_soukclient_upsert_address(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SESSIONSTORE_LOAD
+#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SESSIONSTORE_LOAD
+uint16_t uniffi_souk_ffi_checksum_method_sessionstore_load(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SESSIONSTORE_SAVE
+#define UNIFFI_FFIDEF_UNIFFI_SOUK_FFI_CHECKSUM_METHOD_SESSIONSTORE_SAVE
+uint16_t uniffi_souk_ffi_checksum_method_sessionstore_save(void
     
 );
 #endif

@@ -9,27 +9,34 @@
 //! a runtime it does not have to provide, options as one record, and the
 //! session handed to the app's own `SessionStore` whenever it changes.
 //!
-//! Every call is cancellable: a Kotlin coroutine cancelled, a Swift task
-//! cancelled or an asyncio task cancelled drops the call here, which stops
-//! its request (its QUIC stream is reset) without touching other calls.
+//! A call is cancellable where the language's binding supports it: a
+//! Kotlin coroutine or an asyncio task cancelled drops the call here,
+//! which aborts its task; the request stops being waited for, but one
+//! already sent may still be carried out by the server, so a cancelled
+//! checkout must be retried with its key to learn its outcome. uniffi's
+//! Swift code cannot cancel yet: a cancelled Swift task's call runs to its
+//! end.
 
 mod error;
+mod session;
 mod types;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use souk_client::{Client, ClientConfig, ClientError, RetryPolicy, Trust};
 use souk_wire::api::{
-    Address, AddressId, ApiError, BrowseCategory, CartView, Category, Checkout, Cursor, DeviceId,
-    ErrorStatus, HelloReply, IdempotencyKey, Identity, Order, OrderId, OrderPage, PaymentView,
-    Product, ProductId, ProductPage, Profile, RestockMode, SessionGrant, Sku, StockLevel,
+    Address, AddressId, BrowseCategory, CartView, Category, Checkout, Cursor, DeviceId, HelloReply,
+    IdempotencyKey, Identity, Order, OrderId, OrderPage, PaymentView, Product, ProductId,
+    ProductPage, Profile, RestockMode, SessionGrant, Sku, StockLevel,
 };
 use tokio::task::JoinHandle;
 
 pub use error::SoukError;
+pub use session::SessionStore;
+use session::Sessions;
 
 /// Worker threads of the runtime that drives every client in the process.
 /// QUIC and the calls' bookkeeping need little CPU; two threads keep a
@@ -94,24 +101,14 @@ pub struct ClientOptions {
     pub request_timeout_ms: u32,
     #[uniffi(default = 5000)]
     pub connect_timeout_ms: u32,
-    /// Tries in all for a call that fails in transit or gets `Busy`, each
-    /// with the same idempotency key. 1 means no retry.
+    /// Tries in all for a call that fails in transit or gets `Busy`,
+    /// `Unavailable` or `Internal`, each with the same idempotency key. 1
+    /// means no retry.
     #[uniffi(default = 4)]
     pub retry_attempts: u32,
     /// Sent to the server for its logs, such as "shop-android/2.3".
     #[uniffi(default = None)]
     pub client_name: Option<String>,
-}
-
-/// Where the app keeps the signed-in session between runs: the platform's
-/// keychain or keystore. souk never stores tokens itself. `load` is called
-/// once, when the client connects; `save` whenever the session changes
-/// (sign-in, each renewal, which rotates the refresh token, and sign-out,
-/// as `None`).
-#[uniffi::export(with_foreign)]
-pub trait SessionStore: Send + Sync {
-    fn load(&self) -> Result<Option<SessionGrant>, SoukError>;
-    fn save(&self, session: Option<SessionGrant>) -> Result<(), SoukError>;
 }
 
 /// A fresh random idempotency key. Keep it with a checkout until its
@@ -129,42 +126,16 @@ pub fn new_device_id() -> DeviceId {
     DeviceId::new(format!("{:032x}", key.0)).expect("hex digits make a valid id")
 }
 
-/// Hands the session to the app's store when it changes, once per change.
-struct Persistence {
-    store: Arc<dyn SessionStore>,
-    /// The refresh token last saved (`None`: signed out), serialising saves
-    /// so that an older session can never overwrite a newer one.
-    saved: Mutex<Option<String>>,
-}
-
-impl Persistence {
-    fn persist(&self, client: &Client) -> Result<(), SoukError> {
-        let mut saved = self.saved.lock().expect("not poisoned");
-        let current = client.session_updates().borrow().clone();
-        let token = current.as_ref().map(|grant| grant.refresh_token.clone());
-        if *saved != token {
-            self.store.save(current)?;
-            *saved = token;
-        }
-        Ok(())
-    }
-}
-
 /// A connection to a souk server. Share one per app; calls run
 /// concurrently, each on its own stream.
 #[derive(uniffi::Object)]
 pub struct SoukClient {
     client: Client,
-    persistence: Option<Arc<Persistence>>,
-    /// Saves renewals that happen inside other calls.
-    watcher: Option<JoinHandle<()>>,
+    sessions: Option<Arc<Sessions>>,
 }
 
 impl Drop for SoukClient {
     fn drop(&mut self) {
-        if let Some(watcher) = &self.watcher {
-            watcher.abort();
-        }
         self.client.close();
     }
 }
@@ -177,28 +148,33 @@ impl std::fmt::Debug for SoukClient {
     }
 }
 
-async fn client_config(options: ClientOptions) -> Result<ClientConfig, SoukError> {
-    let config_error = |detail: String| SoukError::Config { detail };
+/// The Rust SDK's configuration for `options`, and the addresses to try
+/// in turn (a name may resolve to several, IPv6 and IPv4).
+async fn client_config(
+    options: ClientOptions,
+) -> Result<(ClientConfig, Vec<SocketAddr>), SoukError> {
+    let config_error = |detail: &str| SoukError::Config {
+        detail: detail.into(),
+    };
     let trust = match (&options.pinned_sha256, &options.ca_pem) {
         (Some(hex_digits), None) => {
             let fingerprint = hex::decode(hex_digits.trim())
                 .ok()
                 .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                .ok_or_else(|| config_error("pinned_sha256 is not 64 hex digits".into()))?;
+                .ok_or_else(|| config_error("pinned_sha256 is not 64 hex digits"))?;
             Trust::Fingerprint(fingerprint)
         }
         (None, Some(pem)) => Trust::CaPem(pem.as_bytes().to_vec()),
-        _ => {
-            return Err(config_error(
-                "give exactly one of pinned_sha256 and ca_pem".into(),
-            ));
-        }
+        _ => return Err(config_error("give exactly one of pinned_sha256 and ca_pem")),
     };
-    let (server, host) = resolve(&options.server).await?;
-    let mut config = ClientConfig::new(server, trust);
-    config.server_name = options.server_name.or(host).unwrap_or(config.server_name);
+    let connect_timeout = Duration::from_millis(options.connect_timeout_ms.into());
+    let addresses = resolve(&options.server, connect_timeout).await?;
+    let mut config = ClientConfig::new(addresses[0], trust);
+    if let Some(name) = options.server_name.or_else(|| host_name(&options.server)) {
+        config.server_name = name;
+    }
     config.request_timeout = Duration::from_millis(options.request_timeout_ms.into());
-    config.connect_timeout = Duration::from_millis(options.connect_timeout_ms.into());
+    config.connect_timeout = connect_timeout;
     config.retry = RetryPolicy {
         attempts: options.retry_attempts.max(1),
         ..RetryPolicy::default()
@@ -206,63 +182,63 @@ async fn client_config(options: ClientOptions) -> Result<ClientConfig, SoukError
     if let Some(name) = options.client_name {
         config.client_name = name;
     }
-    Ok(config)
+    Ok((config, addresses))
 }
 
-/// The server's address, and its host name when it was given as one.
-async fn resolve(server: &str) -> Result<(SocketAddr, Option<String>), SoukError> {
+/// The host of `host:port` when it is a name rather than an address: the
+/// name the server's certificate must carry.
+fn host_name(server: &str) -> Option<String> {
+    let (host, _port) = server.rsplit_once(':')?;
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let is_address = literal.parse::<std::net::IpAddr>().is_ok();
+    (!is_address && !host.is_empty()).then(|| host.to_owned())
+}
+
+/// The addresses of `server`, looked up within `timeout` when it is a name.
+async fn resolve(server: &str, timeout: Duration) -> Result<Vec<SocketAddr>, SoukError> {
     if let Ok(address) = server.parse::<SocketAddr>() {
-        return Ok((address, None));
+        return Ok(vec![address]);
     }
-    let host = server
-        .rsplit_once(':')
-        .map(|(host, _)| host.to_owned())
-        .ok_or_else(|| SoukError::Config {
+    if server.rsplit_once(':').is_none() {
+        return Err(SoukError::Config {
             detail: format!("server {server:?} is not host:port"),
-        })?;
-    let mut found =
-        tokio::net::lookup_host(server)
-            .await
-            .map_err(|error| SoukError::Transport {
-                detail: format!("cannot resolve {server:?}: {error}"),
-            })?;
-    let address = found.next().ok_or_else(|| SoukError::Transport {
-        detail: format!("{server:?} resolves to no address"),
-    })?;
-    Ok((address, Some(host)))
-}
-
-/// Resumes the session the store holds, if any; a session the server no
-/// longer honours is cleared from the store, and the client goes on as a
-/// guest.
-async fn resume_saved(client: &Client, persistence: &Persistence) -> Result<(), SoukError> {
-    let Some(grant) = persistence.store.load()? else {
-        return Ok(());
-    };
-    *persistence.saved.lock().expect("not poisoned") = Some(grant.refresh_token.clone());
-    match client.resume(grant).await {
-        // Refused: the SDK has dropped the session, and persisting that
-        // clears it from the store too.
-        Ok(_)
-        | Err(ClientError::Api(ApiError {
-            status: ErrorStatus::Unauthenticated,
-            ..
-        })) => persistence.persist(client),
-        Err(error) => Err(error.into()),
+        });
     }
+    let found = match tokio::time::timeout(timeout, tokio::net::lookup_host(server)).await {
+        Err(_) => return Err(SoukError::Timeout),
+        Ok(Err(error)) => {
+            return Err(SoukError::Transport {
+                detail: format!("cannot resolve {server:?}: {error}"),
+            });
+        }
+        Ok(Ok(found)) => found.collect::<Vec<_>>(),
+    };
+    if found.is_empty() {
+        return Err(SoukError::Transport {
+            detail: format!("{server:?} resolves to no address"),
+        });
+    }
+    Ok(found)
 }
 
-/// Saves every later change of the session, such as a renewal made inside
-/// some other call.
-fn watch_session(client: Client, persistence: Arc<Persistence>) -> JoinHandle<()> {
-    RUNTIME.spawn(async move {
-        let mut updates = client.session_updates();
-        while updates.changed().await.is_ok() {
-            // A failed save is retried at the next change or the next
-            // sign-in; the call that renewed has already succeeded.
-            let _ = persistence.persist(&client);
+/// Connects to the first of `addresses` that answers. The client keeps
+/// that address for its reconnects; a server that moves needs a new client.
+async fn connect_any(
+    mut config: ClientConfig,
+    addresses: Vec<SocketAddr>,
+) -> Result<Client, SoukError> {
+    let mut last_error = SoukError::Timeout;
+    for address in addresses {
+        config.server = address;
+        match Client::connect(config.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(error @ (ClientError::Transport(_) | ClientError::Timeout)) => {
+                last_error = error.into();
+            }
+            Err(error) => return Err(error.into()),
         }
-    })
+    }
+    Err(last_error)
 }
 
 #[uniffi::export]
@@ -275,26 +251,13 @@ impl SoukClient {
         session_store: Option<Arc<dyn SessionStore>>,
     ) -> Result<Arc<SoukClient>, SoukError> {
         run(async move {
-            let config = client_config(options).await?;
-            let client = Client::connect(config).await?;
-            let persistence = session_store.map(|store| {
-                Arc::new(Persistence {
-                    store,
-                    saved: Mutex::new(None),
-                })
-            });
-            let watcher = match &persistence {
-                Some(persistence) => {
-                    resume_saved(&client, persistence).await?;
-                    Some(watch_session(client.clone(), Arc::clone(persistence)))
-                }
+            let (config, addresses) = client_config(options).await?;
+            let client = connect_any(config, addresses).await?;
+            let sessions = match session_store {
+                Some(store) => Some(Arc::new(Sessions::start(&client, store).await?)),
                 None => None,
             };
-            Ok(Arc::new(SoukClient {
-                client,
-                persistence,
-                watcher,
-            }))
+            Ok(Arc::new(SoukClient { client, sessions }))
         })
         .await
     }
@@ -525,11 +488,11 @@ impl SoukClient {
         F: Future<Output = Result<T, ClientError>> + Send + 'static,
     {
         let client = self.client.clone();
-        let persistence = self.persistence.clone();
+        let sessions = self.sessions.clone();
         run(async move {
-            let result = call(client.clone()).await.map_err(SoukError::from);
-            if let Some(persistence) = persistence {
-                persistence.persist(&client)?;
+            let result = call(client).await.map_err(SoukError::from);
+            if let Some(sessions) = sessions {
+                sessions.settled().await;
             }
             result
         })
@@ -540,6 +503,7 @@ impl SoukClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use souk_wire::api::{ApiError, ErrorStatus};
 
     fn options(pinned: Option<&str>, ca_pem: Option<&str>) -> ClientOptions {
         ClientOptions {
@@ -555,7 +519,9 @@ mod tests {
     }
 
     fn config(options: ClientOptions) -> Result<ClientConfig, SoukError> {
-        RUNTIME.block_on(client_config(options))
+        RUNTIME
+            .block_on(client_config(options))
+            .map(|(config, _)| config)
     }
 
     #[test]
@@ -573,13 +539,33 @@ mod tests {
     }
 
     #[test]
-    fn a_host_name_is_resolved_and_named_to_tls() {
+    fn a_host_name_is_resolved_to_every_address_and_named_to_tls() {
         let mut named = options(Some(&"00".repeat(32)), None);
         named.server = "localhost:4433".into();
-        let config = config(named).unwrap();
-        assert!(config.server.ip().is_loopback());
-        assert_eq!(config.server.port(), 4433);
-        assert_eq!(config.server_name, "localhost");
+        named.server_name = Some("shop.example".into());
+        let (config, addresses) = RUNTIME.block_on(client_config(named)).unwrap();
+        assert!(!addresses.is_empty());
+        assert!(
+            addresses
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 4433)
+        );
+        assert_eq!(config.server, addresses[0]);
+        // An explicit name wins over the host's.
+        assert_eq!(config.server_name, "shop.example");
+    }
+
+    #[test]
+    fn only_a_name_is_a_tls_name() {
+        assert_eq!(
+            host_name("shop.example:443").as_deref(),
+            Some("shop.example")
+        );
+        assert_eq!(host_name("localhost:4433").as_deref(), Some("localhost"));
+        assert_eq!(host_name("127.0.0.1:4433"), None);
+        assert_eq!(host_name("[::1]:4433"), None);
+        assert_eq!(host_name(":4433"), None);
+        assert_eq!(host_name("no-port"), None);
     }
 
     #[test]

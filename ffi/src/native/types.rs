@@ -90,24 +90,18 @@ uniffi::custom_type!(IdempotencyKey, String, {
 });
 
 fn parse_idempotency_key(text: &str) -> uniffi::Result<IdempotencyKey> {
-    if text.len() != 32 {
-        return Err(refused(
-            "idempotency key",
-            text,
-            Violation::TooLong { max: 32 },
-        ));
-    }
     // `from_str_radix` alone would take a sign as well.
-    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(refused(
-            "idempotency key",
-            text,
-            Violation::InvalidCharacters,
-        ));
+    let digits = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    match u128::from_str_radix(text, 16) {
+        Ok(key) if digits => Ok(IdempotencyKey(key)),
+        _ => {
+            let shown: String = text.chars().take(40).collect();
+            Err(SoukError::BadRequest {
+                detail: format!("idempotency key {shown:?} is not 32 hex digits"),
+            }
+            .into())
+        }
     }
-    u128::from_str_radix(text, 16)
-        .map(IdempotencyKey)
-        .map_err(|_| refused("idempotency key", text, Violation::InvalidCharacters))
 }
 
 #[uniffi::remote(Enum)]

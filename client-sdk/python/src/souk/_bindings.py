@@ -529,9 +529,9 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_souk_ffi_checksum_func_new_idempotency_key() != 49393:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_souk_ffi_checksum_method_sessionstore_load() != 1308:
+    if lib.uniffi_souk_ffi_checksum_method_sessionstore_load() != 56070:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_souk_ffi_checksum_method_sessionstore_save() != 32414:
+    if lib.uniffi_souk_ffi_checksum_method_sessionstore_save() != 57236:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_souk_ffi_checksum_method_soukclient_add_to_cart() != 19114:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
@@ -587,7 +587,7 @@ def _uniffi_check_api_checksums(lib):
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     if lib.uniffi_souk_ffi_checksum_method_soukclient_upsert_address() != 20342:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    if lib.uniffi_souk_ffi_checksum_constructor_soukclient_connect() != 51297:
+    if lib.uniffi_souk_ffi_checksum_constructor_soukclient_connect() != 42498:
         raise InternalError("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
 
 # A ctypes library to expose the extern-C FFI definitions.
@@ -4429,10 +4429,15 @@ class _UniffiFfiConverterOptionalTypeSessionGrant(_UniffiConverterRustBuffer):
 class SessionStore():
     """
     Where the app keeps the signed-in session between runs: the platform's
-    keychain or keystore. souk never stores tokens itself. `load` is called
-    once, when the client connects; `save` whenever the session changes
-    (sign-in, each renewal, which rotates the refresh token, and sign-out,
-    as `None`).
+    keychain or keystore. souk never stores tokens itself.
+
+    `load` is called once, when the client connects; an error fails
+    `connect`, so a store that cannot read (a keychain locked before the
+    first unlock) should answer `None`. `save` is called whenever the
+    session changes: sign-in, each renewal (which rotates the refresh token:
+    the old one stops working) and sign-out, as `None`. Both run on an SDK
+    thread and must not call the client. A failed `save` is the app's to
+    report; the next change is saved again.
 """
     
     def load(self, ) -> typing.Optional[SessionGrant]:
@@ -4443,10 +4448,15 @@ class SessionStore():
 class SessionStoreImpl(SessionStore):
     """
     Where the app keeps the signed-in session between runs: the platform's
-    keychain or keystore. souk never stores tokens itself. `load` is called
-    once, when the client connects; `save` whenever the session changes
-    (sign-in, each renewal, which rotates the refresh token, and sign-out,
-    as `None`).
+    keychain or keystore. souk never stores tokens itself.
+
+    `load` is called once, when the client connects; an error fails
+    `connect`, so a store that cannot read (a keychain locked before the
+    first unlock) should answer `None`. `save` is called whenever the
+    session changes: sign-in, each renewal (which rotates the refresh token:
+    the old one stops working) and sign-out, as `None`. Both run on an SDK
+    thread and must not call the client. A failed `save` is the app's to
+    report; the next change is saved again.
 """
     
     _handle: ctypes.c_uint64

@@ -607,10 +607,15 @@ fileprivate struct FfiConverterString: FfiConverter {
 
 /**
  * Where the app keeps the signed-in session between runs: the platform's
- * keychain or keystore. souk never stores tokens itself. `load` is called
- * once, when the client connects; `save` whenever the session changes
- * (sign-in, each renewal, which rotates the refresh token, and sign-out,
- * as `None`).
+ * keychain or keystore. souk never stores tokens itself.
+ *
+ * `load` is called once, when the client connects; an error fails
+ * `connect`, so a store that cannot read (a keychain locked before the
+ * first unlock) should answer `None`. `save` is called whenever the
+ * session changes: sign-in, each renewal (which rotates the refresh token:
+ * the old one stops working) and sign-out, as `None`. Both run on an SDK
+ * thread and must not call the client. A failed `save` is the app's to
+ * report; the next change is saved again.
  */
 public protocol SessionStore: AnyObject, Sendable {
     
@@ -621,10 +626,15 @@ public protocol SessionStore: AnyObject, Sendable {
 }
 /**
  * Where the app keeps the signed-in session between runs: the platform's
- * keychain or keystore. souk never stores tokens itself. `load` is called
- * once, when the client connects; `save` whenever the session changes
- * (sign-in, each renewal, which rotates the refresh token, and sign-out,
- * as `None`).
+ * keychain or keystore. souk never stores tokens itself.
+ *
+ * `load` is called once, when the client connects; an error fails
+ * `connect`, so a store that cannot read (a keychain locked before the
+ * first unlock) should answer `None`. `save` is called whenever the
+ * session changes: sign-in, each renewal (which rotates the refresh token:
+ * the old one stops working) and sign-out, as `None`. Both run on an SDK
+ * thread and must not call the client. A failed `save` is the app's to
+ * report; the next change is saved again.
  */
 open class SessionStoreImpl: SessionStore, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2108,8 +2118,9 @@ public struct ClientOptions: Equatable, Hashable {
     public var requestTimeoutMs: UInt32
     public var connectTimeoutMs: UInt32
     /**
-     * Tries in all for a call that fails in transit or gets `Busy`, each
-     * with the same idempotency key. 1 means no retry.
+     * Tries in all for a call that fails in transit or gets `Busy`,
+     * `Unavailable` or `Internal`, each with the same idempotency key. 1
+     * means no retry.
      */
     public var retryAttempts: UInt32
     /**
@@ -2138,8 +2149,9 @@ public struct ClientOptions: Equatable, Hashable {
          * Limit on one try of one call.
          */requestTimeoutMs: UInt32 = UInt32(5000), connectTimeoutMs: UInt32 = UInt32(5000), 
         /**
-         * Tries in all for a call that fails in transit or gets `Busy`, each
-         * with the same idempotency key. 1 means no retry.
+         * Tries in all for a call that fails in transit or gets `Busy`,
+         * `Unavailable` or `Internal`, each with the same idempotency key. 1
+         * means no retry.
          */retryAttempts: UInt32 = UInt32(4), 
         /**
          * Sent to the server for its logs, such as "shop-android/2.3".
@@ -5302,12 +5314,6 @@ private let initializationResult: InitializationResult = {
     if (uniffi_souk_ffi_checksum_func_new_idempotency_key() != 49393) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_souk_ffi_checksum_method_sessionstore_load() != 1308) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_souk_ffi_checksum_method_sessionstore_save() != 32414) {
-        return InitializationResult.apiChecksumMismatch
-    }
     if (uniffi_souk_ffi_checksum_method_soukclient_add_to_cart() != 19114) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5389,7 +5395,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_souk_ffi_checksum_method_soukclient_upsert_address() != 20342) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_souk_ffi_checksum_constructor_soukclient_connect() != 51297) {
+    if (uniffi_souk_ffi_checksum_method_sessionstore_load() != 56070) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_souk_ffi_checksum_method_sessionstore_save() != 57236) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_souk_ffi_checksum_constructor_soukclient_connect() != 42498) {
         return InitializationResult.apiChecksumMismatch
     }
 

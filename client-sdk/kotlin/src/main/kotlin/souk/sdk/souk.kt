@@ -714,10 +714,6 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_souk_ffi_checksum_func_new_idempotency_key(
     ): Int
-    external fun uniffi_souk_ffi_checksum_method_sessionstore_load(
-    ): Int
-    external fun uniffi_souk_ffi_checksum_method_sessionstore_save(
-    ): Int
     external fun uniffi_souk_ffi_checksum_method_soukclient_add_to_cart(
     ): Int
     external fun uniffi_souk_ffi_checksum_method_soukclient_admin_restock(
@@ -772,6 +768,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_souk_ffi_checksum_method_soukclient_upsert_address(
     ): Int
+    external fun uniffi_souk_ffi_checksum_method_sessionstore_load(
+    ): Int
+    external fun uniffi_souk_ffi_checksum_method_sessionstore_save(
+    ): Int
     external fun uniffi_souk_ffi_checksum_constructor_soukclient_connect(
     ): Int
     external fun ffi_souk_ffi_uniffi_contract_version(
@@ -795,16 +795,6 @@ internal object UniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
-    external fun uniffi_souk_ffi_fn_clone_sessionstore(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_souk_ffi_fn_free_sessionstore(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_souk_ffi_fn_init_callback_vtable_sessionstore(`vtable`: UniffiVTableCallbackInterfaceSessionStore,
-    ): Unit
-    external fun uniffi_souk_ffi_fn_method_sessionstore_load(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_souk_ffi_fn_method_sessionstore_save(`ptr`: Long,`session`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
     external fun uniffi_souk_ffi_fn_clone_soukclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_souk_ffi_fn_free_soukclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -865,6 +855,16 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_souk_ffi_fn_method_soukclient_upsert_address(`ptr`: Long,`address`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_souk_ffi_fn_clone_sessionstore(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_souk_ffi_fn_free_sessionstore(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_souk_ffi_fn_init_callback_vtable_sessionstore(`vtable`: UniffiVTableCallbackInterfaceSessionStore,
+    ): Unit
+    external fun uniffi_souk_ffi_fn_method_sessionstore_load(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_souk_ffi_fn_method_sessionstore_save(`ptr`: Long,`session`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_souk_ffi_fn_func_new_device_id(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_souk_ffi_fn_func_new_idempotency_key(uniffi_out_err: UniffiRustCallStatus, 
@@ -994,12 +994,6 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_souk_ffi_checksum_func_new_idempotency_key() and 0xFFFF) != 49393) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_souk_ffi_checksum_method_sessionstore_load() and 0xFFFF) != 1308) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_souk_ffi_checksum_method_sessionstore_save() and 0xFFFF) != 32414) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
     if ((lib.uniffi_souk_ffi_checksum_method_soukclient_add_to_cart() and 0xFFFF) != 19114) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1081,7 +1075,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_souk_ffi_checksum_method_soukclient_upsert_address() and 0xFFFF) != 20342) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_souk_ffi_checksum_constructor_soukclient_connect() and 0xFFFF) != 51297) {
+    if ((lib.uniffi_souk_ffi_checksum_method_sessionstore_load() and 0xFFFF) != 56070) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_souk_ffi_checksum_method_sessionstore_save() and 0xFFFF) != 57236) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_souk_ffi_checksum_constructor_soukclient_connect() and 0xFFFF) != 42498) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1586,10 +1586,15 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
 
 /**
  * Where the app keeps the signed-in session between runs: the platform's
- * keychain or keystore. souk never stores tokens itself. `load` is called
- * once, when the client connects; `save` whenever the session changes
- * (sign-in, each renewal, which rotates the refresh token, and sign-out,
- * as `None`).
+ * keychain or keystore. souk never stores tokens itself.
+ *
+ * `load` is called once, when the client connects; an error fails
+ * `connect`, so a store that cannot read (a keychain locked before the
+ * first unlock) should answer `None`. `save` is called whenever the
+ * session changes: sign-in, each renewal (which rotates the refresh token:
+ * the old one stops working) and sign-out, as `None`. Both run on an SDK
+ * thread and must not call the client. A failed `save` is the app's to
+ * report; the next change is saved again.
  */
 public interface SessionStore {
     
@@ -1602,10 +1607,15 @@ public interface SessionStore {
 
 /**
  * Where the app keeps the signed-in session between runs: the platform's
- * keychain or keystore. souk never stores tokens itself. `load` is called
- * once, when the client connects; `save` whenever the session changes
- * (sign-in, each renewal, which rotates the refresh token, and sign-out,
- * as `None`).
+ * keychain or keystore. souk never stores tokens itself.
+ *
+ * `load` is called once, when the client connects; an error fails
+ * `connect`, so a store that cannot read (a keychain locked before the
+ * first unlock) should answer `None`. `save` is called whenever the
+ * session changes: sign-in, each renewal (which rotates the refresh token:
+ * the old one stops working) and sign-out, as `None`. Both run on an SDK
+ * thread and must not call the client. A failed `save` is the app's to
+ * report; the next change is saved again.
  */
 open class SessionStoreImpl: Disposable, AutoCloseable, SessionStore
 {
@@ -3318,8 +3328,9 @@ data class ClientOptions (
     var `connectTimeoutMs`: kotlin.UInt = 5000u 
     , 
     /**
-     * Tries in all for a call that fails in transit or gets `Busy`, each
-     * with the same idempotency key. 1 means no retry.
+     * Tries in all for a call that fails in transit or gets `Busy`,
+     * `Unavailable` or `Internal`, each with the same idempotency key. 1
+     * means no retry.
      */
     var `retryAttempts`: kotlin.UInt = 4u 
     , 

@@ -84,12 +84,16 @@ class JourneyTest {
         val merged = signedIn.getCart(null)
         assertEquals(listOf(variant.sku to 2u), merged.lines.map { it.sku to it.quantity })
 
-        // The connection drops after the order was placed; the app tries
-        // again with the same key and gets the same order, not a second.
+        // The connection drops while the checkout is in flight: the SDK
+        // carries it over to a new connection with its key. The app, unsure,
+        // tries again with the same key too, and gets the same order.
         val key = newIdempotencyKey()
-        val order = signedIn.checkout(Checkout(paymentMethodToken = "pm_tok_visa"), key)
-        assertEquals(2 * variant.price.minorUnits, order.total.minorUnits)
+        val inFlight = async(start = CoroutineStart.UNDISPATCHED) {
+            signedIn.checkout(Checkout(paymentMethodToken = "pm_tok_visa"), key)
+        }
         signedIn.disconnect()
+        val order = inFlight.await()
+        assertEquals(2 * variant.price.minorUnits, order.total.minorUnits)
         val again = signedIn.checkout(Checkout(paymentMethodToken = "pm_tok_visa"), key)
         assertEquals(order.id, again.id)
 
@@ -103,6 +107,33 @@ class JourneyTest {
         signedIn.logout()
         assertNull(store.session)
         listOf(shopper, signedIn, restarted).forEach { it.close() }
+    }
+
+    @Test
+    fun `the store gets each renewal and loses a refused session`() = runBlocking {
+        val email = freshEmail()
+        val grant = connect().register(email, PASSWORD)
+
+        // Saved by an earlier run whose access token has since expired: the
+        // SDK renews, which rotates the refresh token, and the store has the
+        // new session before connect returns.
+        val store = MemorySessionStore(grant.copy(accessToken = "expired"))
+        val resumed = connect(store)
+        val renewed = store.session
+        assertNotNull(renewed)
+        assertTrue(renewed!!.refreshToken != grant.refreshToken)
+        assertEquals(listOf(renewed), store.saves)
+        assertEquals(renewed, resumed.session())
+        assertEquals(email, resumed.profile().email)
+
+        // A session the server no longer honours is cleared; the client
+        // goes on as a guest.
+        val dead = MemorySessionStore(grant.copy(accessToken = "expired", refreshToken = "revoked"))
+        val guest = connect(dead)
+        assertEquals(listOf<SessionGrant?>(null), dead.saves)
+        assertNull(guest.session())
+        assertThrows(SoukException.Unauthenticated::class.java) { runBlocking { guest.profile() } }
+        listOf(resumed, guest).forEach { it.close() }
     }
 
     @Test
