@@ -100,7 +100,9 @@ impl Sessions {
 }
 
 /// Offers the store each change of the client's session until the client
-/// is gone. Subscribed before it is spawned, so no change can slip past.
+/// is gone. Subscribed before it is spawned, so no change can slip past;
+/// the session held when it subscribes (none yet, before the saved one is
+/// resumed) is not a change, so the store is never cleared in between.
 fn watch_session(
     client: &Client,
     store: Arc<dyn SessionStore>,
@@ -108,17 +110,14 @@ fn watch_session(
 ) {
     let mut updates = client.session_updates();
     RUNTIME.spawn(async move {
-        loop {
+        // Delivers a change made before the client went, then ends.
+        while updates.changed().await.is_ok() {
             let session = updates.borrow_and_update().clone();
             let token = refresh_token(&session);
             if *offered.borrow() != token {
                 let store = Arc::clone(&store);
                 let _ = off_runtime(move || store.save(session)).await;
                 offered.send_replace(token);
-            }
-            // Delivers a change made before the client went, then ends.
-            if updates.changed().await.is_err() {
-                return;
             }
         }
     });
