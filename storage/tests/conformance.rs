@@ -1,8 +1,11 @@
 //! One conformance suite for every storage backend: the embedded store on
 //! both engines always, and ScyllaDB when `SOUK_SCYLLA_NODES` names a live
-//! cluster (`host:port,...`). Without one the ScyllaDB half skips, printing
-//! why, except under `SOUK_REQUIRE_ALL_TESTS`, where it fails unless
-//! `SOUK_SKIP_CQL=1` says that no cluster is to be had (see `.ci/run`).
+//! cluster (`host:port,...`; `storage/scylla/cluster.sh start` runs one, on
+//! Apache Cassandra 5.0, and `.ci/run` does). Without one the ScyllaDB half
+//! skips, printing why, except under `SOUK_REQUIRE_ALL_TESTS`, where it
+//! fails unless `SOUK_SKIP_CQL=1` says that no cluster is to be had. Its
+//! keyspaces use `SOUK_SCYLLA_REPLICATION_FACTOR` (1 by default, for the
+//! one-node test cluster); `cluster.sh stop` removes them with the cluster.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -46,10 +49,15 @@ async fn scylla() -> Option<Fixture> {
     };
     let salt: u64 = rand_salt();
     let keyspace = format!("souk_conformance_{salt}");
-    let config = souk_storage::scylla::ScyllaConfig::new(
+    let mut config = souk_storage::scylla::ScyllaConfig::new(
         nodes.split(',').map(str::to_owned).collect(),
         keyspace,
     );
+    // The test cluster (storage/scylla/cluster.sh) starts with one node.
+    config.replication_factor = std::env::var("SOUK_SCYLLA_REPLICATION_FACTOR")
+        .ok()
+        .and_then(|rf| rf.parse().ok())
+        .unwrap_or(1);
     let store = souk_storage::scylla::ScyllaStore::connect(&config)
         .await
         .unwrap();

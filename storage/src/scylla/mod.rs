@@ -357,7 +357,7 @@ impl StockStore for ScyllaStore {
             .record(
                 "stock snapshot",
                 &self.statements.get_meta,
-                ("stock_snapshot",),
+                (self.snapshot_key(),),
             )
             .await?
             .unwrap_or_default();
