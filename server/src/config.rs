@@ -674,10 +674,18 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
 mod tests {
     use super::*;
 
+    /// Parses as the command line does, but without the environment: a
+    /// `SOUK_*` variable set where the tests run (CI names its CQL cluster
+    /// in `SOUK_SCYLLA_NODES`) must not change what these tests see.
     fn parse(args: &[&str]) -> Options {
+        use clap::{CommandFactory, FromArgMatches};
         let mut argv = vec!["souk"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).expect("valid arguments").options
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command.try_get_matches_from(argv).expect("valid arguments");
+        Cli::from_arg_matches(&matches)
+            .expect("valid arguments")
+            .options
     }
 
     #[test]
