@@ -51,35 +51,23 @@ uniffi::custom_type!(Currency, String, {
     try_lift: |code| Currency::new(&code).map_err(|v| refused("currency", &code, v)),
 });
 
-uniffi::custom_type!(Cursor, String, {
-    remote,
-    lower: |cursor| cursor.0,
-    try_lift: |cursor| Ok(Cursor(cursor)),
-});
+/// A newtype over a value any content of which is valid: it travels as
+/// that value.
+macro_rules! newtype_as {
+    ($name:ident, $inner:ty) => {
+        uniffi::custom_type!($name, $inner, {
+            remote,
+            lower: |value| value.0,
+            try_lift: |value| Ok($name(value)),
+        });
+    };
+}
 
-uniffi::custom_type!(UserId, u64, {
-    remote,
-    lower: |id| id.0,
-    try_lift: |id| Ok(UserId(id)),
-});
-
-uniffi::custom_type!(OrderId, u64, {
-    remote,
-    lower: |id| id.0,
-    try_lift: |id| Ok(OrderId(id)),
-});
-
-uniffi::custom_type!(AddressId, u64, {
-    remote,
-    lower: |id| id.0,
-    try_lift: |id| Ok(AddressId(id)),
-});
-
-uniffi::custom_type!(UnixMillis, u64, {
-    remote,
-    lower: |at| at.0,
-    try_lift: |at| Ok(UnixMillis(at)),
-});
+newtype_as!(Cursor, String);
+newtype_as!(UserId, u64);
+newtype_as!(OrderId, u64);
+newtype_as!(AddressId, u64);
+newtype_as!(UnixMillis, u64);
 
 // 32 hexadecimal digits: what `new_idempotency_key` returns, and what an
 // app stores beside a checkout it has not seen the outcome of.
