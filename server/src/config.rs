@@ -165,6 +165,27 @@ pub struct Options {
     )]
     pub scylla_replication_factor: Option<u32>,
 
+    /// Consistency of ScyllaDB reads and writes. [default: local-quorum]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_SCYLLA_CONSISTENCY",
+        value_enum,
+        value_name = "LEVEL"
+    )]
+    pub scylla_consistency: Option<ScyllaConsistency>,
+
+    /// Consistency of the Paxos round of ScyllaDB's conditional writes
+    /// (unique e-mails, order states, refresh tokens). [default: local-serial]
+    #[arg(
+        global = true,
+        long,
+        env = "SOUK_SCYLLA_SERIAL_CONSISTENCY",
+        value_enum,
+        value_name = "LEVEL"
+    )]
+    pub scylla_serial_consistency: Option<ScyllaSerialConsistency>,
+
     /// This node's name among the souk nodes sharing a ScyllaDB cluster.
     /// [default: the host name]
     #[arg(global = true, long, env = "SOUK_NODE_NAME", value_name = "NAME")]
@@ -355,6 +376,51 @@ pub enum StorageKind {
     Embedded,
     /// A ScyllaDB cluster (--scylla-nodes), for several souk nodes.
     Scylla,
+}
+
+/// CQL consistency levels souk accepts for reads and plain writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScyllaConsistency {
+    One,
+    LocalOne,
+    Quorum,
+    LocalQuorum,
+    EachQuorum,
+    All,
+}
+
+impl From<ScyllaConsistency> for souk_storage::scylla::Consistency {
+    fn from(level: ScyllaConsistency) -> Self {
+        use souk_storage::scylla::Consistency as C;
+        match level {
+            ScyllaConsistency::One => C::One,
+            ScyllaConsistency::LocalOne => C::LocalOne,
+            ScyllaConsistency::Quorum => C::Quorum,
+            ScyllaConsistency::LocalQuorum => C::LocalQuorum,
+            ScyllaConsistency::EachQuorum => C::EachQuorum,
+            ScyllaConsistency::All => C::All,
+        }
+    }
+}
+
+/// Serial consistency levels: the Paxos quorum across datacenters or in
+/// the local one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScyllaSerialConsistency {
+    Serial,
+    LocalSerial,
+}
+
+impl From<ScyllaSerialConsistency> for souk_storage::scylla::SerialConsistency {
+    fn from(level: ScyllaSerialConsistency) -> Self {
+        use souk_storage::scylla::SerialConsistency as S;
+        match level {
+            ScyllaSerialConsistency::Serial => S::Serial,
+            ScyllaSerialConsistency::LocalSerial => S::LocalSerial,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -643,6 +709,15 @@ fn storage_config(cli: &Options, file: &Options) -> Result<StorageConfig, Config
     {
         scylla.replication_factor = factor;
     }
+    if let Some(level) = cli.scylla_consistency.or(file.scylla_consistency) {
+        scylla.consistency = level.into();
+    }
+    if let Some(level) = cli
+        .scylla_serial_consistency
+        .or(file.scylla_serial_consistency)
+    {
+        scylla.serial_consistency = level.into();
+    }
     scylla.node = cli
         .node_name
         .clone()
@@ -734,6 +809,61 @@ mod tests {
         assert_eq!(
             (scylla.keyspace.as_str(), scylla.node.as_str()),
             ("souk", "edge-1")
+        );
+        use souk_storage::scylla::{Consistency, SerialConsistency};
+        assert_eq!(
+            (
+                scylla.replication_factor,
+                scylla.consistency,
+                scylla.serial_consistency
+            ),
+            (3, Consistency::LocalQuorum, SerialConsistency::LocalSerial),
+            "production defaults"
+        );
+    }
+
+    #[test]
+    fn a_one_node_dev_cluster_is_configured_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("souk.toml");
+        std::fs::write(
+            &path,
+            "storage = \"scylla\"\nscylla_nodes = [\"127.0.0.1:9042\"]\n\
+             scylla_replication_factor = 1\nscylla_consistency = \"one\"\n\
+             scylla_serial_consistency = \"serial\"\n",
+        )
+        .unwrap();
+        let config = Config::resolve(parse(&["--config", path.to_str().unwrap()])).unwrap();
+        let StorageConfig::Scylla(scylla) = config.storage else {
+            panic!("scylla storage expected");
+        };
+        use souk_storage::scylla::{Consistency, SerialConsistency};
+        assert_eq!(
+            (
+                scylla.replication_factor,
+                scylla.consistency,
+                scylla.serial_consistency
+            ),
+            (1, Consistency::One, SerialConsistency::Serial)
+        );
+        let flag = Config::resolve(parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--scylla-consistency",
+            "local-quorum",
+        ]))
+        .unwrap();
+        let StorageConfig::Scylla(scylla) = flag.storage else {
+            panic!("scylla storage expected");
+        };
+        assert_eq!(
+            scylla.consistency,
+            Consistency::LocalQuorum,
+            "the flag wins"
+        );
+        assert!(
+            Cli::try_parse_from(["souk", "--scylla-consistency", "serial"]).is_err(),
+            "serial is for conditions only"
         );
     }
 

@@ -572,6 +572,7 @@ async fn a_flash_sale_sells_exactly_the_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_retried_after_a_restart_returns_the_same_order_and_carts_survive() {
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let config = config(data.path());
     let server = start_with_admin(&config);
     let admin_client = admin(&server).await;
@@ -998,6 +999,7 @@ async fn a_saved_session_resumes_on_a_new_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_orders_fold_into_the_stock_snapshot_and_a_restart_keeps_the_stock() {
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let mut config = config(data.path());
     // The last checkout buys what is left, more than one customer may.
     config.purchase_limit = 0;

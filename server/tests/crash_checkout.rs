@@ -50,6 +50,7 @@ fn phone() -> DeviceId {
 #[test]
 fn acknowledged_orders_survive_sigkill_and_stock_is_conserved() {
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

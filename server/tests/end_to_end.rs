@@ -289,6 +289,7 @@ async fn a_pinned_client_refuses_a_server_with_another_certificate() {
 #[tokio::test]
 async fn the_client_reconnects_and_rebinds_its_identity_after_a_restart() {
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let server = start_with_admin(&config(data.path()));
     let addr = server.local_addr();
     let client = connect(&server).await;
@@ -354,6 +355,7 @@ async fn shutdown_finishes_in_flight_requests_then_refuses() {
 #[tokio::test]
 async fn connections_over_the_shard_limit_are_refused_as_busy() {
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let mut config = config(data.path());
     config.shards = 1;
     config.max_connections_per_shard = 2;
@@ -375,6 +377,7 @@ async fn connections_over_the_shard_limit_are_refused_as_busy() {
 async fn a_ca_signed_certificate_from_files_is_trusted_through_the_ca() {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
@@ -455,6 +458,7 @@ async fn a_connection_survives_address_changes_that_land_on_other_shards() {
 #[tokio::test]
 async fn the_catalog_is_imported_once_and_restocks_survive_a_restart() {
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let mut config = config(data.path());
     config.demo_products = 30;
     let server = start_with_admin(&config);
@@ -491,6 +495,7 @@ async fn the_catalog_is_imported_once_and_restocks_survive_a_restart() {
 #[tokio::test]
 async fn catalog_replies_are_cached_and_an_admin_change_reaches_every_shard_at_once() {
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let mut config = config(data.path());
     // Long enough that only the change event can explain a fresh reply.
     config.catalog_cache_ttl = Duration::from_secs(600);
@@ -597,6 +602,7 @@ async fn signing_out_everywhere_ends_every_session_of_the_user() {
     const EMAIL: &str = "owner@example.org";
     const PASSWORD: &str = "stolen phone password";
     let data = tempfile::tempdir().unwrap();
+    let _keyspace = support::Keyspace::of(data.path());
     let server = start_with_admin(&config(data.path()));
     let addr = server.local_addr();
     let laptop = connect(&server).await;

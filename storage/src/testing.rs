@@ -148,3 +148,33 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Drops `keyspace` on the CQL cluster at `nodes`, from any thread (it runs
+/// a runtime of its own): what tests call when the keyspace they made is
+/// done with, running or not.
+pub fn drop_keyspace(nodes: &[String], keyspace: &str) -> Result<(), String> {
+    let (nodes, cql) = (
+        nodes.to_vec(),
+        format!("DROP KEYSPACE IF EXISTS {keyspace}"),
+    );
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let session = scylla::client::session_builder::SessionBuilder::new()
+                .known_nodes(&nodes)
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            session
+                .query_unpaged(cql, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "dropping the keyspace panicked".to_string())?
+}

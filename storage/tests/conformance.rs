@@ -5,7 +5,7 @@
 //! skips, printing why, except under `SOUK_REQUIRE_ALL_TESTS`, where it
 //! fails unless `SOUK_SKIP_CQL=1` says that no cluster is to be had. Its
 //! keyspaces use `SOUK_SCYLLA_REPLICATION_FACTOR` (1 by default, for the
-//! one-node test cluster); `cluster.sh stop` removes them with the cluster.
+//! one-node test cluster), and each is dropped after its test.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,6 +27,27 @@ struct Fixture {
     _dir: Option<tempfile::TempDir>,
     /// Distinguishes this run's ids on a shared cluster.
     salt: u64,
+    /// The CQL store, whose keyspace is dropped after its test.
+    scylla: Option<Arc<souk_storage::scylla::ScyllaStore>>,
+}
+
+impl Fixture {
+    /// Runs `check` on this store, then drops a keyspace made for it,
+    /// whether the check passed or not.
+    async fn run<C, F>(self, check: C)
+    where
+        C: FnOnce(Arc<Fixture>) -> F,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let fixture = Arc::new(self);
+        let outcome = tokio::spawn(check(fixture.clone())).await;
+        if let Some(store) = &fixture.scylla {
+            store.drop_keyspace().await.unwrap();
+        }
+        if let Err(failed) = outcome {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
 }
 
 async fn embedded(kind: EngineKind) -> Option<Fixture> {
@@ -36,6 +57,7 @@ async fn embedded(kind: EngineKind) -> Option<Fixture> {
         store: Arc::new(store),
         _dir: Some(dir),
         salt: 0,
+        scylla: None,
     })
 }
 
@@ -58,13 +80,16 @@ async fn scylla() -> Option<Fixture> {
         .ok()
         .and_then(|rf| rf.parse().ok())
         .unwrap_or(1);
-    let store = souk_storage::scylla::ScyllaStore::connect(&config)
-        .await
-        .unwrap();
+    let store = Arc::new(
+        souk_storage::scylla::ScyllaStore::connect(&config)
+            .await
+            .unwrap(),
+    );
     Some(Fixture {
-        store: Arc::new(store),
+        store: store.clone(),
         _dir: None,
         salt: salt % 1_000_000,
+        scylla: Some(store),
     })
 }
 
@@ -340,6 +365,16 @@ async fn orders_insert_once_transition_checked_and_page(f: &Fixture) {
         .await
         .unwrap_err();
     assert!(matches!(stale, StorageError::Conflict(_)), "{stale:?}");
+    // An insert retried after the order moved on (its first attempt landed,
+    // its answer was lost) leaves the order as it is.
+    let late_retry = store
+        .insert_order(&order(base + 4, user, 3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(late_retry, StorageError::Conflict(_)),
+        "{late_retry:?}"
+    );
     assert_eq!(
         store
             .order(OrderId(base + 4))
@@ -507,6 +542,43 @@ async fn stock_snapshot_folds_settled_orders_and_guards_its_range(f: &Fixture) {
     store.insert_order(&order(base + 10, 9, 0)).await.unwrap();
 }
 
+/// A step folds `limit` orders when that many are settled, past any page
+/// size a backend reads in: the server takes a short step as caught up.
+async fn a_snapshot_step_folds_up_to_its_limit(f: &Fixture) {
+    let store = &f.store;
+    let base = f.salt * 10_000 + 1_000;
+    let count = 1_500;
+    // As a server's shards insert: a few dozen at a time, many customers.
+    let mut tasks = tokio::task::JoinSet::<souk_storage::Result<()>>::new();
+    for n in 0..count {
+        if tasks.len() == 32 {
+            tasks.join_next().await.unwrap().unwrap().unwrap();
+        }
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut o = order(base + n, 11 + n % 97, (n % 2) as u16);
+            o.status = OrderStatus::Paid;
+            store.insert_order(&o).await
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    let below = OrderId(base + count);
+    let step = store.advance_stock_snapshot(below, 1_200, 2).await.unwrap();
+    assert_eq!(
+        (step.folded, step.watermark),
+        (1_200, OrderId(base + 1_200))
+    );
+    let rest = store.advance_stock_snapshot(below, 1_200, 2).await.unwrap();
+    assert_eq!((rest.folded, rest.watermark), (300, below));
+    let snapshot = store.stock_snapshot().await.unwrap();
+    assert_eq!(
+        snapshot.sold,
+        vec![(Sku::new("P00001-M").unwrap(), 2 * count as i64)]
+    );
+}
+
 async fn carts_are_written_whole_and_deleted_when_empty(f: &Fixture) {
     let store = &f.store;
     let key = |n: u64| format!("u:{}", f.salt * 100 + n);
@@ -642,7 +714,7 @@ macro_rules! conformance {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
                         if let Some(fixture) = $open.await {
-                            super::$name(&fixture).await;
+                            fixture.run(|f| async move { super::$name(&f).await }).await;
                         }
                     }
                 };
@@ -657,6 +729,7 @@ macro_rules! conformance {
             check!(orders_insert_once_transition_checked_and_page);
             check!(orders_from_returns_each_order_once_in_its_last_state);
             check!(stock_snapshot_folds_settled_orders_and_guards_its_range);
+            check!(a_snapshot_step_folds_up_to_its_limit);
             check!(carts_are_written_whole_and_deleted_when_empty);
             check!(payments_round_trip);
             check!(bad_input_is_refused_typed_and_writes_nothing);

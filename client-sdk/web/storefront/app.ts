@@ -813,6 +813,9 @@ function accountForm(kind: "login" | "register", query: URLSearchParams): void {
     event.preventDefault();
     problem.hidden = true;
     submit.disabled = true;
+    // A shopper who moves on while the request is in flight stays where
+    // they went: only a form still on screen leads on to `next`.
+    const view = navigation;
     try {
       const credentials = { email: email.value.trim(), password: password.value };
       unwrap(
@@ -823,6 +826,7 @@ function accountForm(kind: "login" | "register", query: URLSearchParams): void {
       signedIn(credentials.email);
       saveAttempt(null);
       await refreshCartCount();
+      if (view !== navigation) return;
       navigate(link(next.startsWith("/") ? next : "/"), registering ? "Welcome! Your account is ready." : "You are signed in.");
     } catch (error) {
       problem.textContent = describe(error);

@@ -127,6 +127,7 @@ describe("storefront in Chromium", { skip, timeout: 180_000 }, () => {
       await page.getByTestId("password").fill("a-long-test-password");
       await page.getByTestId("submit").click();
       await page.getByTestId("nav-user").filter({ hasText: email }).waitFor();
+      await page.getByTestId("flash").filter({ hasText: "Welcome" }).waitFor();
 
       await page.goto(`${server.baseUrl}/#/product/${productId}`);
       await page.locator(`[data-testid=add-to-cart][data-sku="${sku}"]`).click();

@@ -8,16 +8,18 @@ use souk_client::{Client, ClientConfig, Trust};
 use souk_server::{Config, Server};
 
 use super::requests::{ADMIN_EMAIL, ADMIN_PASSWORD};
+use super::storage::{Keyspace, storage_config};
 
 /// How long the tests' clients wait for one reply: twice the SDK's default,
 /// since a debug build shares the machine's cores with other tests.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server and the temporary data directory it runs over, which lives as
-/// long as the server does.
+/// long as the server does, as does its keyspace when it runs on CQL.
 pub struct Running {
     pub server: Server,
     _data: tempfile::TempDir,
+    _keyspace: Keyspace,
 }
 
 impl Running {
@@ -29,20 +31,22 @@ impl Running {
         let server = start_with_admin(&config(data.path()));
         Running {
             server,
+            _keyspace: Keyspace::of(data.path()),
             _data: data,
         }
     }
 }
 
-/// Two shards on an ephemeral loopback port over `data`, with
-/// `demo_products` demo products. Threads are not pinned: the tests share
-/// the machine's cores.
+/// Two shards on an ephemeral loopback port over `data` (and its keyspace,
+/// on CQL), with `demo_products` demo products. Threads are not pinned:
+/// the tests share the machine's cores.
 pub fn config(data: &Path, demo_products: usize) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
         shards: 2,
         data_dir: data.to_path_buf(),
+        storage: storage_config(data),
         demo_products,
         pin_threads: false,
         ..Config::default()

@@ -8,6 +8,8 @@
 //!   certificate.
 //! - `http.rs`: [`Http`], a browser-like HTTP/1.1 client of the bridge
 //!   with a cookie jar.
+//! - `storage.rs`: the embedded store, or with `SOUK_TEST_STORAGE=scylla`
+//!   a keyspace per data directory on the CQL cluster.
 //! - `requests.rs`: the accounts the tests sign in with, and the requests
 //!   and errors several of them build or read, whichever server answers.
 
@@ -18,8 +20,10 @@ mod http;
 mod in_process;
 mod process;
 mod requests;
+mod storage;
 
 pub use http::{Http, Reply};
 pub use in_process::{REQUEST_TIMEOUT, Running, client_config, config, connect, start_with_admin};
 pub use process::Souk;
 pub use requests::{ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, checkout, sign_in_admin, status};
+pub use storage::Keyspace;

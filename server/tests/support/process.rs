@@ -18,13 +18,14 @@ pub struct Souk {
 
 impl Souk {
     /// Starts `souk` on a free loopback port with `args` and `data` as its
-    /// data directory, and reads the address and certificate fingerprint
+    /// data directory (and keyspace, on CQL), and reads the address and certificate fingerprint
     /// from its banner.
     pub fn spawn(args: &[&str], data: &Path, stderr: Stdio) -> Souk {
         let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
             .args(["--listen", "127.0.0.1:0", "--pin-threads", "false"])
             .args(["--http-listen", "127.0.0.1:0"])
             .args(args)
+            .args(super::storage::storage_args(data))
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())
@@ -65,7 +66,9 @@ impl Souk {
     pub fn create_admin(data: &Path, email: &str, password: &str) -> std::process::Output {
         use std::io::Write;
         let mut create = Command::new(env!("CARGO_BIN_EXE_souk"))
-            .args(["create-admin", "--email", email, "--data-dir"])
+            .args(["create-admin", "--email", email])
+            .args(super::storage::storage_args(data))
+            .arg("--data-dir")
             .arg(data)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

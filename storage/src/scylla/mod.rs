@@ -3,13 +3,23 @@
 //! The schema (`storage/scylla/schema.cql`) is applied at connect. Every
 //! statement is prepared once, so the driver routes each to a replica that
 //! owns its partition and to the right shard of that replica (token- and
-//! shard-aware). Writes and reads run at LOCAL_QUORUM under a request
-//! timeout. Lightweight transactions are used only where a condition must
-//! hold across writers: unique e-mails and user ids, order state
-//! transitions and refresh-token rotation. Plain writes are marked
-//! idempotent (re-running them writes the same values), so the driver may
-//! retry them after a timeout without ever duplicating an order;
-//! conditional writes are not retried blindly.
+//! shard-aware). Reads and writes run at the configured consistency
+//! (LOCAL_QUORUM unless told otherwise) under a request timeout.
+//! Lightweight transactions are used only where a condition must hold
+//! across writers: unique e-mails and user ids, orders (inserted once,
+//! then moved between states) and refresh tokens (used once, revocable);
+//! those tables are never written without one (see `statements`). Plain
+//! writes are marked idempotent (re-running them writes the same values),
+//! so the driver may retry them after a timeout; conditional writes are
+//! not retried blindly.
+//!
+//! The same code runs on ScyllaDB (production) and Apache Cassandra 5.0
+//! (the test cluster, `storage/scylla/cluster.sh`). The two differ where
+//! it matters here: ScyllaDB creates keyspaces with tablets, on which it
+//! refuses lightweight transactions, so souk creates its keyspace with
+//! tablets off there (`Server::keyspace_options`); and a conditional write
+//! that applies answers with the row's old values on ScyllaDB but only
+//! `[applied]` on Cassandra, so only that first column is ever read.
 
 mod statements;
 
@@ -17,10 +27,10 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::frame::types::{Consistency, SerialConsistency};
 use scylla::response::PagingState;
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
@@ -46,28 +56,85 @@ use statements::Statements;
 /// The schema, with `{keyspace}` and `{replication}` to fill in.
 pub const SCHEMA: &str = include_str!("../../scylla/schema.cql");
 
+pub use scylla::frame::types::{Consistency, SerialConsistency};
+
 /// How long one request may take before the driver gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Orders read at once when a shard's replay index is followed.
+const ORDER_READS_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct ScyllaConfig {
     /// `host:port` of some nodes; the driver discovers the rest.
     pub nodes: Vec<String>,
     pub keyspace: String,
-    /// Replicas per datacenter (NetworkTopologyStrategy).
+    /// Replicas per datacenter (NetworkTopologyStrategy) when souk creates
+    /// the keyspace; an existing keyspace keeps its own.
     pub replication_factor: u32,
+    /// Of every read and plain write.
+    pub consistency: Consistency,
+    /// Of the Paxos round of every conditional write.
+    pub serial_consistency: SerialConsistency,
     /// This souk node's name: shard numbers repeat on every node, so replay
     /// indexes are kept per node.
     pub node: String,
 }
 
 impl ScyllaConfig {
+    /// Production defaults: three replicas, quorum in the local datacenter.
     pub fn new(nodes: Vec<String>, keyspace: String) -> ScyllaConfig {
         ScyllaConfig {
             nodes,
             keyspace,
             replication_factor: 3,
+            consistency: Consistency::LocalQuorum,
+            serial_consistency: SerialConsistency::LocalSerial,
             node: "souk-1".into(),
+        }
+    }
+}
+
+/// The CQL server souk is talking to, told apart by the system tables
+/// only ScyllaDB has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// ScyllaDB; `tablets` when it knows the keyspace option (6.0 on).
+    ScyllaDb { tablets: bool },
+    /// Apache Cassandra (the test cluster) or another CQL server.
+    Cassandra,
+}
+
+impl Server {
+    async fn detect(session: &Session) -> Result<Server> {
+        let has_table = |keyspace: &'static str, table: &'static str| async move {
+            let rows = session
+                .query_unpaged(
+                    "SELECT table_name FROM system_schema.tables \
+                     WHERE keyspace_name = ? AND table_name = ?",
+                    (keyspace, table),
+                )
+                .await
+                .map_err(unavailable)?
+                .into_rows_result()
+                .map_err(unavailable)?;
+            Ok::<_, StorageError>(rows.rows_num() > 0)
+        };
+        if !has_table("system", "scylla_local").await? {
+            return Ok(Server::Cassandra);
+        }
+        Ok(Server::ScyllaDb {
+            tablets: has_table("system_schema", "scylla_keyspaces").await?,
+        })
+    }
+
+    /// What follows the replication map when souk creates its keyspace:
+    /// ScyllaDB would otherwise give it tablets, and refuse the
+    /// lightweight transactions souk's uniqueness and order states need.
+    pub fn keyspace_options(self) -> &'static str {
+        match self {
+            Server::ScyllaDb { tablets: true } => " AND tablets = {'enabled': false}",
+            Server::ScyllaDb { tablets: false } | Server::Cassandra => "",
         }
     }
 }
@@ -84,8 +151,8 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// The schema's statements, filled in for `config`.
-pub fn schema_statements(config: &ScyllaConfig) -> Vec<String> {
+/// The schema's statements, filled in for `config` on `server`.
+pub fn schema_statements(config: &ScyllaConfig, server: Server) -> Vec<String> {
     let replication = format!(
         "{{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}",
         config.replication_factor
@@ -103,6 +170,7 @@ pub fn schema_statements(config: &ScyllaConfig) -> Vec<String> {
             statement
                 .replace("{keyspace}", &config.keyspace)
                 .replace("{replication}", &replication)
+                .replace("{keyspace_options}", server.keyspace_options())
         })
         .collect()
 }
@@ -110,6 +178,8 @@ pub fn schema_statements(config: &ScyllaConfig) -> Vec<String> {
 pub struct ScyllaStore {
     session: Session,
     statements: Statements,
+    server: Server,
+    keyspace: String,
     node: String,
     /// The stock snapshot's watermark as this node last read or moved it.
     watermark: std::sync::atomic::AtomicU64,
@@ -158,8 +228,8 @@ impl ScyllaStore {
             )));
         }
         let profile = ExecutionProfile::builder()
-            .consistency(Consistency::LocalQuorum)
-            .serial_consistency(Some(SerialConsistency::LocalSerial))
+            .consistency(config.consistency)
+            .serial_consistency(Some(config.serial_consistency))
             .request_timeout(Some(REQUEST_TIMEOUT))
             .build();
         let session = SessionBuilder::new()
@@ -168,7 +238,8 @@ impl ScyllaStore {
             .build()
             .await
             .map_err(unavailable)?;
-        for statement in schema_statements(config) {
+        let server = Server::detect(&session).await?;
+        for statement in schema_statements(config, server) {
             session
                 .query_unpaged(statement, &[])
                 .await
@@ -182,9 +253,27 @@ impl ScyllaStore {
         Ok(ScyllaStore {
             session,
             statements,
+            server,
+            keyspace: config.keyspace.clone(),
             node: config.node.clone(),
             watermark: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The CQL server this store is connected to.
+    pub fn server(&self) -> Server {
+        self.server
+    }
+
+    /// Drops the keyspace and everything in it: for tests and tooling that
+    /// made a keyspace of their own.
+    pub async fn drop_keyspace(&self) -> Result<()> {
+        let cql = format!("DROP KEYSPACE IF EXISTS {}", self.keyspace);
+        self.session
+            .query_unpaged(cql, &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     fn snapshot_key(&self) -> String {
@@ -243,6 +332,39 @@ impl ScyllaStore {
                 ControlFlow::Continue(state) => paging = state,
             }
         }
+    }
+
+    /// Points `email` at user `id` unless it names a user that exists.
+    async fn claim_email(&self, email: &str, id: i64) -> Result<bool> {
+        let claimed = self.run(&self.statements.claim_email, (email, id)).await?;
+        if applied(claimed)? {
+            return Ok(true);
+        }
+        let Some(owner) = self.email_owner(email).await? else {
+            // Claimed and gone again between the two statements: a rare
+            // race, and the caller's answer is simply a conflict.
+            return Ok(false);
+        };
+        if owner == id {
+            return Ok(true);
+        }
+        if self.user(UserId(owner.max(0) as u64)).await?.is_some() {
+            return Ok(false);
+        }
+        let taken = self
+            .run(&self.statements.take_over_email, (id, email, owner))
+            .await?;
+        applied(taken)
+    }
+
+    async fn email_owner(&self, email: &str) -> Result<Option<i64>> {
+        let rows = self
+            .run(&self.statements.user_by_email, (email,))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
+        Ok(row.map(|(id,)| id))
     }
 
     async fn order_owner(&self, id: OrderId) -> Result<Option<i64>> {
@@ -369,8 +491,37 @@ impl StockStore for ScyllaStore {
     /// Unlike the embedded store, this read and write are not one atomic
     /// step against concurrent inserts: callers pass a `below` far older
     /// than any order in flight (the server passes a day ago), and this
-    /// node refuses inserts under the watermark it knows.
+    /// node refuses inserts under the watermark it knows. Folds in steps
+    /// of at most a page per shard, each saved, until `limit` or the end.
     async fn advance_stock_snapshot(
+        &self,
+        below: OrderId,
+        limit: usize,
+        shards: u16,
+    ) -> Result<SnapshotProgress> {
+        let mut progress = SnapshotProgress {
+            watermark: OrderId(0),
+            folded: 0,
+        };
+        loop {
+            let step = (limit - progress.folded).clamp(1, PAGE_MAX);
+            let stepped = self.advance_snapshot_step(below, step, shards).await?;
+            progress.watermark = stepped.watermark;
+            progress.folded += stepped.folded;
+            // A step can fold less than it asked for with more to come
+            // (shards' pages cut at different ids), so only an empty step
+            // says the end is reached.
+            if stepped.folded == 0 || progress.folded >= limit {
+                return Ok(progress);
+            }
+        }
+    }
+}
+
+impl ScyllaStore {
+    /// One step of `advance_stock_snapshot`: up to `limit` (at most a page)
+    /// orders folded, and the snapshot written once.
+    async fn advance_snapshot_step(
         &self,
         below: OrderId,
         limit: usize,
@@ -379,13 +530,12 @@ impl StockStore for ScyllaStore {
         let mut snapshot = self.stock_snapshot().await?;
         // A page of each shard's orders from the watermark on; merged, they
         // are complete only up to the last id of the shortest cut page.
-        let limit = limit.clamp(1, PAGE_MAX);
         let after = snapshot.watermark.0.checked_sub(1).map(OrderId);
         let (mut orders, mut complete_to) = (Vec::new(), OrderId(u64::MAX));
         for shard in 0..shards {
             let page = self.orders_of_shard(shard, after, limit).await?;
-            if let (Some(_), Some(last)) = (page.next, page.items.last()) {
-                complete_to = complete_to.min(last.id);
+            if let Some(next) = page.next {
+                complete_to = complete_to.min(next);
             }
             orders.extend(page.items);
         }
@@ -428,7 +578,11 @@ impl StockStore for ScyllaStore {
 
 #[async_trait]
 impl UserStore for ScyllaStore {
-    /// Claims the e-mail, then the id; releases the e-mail if the id is taken.
+    /// Stores the user under its id, then claims the e-mail for it. A
+    /// registration cut off between the two leaves a user nothing points
+    /// to, never an e-mail claimed by nobody. A claim that does point to a
+    /// missing user (left by an earlier souk, which claimed the e-mail first) is
+    /// taken over.
     async fn create_user(&self, user: &UserRecord) -> Result<()> {
         let email = user.email.to_lowercase();
         if email.is_empty() {
@@ -436,21 +590,18 @@ impl UserStore for ScyllaStore {
         }
         let record = encode("user", user, RECORD_BYTES_MAX)?;
         let id = to_i64(user.id.0);
-        let claimed = self
-            .run(&self.statements.claim_email, (email.as_str(), id))
-            .await?;
-        if !applied(claimed)? {
-            return Err(StorageError::Conflict("e-mail already registered".into()));
-        }
         let inserted = self
             .run(&self.statements.insert_user, (id, email.as_str(), record))
             .await?;
         if !applied(inserted)? {
-            self.run(&self.statements.release_email, (email.as_str(), id))
-                .await?;
             return Err(StorageError::Conflict(format!("user {} exists", user.id.0)));
         }
-        Ok(())
+        if self.claim_email(&email, id).await? {
+            return Ok(());
+        }
+        self.run(&self.statements.forget_user, (id, email.as_str()))
+            .await?;
+        Err(StorageError::Conflict("e-mail already registered".into()))
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>> {
@@ -463,14 +614,8 @@ impl UserStore for ScyllaStore {
         if email.is_empty() {
             return Err(StorageError::InvalidKey("empty e-mail".into()));
         }
-        let rows = self
-            .run(&self.statements.user_by_email, (email.as_str(),))
-            .await?
-            .into_rows_result()
-            .map_err(unavailable)?;
-        let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
-        match row {
-            Some((id,)) => self.record("user", &self.statements.get_user, (id,)).await,
+        match self.email_owner(&email).await? {
+            Some(id) => self.record("user", &self.statements.get_user, (id,)).await,
             None => Ok(None),
         }
     }
@@ -500,14 +645,18 @@ impl UserStore for ScyllaStore {
         Ok(())
     }
 
+    /// A read, then a plain delete: addresses take no conditional writes
+    /// (see `statements`), and the answer only says whether there was one.
     async fn delete_address(&self, user: UserId, id: AddressId) -> Result<bool> {
-        let result = self
-            .run(
-                &self.statements.delete_address,
-                (to_i64(user.0), to_i64(id.0)),
-            )
-            .await?;
-        applied(result)
+        let key = (to_i64(user.0), to_i64(id.0));
+        let rows = self
+            .run(&self.statements.get_address, key)
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let existed = rows.rows_num() > 0;
+        self.run(&self.statements.delete_address, key).await?;
+        Ok(existed)
     }
 
     async fn addresses(&self, user: UserId) -> Result<Vec<Address>> {
@@ -518,23 +667,39 @@ impl UserStore for ScyllaStore {
 
 #[async_trait]
 impl TokenStore for ScyllaStore {
+    /// The family row first, so that revoking the family finds every
+    /// token that exists. The token itself is inserted once: the same
+    /// token again is a retry, another with its hash a conflict.
     async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()> {
         let record = encode("refresh token", token, RECORD_BYTES_MAX)?;
-        let rotated = token.rotated_at.is_some();
-        let values = (token.token_hash.to_vec(), rotated, token.revoked, record);
-        self.run(&self.statements.put_token, values).await?;
         let family = (token.family.to_vec(), token.token_hash.to_vec());
         self.run(&self.statements.put_token_family, family).await?;
-        Ok(())
+        let rotated = token.rotated_at.is_some();
+        let values = (token.token_hash.to_vec(), rotated, token.revoked, record);
+        let inserted = self.run(&self.statements.put_token, values).await?;
+        if applied(inserted)?
+            || self.refresh_token(&token.token_hash).await?.as_ref() == Some(token)
+        {
+            return Ok(());
+        }
+        Err(StorageError::Conflict("refresh token exists".into()))
     }
 
+    /// Revocation sets only the `revoked` column (so that it can never
+    /// write back a stale record), which is laid over the record here.
     async fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshTokenRecord>> {
-        self.record(
-            "refresh token",
-            &self.statements.get_token,
-            (token_hash.to_vec(),),
-        )
-        .await
+        let rows = self
+            .run(&self.statements.get_token, (token_hash.to_vec(),))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(Vec<u8>, Option<bool>)> = rows.maybe_first_row().map_err(unavailable)?;
+        let Some((bytes, revoked)) = row else {
+            return Ok(None);
+        };
+        let mut token: RefreshTokenRecord = decode("refresh token", &bytes)?;
+        token.revoked |= revoked.unwrap_or(false);
+        Ok(Some(token))
     }
 
     /// Claims the old token with a conditional update, then stores the new
@@ -577,11 +742,10 @@ impl TokenStore for ScyllaStore {
                     table: "token_families",
                     reason: "hash of the wrong length".into(),
                 })?;
-            if let Some(mut token) = self.refresh_token(&hash).await? {
-                token.revoked = true;
-                let record = encode("refresh token", &token, RECORD_BYTES_MAX)?;
-                self.run(&self.statements.revoke_token, (record, hash.to_vec()))
-                    .await?;
+            let result = self
+                .run(&self.statements.revoke_token, (hash.to_vec(),))
+                .await?;
+            if applied(result)? {
                 revoked += 1;
             }
         }
@@ -616,9 +780,11 @@ impl TokenStore for ScyllaStore {
 
 #[async_trait]
 impl OrderStore for ScyllaStore {
-    /// One logged batch: the order in its user's partition, the id index and
-    /// the shard's replay index. Re-running it writes the same rows, so a
-    /// retry after a timeout cannot duplicate the order.
+    /// The indexes (by id, and the shard's replay index) in one logged
+    /// batch, then the order in its user's partition, once, by a
+    /// conditional insert: the same order again is a retry, and a retry
+    /// that arrives after the order moved on (paid, say) changes nothing.
+    /// Readers skip an index row whose order never landed.
     async fn insert_order(&self, order: &OrderRecord) -> Result<()> {
         if order.id.0 < self.watermark.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StorageError::Conflict(format!(
@@ -628,16 +794,33 @@ impl OrderStore for ScyllaStore {
         }
         let record = encode("order", order, RECORD_BYTES_MAX)?;
         let (id, user) = (to_i64(order.id.0), to_i64(order.user_id.0));
-        let values = (
-            (user, id, status_code(order.status), record),
+        let indexes = (
             (id, user),
             (self.node.as_str(), i32::from(order.shard), id, user),
         );
         self.session
-            .batch(&self.statements.insert_order, values)
+            .batch(&self.statements.index_order, indexes)
             .await
             .map_err(unavailable)?;
-        Ok(())
+        let values = (user, id, status_code(order.status), &record);
+        let inserted = self.run(&self.statements.insert_order, values).await?;
+        if applied(inserted)? {
+            return Ok(());
+        }
+        let stored: Option<(Vec<u8>,)> = self
+            .run(&self.statements.get_order, (user, id))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?
+            .maybe_first_row()
+            .map_err(unavailable)?;
+        match stored {
+            Some((bytes,)) if bytes == record => Ok(()),
+            _ => Err(StorageError::Conflict(format!(
+                "order {} exists",
+                order.id.0
+            ))),
+        }
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>> {
@@ -711,21 +894,27 @@ impl OrderStore for ScyllaStore {
             .await?
             .into_rows_result()
             .map_err(unavailable)?;
-        let mut items = Vec::new();
-        for row in rows.rows::<(i64, i64)>().map_err(unavailable)? {
-            let (id, user) = row.map_err(unavailable)?;
-            let order: OrderRecord = self
-                .record("order", &self.statements.get_order, (user, id))
-                .await?
-                .ok_or_else(|| StorageError::Corrupt {
-                    table: "orders_by_shard",
-                    reason: format!("index names missing order {id}"),
-                })?;
-            items.push(order);
-        }
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|o| o.id))
-            .flatten();
+        let index: Vec<(i64, i64)> = rows
+            .rows::<(i64, i64)>()
+            .map_err(unavailable)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(unavailable)?;
+        let full = index.len() == limit;
+        let last = index
+            .last()
+            .map(|(id, _)| OrderId(id.max(&0).unsigned_abs()));
+        // An index row whose order is missing is an insert that never
+        // finished (it was not acknowledged): nothing to replay.
+        let items: Vec<OrderRecord> = stream::iter(index)
+            .map(|(id, user)| {
+                self.record::<OrderRecord>("order", &self.statements.get_order, (user, id))
+            })
+            .buffered(ORDER_READS_IN_FLIGHT)
+            .try_filter_map(|order| async move { Ok(order) })
+            .try_collect()
+            .await?;
+        // The page goes on from the last index row, found or not.
+        let next = full.then_some(last).flatten();
         Ok(Page { items, next })
     }
 }
@@ -790,9 +979,20 @@ mod tests {
     fn the_schema_fills_in_keyspace_and_replication() {
         let mut config = ScyllaConfig::new(vec!["127.0.0.1:9042".into()], "souk_test".into());
         config.replication_factor = 1;
-        let statements = schema_statements(&config);
+        let statements = schema_statements(&config, Server::Cassandra);
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS souk_test"));
-        assert!(statements[0].contains("'replication_factor': 1"));
+        assert!(
+            statements[0]
+                .ends_with("{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}")
+        );
+        let scylla = schema_statements(&config, Server::ScyllaDb { tablets: true });
+        assert!(scylla[0].ends_with("'replication_factor': 1} AND tablets = {'enabled': false}"));
+        assert_eq!(scylla[1..], statements[1..], "only the keyspace differs");
+        let older = schema_statements(&config, Server::ScyllaDb { tablets: false });
+        assert_eq!(
+            older, statements,
+            "no tablets option before ScyllaDB knew it"
+        );
         assert!(
             statements
                 .iter()

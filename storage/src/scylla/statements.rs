@@ -1,4 +1,11 @@
 //! Every CQL statement the Scylla backend runs, prepared once at connect.
+//!
+//! The texts live in one table (`CQL`) with how each may be retried, so a
+//! test can check the rule Paxos needs: a table written conditionally (a
+//! lightweight transaction) is written only conditionally. A plain write
+//! carries its own timestamp and bypasses the Paxos round, so it can land
+//! after a conditional write that checked a state it then undoes (a retried
+//! order insert taking a paid order back to pending, say).
 
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchType};
@@ -10,53 +17,97 @@ use crate::error::{Result, StorageError};
 /// Rows per page of a full-table read (the catalog at start).
 const PAGE_ROWS: i32 = 1000;
 
-pub struct Statements {
-    pub get_meta: PreparedStatement,
-    pub put_meta: PreparedStatement,
-    pub put_category: PreparedStatement,
-    pub all_categories: PreparedStatement,
-    pub put_product: PreparedStatement,
-    pub get_product: PreparedStatement,
-    pub all_products: PreparedStatement,
-    pub put_stock: PreparedStatement,
-    pub all_stock: PreparedStatement,
-    pub put_cart: PreparedStatement,
-    pub delete_cart: PreparedStatement,
-    pub all_carts: PreparedStatement,
-    pub claim_email: PreparedStatement,
-    pub release_email: PreparedStatement,
-    pub insert_user: PreparedStatement,
-    pub get_user: PreparedStatement,
-    pub user_by_email: PreparedStatement,
-    pub update_user: PreparedStatement,
-    pub put_address: PreparedStatement,
-    pub delete_address: PreparedStatement,
-    pub addresses: PreparedStatement,
-    pub put_token: PreparedStatement,
-    pub put_token_family: PreparedStatement,
-    pub get_token: PreparedStatement,
-    pub rotate_token: PreparedStatement,
-    pub revoke_token: PreparedStatement,
-    pub token_family: PreparedStatement,
-    pub sign_out: PreparedStatement,
-    pub signed_out_at: PreparedStatement,
-    pub insert_order: Batch,
-    pub order_owner: PreparedStatement,
-    pub get_order: PreparedStatement,
-    pub update_order: PreparedStatement,
-    pub orders_of_user: PreparedStatement,
-    pub orders_of_user_before: PreparedStatement,
-    pub orders_of_shard: PreparedStatement,
-    pub put_payment: PreparedStatement,
-    pub get_payment: PreparedStatement,
-}
-
 /// Whether the driver may run a statement again after a timeout: true for
 /// plain reads and writes of fixed values, false for conditional ones.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Retry {
     Safe,
     Conditional,
+}
+
+use Retry::{Conditional, Safe};
+
+/// Declares each statement once: its field in `Statements`, its text
+/// (`{ks}` is the keyspace) and its retry kind.
+macro_rules! statements {
+    ($($name:ident: $retry:ident $cql:literal,)*) => {
+        pub struct Statements {
+            $(pub $name: PreparedStatement,)*
+            /// The order row's indexes (by id, and the shard's replay
+            /// index), one logged batch.
+            pub index_order: Batch,
+        }
+
+        /// Every statement's text and retry kind.
+        #[cfg(test)]
+        pub(crate) const CQL: &[(&str, Retry)] = &[$(($cql, $retry),)*];
+
+        impl Statements {
+            pub async fn prepare(session: &Session, keyspace: &str) -> Result<Statements> {
+                let p = Preparer { session, keyspace };
+                let mut index_order = Batch::new(BatchType::Logged);
+                for cql in INDEX_ORDER {
+                    index_order.append_statement(p.prepare(cql, Safe).await?);
+                }
+                index_order.set_is_idempotent(true);
+                Ok(Statements {
+                    $($name: p.prepare($cql, $retry).await?,)*
+                    index_order,
+                })
+            }
+        }
+    };
+}
+
+/// The order's index rows, written before the order itself: an index row
+/// whose order never landed is skipped by readers, while an order without
+/// its replay row would be missed when stock is rebuilt.
+pub(crate) const INDEX_ORDER: [&str; 2] = [
+    "INSERT INTO {ks}.orders_by_id (order_id, user_id) VALUES (?, ?)",
+    "INSERT INTO {ks}.orders_by_shard (node, shard, order_id, user_id) VALUES (?, ?, ?, ?)",
+];
+
+statements! {
+    get_meta: Safe "SELECT value FROM {ks}.meta WHERE name = ?",
+    put_meta: Safe "INSERT INTO {ks}.meta (name, value) VALUES (?, ?)",
+    put_category: Safe "INSERT INTO {ks}.categories (category_id, record) VALUES (?, ?)",
+    all_categories: Safe "SELECT record FROM {ks}.categories",
+    put_product: Safe "INSERT INTO {ks}.products (product_id, record) VALUES (?, ?)",
+    get_product: Safe "SELECT record FROM {ks}.products WHERE product_id = ?",
+    all_products: Safe "SELECT record FROM {ks}.products",
+    put_stock: Safe "INSERT INTO {ks}.stock (sku, record) VALUES (?, ?)",
+    all_stock: Safe "SELECT record FROM {ks}.stock",
+    put_cart: Safe "INSERT INTO {ks}.carts (key, record) VALUES (?, ?)",
+    delete_cart: Safe "DELETE FROM {ks}.carts WHERE key = ?",
+    all_carts: Safe "SELECT record FROM {ks}.carts",
+    insert_user: Conditional "INSERT INTO {ks}.users (user_id, email, record) VALUES (?, ?, ?) IF NOT EXISTS",
+    forget_user: Conditional "DELETE FROM {ks}.users WHERE user_id = ? IF email = ?",
+    claim_email: Conditional "INSERT INTO {ks}.users_by_email (email, user_id) VALUES (?, ?) IF NOT EXISTS",
+    take_over_email: Conditional "UPDATE {ks}.users_by_email SET user_id = ? WHERE email = ? IF user_id = ?",
+    get_user: Safe "SELECT record FROM {ks}.users WHERE user_id = ?",
+    user_by_email: Safe "SELECT user_id FROM {ks}.users_by_email WHERE email = ?",
+    update_user: Conditional "UPDATE {ks}.users SET record = ? WHERE user_id = ? IF email = ?",
+    put_address: Safe "INSERT INTO {ks}.addresses (user_id, address_id, record) VALUES (?, ?, ?)",
+    delete_address: Safe "DELETE FROM {ks}.addresses WHERE user_id = ? AND address_id = ?",
+    get_address: Safe "SELECT address_id FROM {ks}.addresses WHERE user_id = ? AND address_id = ?",
+    addresses: Safe "SELECT record FROM {ks}.addresses WHERE user_id = ?",
+    put_token: Conditional "INSERT INTO {ks}.refresh_tokens (token_hash, rotated, revoked, record) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+    put_token_family: Safe "INSERT INTO {ks}.token_families (family, token_hash) VALUES (?, ?)",
+    get_token: Safe "SELECT record, revoked FROM {ks}.refresh_tokens WHERE token_hash = ?",
+    rotate_token: Conditional "UPDATE {ks}.refresh_tokens SET rotated = true, record = ? WHERE token_hash = ? IF rotated = false AND revoked = false",
+    revoke_token: Conditional "UPDATE {ks}.refresh_tokens SET revoked = true WHERE token_hash = ? IF EXISTS",
+    token_family: Safe "SELECT token_hash FROM {ks}.token_families WHERE family = ?",
+    sign_out: Safe "INSERT INTO {ks}.sign_outs (user_id, at) VALUES (?, ?) USING TIMESTAMP ? AND TTL ?",
+    signed_out_at: Safe "SELECT at FROM {ks}.sign_outs WHERE user_id = ?",
+    insert_order: Conditional "INSERT INTO {ks}.orders_by_user (user_id, order_id, status, record) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+    order_owner: Safe "SELECT user_id FROM {ks}.orders_by_id WHERE order_id = ?",
+    get_order: Safe "SELECT record FROM {ks}.orders_by_user WHERE user_id = ? AND order_id = ?",
+    update_order: Conditional "UPDATE {ks}.orders_by_user SET status = ?, record = ? WHERE user_id = ? AND order_id = ? IF status = ?",
+    orders_of_user: Safe "SELECT record FROM {ks}.orders_by_user WHERE user_id = ? LIMIT ?",
+    orders_of_user_before: Safe "SELECT record FROM {ks}.orders_by_user WHERE user_id = ? AND order_id < ? LIMIT ?",
+    orders_of_shard: Safe "SELECT order_id, user_id FROM {ks}.orders_by_shard WHERE node = ? AND shard = ? AND order_id > ? LIMIT ?",
+    put_payment: Safe "INSERT INTO {ks}.payments (order_id, record) VALUES (?, ?)",
+    get_payment: Safe "SELECT record FROM {ks}.payments WHERE order_id = ?",
 }
 
 struct Preparer<'a> {
@@ -73,64 +124,57 @@ impl Preparer<'_> {
             .prepare(statement)
             .await
             .map_err(|e| StorageError::Unavailable(format!("scylla: preparing {cql}: {e}")))?;
-        prepared.set_is_idempotent(retry == Retry::Safe);
+        prepared.set_is_idempotent(retry == Safe);
         Ok(prepared)
     }
 }
 
-impl Statements {
-    pub async fn prepare(session: &Session, keyspace: &str) -> Result<Statements> {
-        let p = Preparer { session, keyspace };
-        use Retry::{Conditional, Safe};
-        let order_writes = [
-            p.prepare("INSERT INTO {ks}.orders_by_user (user_id, order_id, status, record) VALUES (?, ?, ?, ?)", Safe).await?,
-            p.prepare("INSERT INTO {ks}.orders_by_id (order_id, user_id) VALUES (?, ?)", Safe).await?,
-            p.prepare("INSERT INTO {ks}.orders_by_shard (node, shard, order_id, user_id) VALUES (?, ?, ?, ?)", Safe).await?,
-        ];
-        let mut insert_order = Batch::new(BatchType::Logged);
-        for statement in order_writes {
-            insert_order.append_statement(statement);
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// The table a write statement writes: the word after INSERT INTO,
+    /// UPDATE or DELETE ... FROM.
+    fn written_table(cql: &str) -> Option<&str> {
+        let words: Vec<&str> = cql.split_whitespace().collect();
+        let at = match words.first()? {
+            &"INSERT" => 2,
+            &"UPDATE" => 1,
+            &"DELETE" => words.iter().position(|w| *w == "FROM")? + 1,
+            _ => return None,
+        };
+        words.get(at).copied()
+    }
+
+    #[test]
+    fn a_table_written_conditionally_is_only_written_conditionally() {
+        let mut kinds: BTreeMap<&str, Vec<(Retry, &str)>> = BTreeMap::new();
+        let writes = CQL
+            .iter()
+            .copied()
+            .chain(INDEX_ORDER.map(|cql| (cql, Safe)));
+        for (cql, retry) in writes {
+            if let Some(table) = written_table(cql) {
+                kinds.entry(table).or_default().push((retry, cql));
+            }
         }
-        insert_order.set_is_idempotent(true);
-        Ok(Statements {
-            get_meta: p.prepare("SELECT value FROM {ks}.meta WHERE name = ?", Safe).await?,
-            put_meta: p.prepare("INSERT INTO {ks}.meta (name, value) VALUES (?, ?)", Safe).await?,
-            put_category: p.prepare("INSERT INTO {ks}.categories (category_id, record) VALUES (?, ?)", Safe).await?,
-            all_categories: p.prepare("SELECT record FROM {ks}.categories", Safe).await?,
-            put_product: p.prepare("INSERT INTO {ks}.products (product_id, record) VALUES (?, ?)", Safe).await?,
-            get_product: p.prepare("SELECT record FROM {ks}.products WHERE product_id = ?", Safe).await?,
-            all_products: p.prepare("SELECT record FROM {ks}.products", Safe).await?,
-            put_stock: p.prepare("INSERT INTO {ks}.stock (sku, record) VALUES (?, ?)", Safe).await?,
-            all_stock: p.prepare("SELECT record FROM {ks}.stock", Safe).await?,
-            put_cart: p.prepare("INSERT INTO {ks}.carts (key, record) VALUES (?, ?)", Safe).await?,
-            delete_cart: p.prepare("DELETE FROM {ks}.carts WHERE key = ?", Safe).await?,
-            all_carts: p.prepare("SELECT record FROM {ks}.carts", Safe).await?,
-            claim_email: p.prepare("INSERT INTO {ks}.users_by_email (email, user_id) VALUES (?, ?) IF NOT EXISTS", Conditional).await?,
-            release_email: p.prepare("DELETE FROM {ks}.users_by_email WHERE email = ? IF user_id = ?", Conditional).await?,
-            insert_user: p.prepare("INSERT INTO {ks}.users (user_id, email, record) VALUES (?, ?, ?) IF NOT EXISTS", Conditional).await?,
-            get_user: p.prepare("SELECT record FROM {ks}.users WHERE user_id = ?", Safe).await?,
-            user_by_email: p.prepare("SELECT user_id FROM {ks}.users_by_email WHERE email = ?", Safe).await?,
-            update_user: p.prepare("UPDATE {ks}.users SET record = ? WHERE user_id = ? IF email = ?", Conditional).await?,
-            put_address: p.prepare("INSERT INTO {ks}.addresses (user_id, address_id, record) VALUES (?, ?, ?)", Safe).await?,
-            delete_address: p.prepare("DELETE FROM {ks}.addresses WHERE user_id = ? AND address_id = ? IF EXISTS", Conditional).await?,
-            addresses: p.prepare("SELECT record FROM {ks}.addresses WHERE user_id = ?", Safe).await?,
-            put_token: p.prepare("INSERT INTO {ks}.refresh_tokens (token_hash, rotated, revoked, record) VALUES (?, ?, ?, ?)", Safe).await?,
-            put_token_family: p.prepare("INSERT INTO {ks}.token_families (family, token_hash) VALUES (?, ?)", Safe).await?,
-            get_token: p.prepare("SELECT record FROM {ks}.refresh_tokens WHERE token_hash = ?", Safe).await?,
-            rotate_token: p.prepare("UPDATE {ks}.refresh_tokens SET rotated = true, record = ? WHERE token_hash = ? IF rotated = false AND revoked = false", Conditional).await?,
-            revoke_token: p.prepare("UPDATE {ks}.refresh_tokens SET revoked = true, record = ? WHERE token_hash = ?", Safe).await?,
-            token_family: p.prepare("SELECT token_hash FROM {ks}.token_families WHERE family = ?", Safe).await?,
-            sign_out: p.prepare("INSERT INTO {ks}.sign_outs (user_id, at) VALUES (?, ?) USING TIMESTAMP ? AND TTL ?", Safe).await?,
-            signed_out_at: p.prepare("SELECT at FROM {ks}.sign_outs WHERE user_id = ?", Safe).await?,
-            insert_order,
-            order_owner: p.prepare("SELECT user_id FROM {ks}.orders_by_id WHERE order_id = ?", Safe).await?,
-            get_order: p.prepare("SELECT record FROM {ks}.orders_by_user WHERE user_id = ? AND order_id = ?", Safe).await?,
-            update_order: p.prepare("UPDATE {ks}.orders_by_user SET status = ?, record = ? WHERE user_id = ? AND order_id = ? IF status = ?", Conditional).await?,
-            orders_of_user: p.prepare("SELECT record FROM {ks}.orders_by_user WHERE user_id = ? LIMIT ?", Safe).await?,
-            orders_of_user_before: p.prepare("SELECT record FROM {ks}.orders_by_user WHERE user_id = ? AND order_id < ? LIMIT ?", Safe).await?,
-            orders_of_shard: p.prepare("SELECT order_id, user_id FROM {ks}.orders_by_shard WHERE node = ? AND shard = ? AND order_id > ? LIMIT ?", Safe).await?,
-            put_payment: p.prepare("INSERT INTO {ks}.payments (order_id, record) VALUES (?, ?)", Safe).await?,
-            get_payment: p.prepare("SELECT record FROM {ks}.payments WHERE order_id = ?", Safe).await?,
-        })
+        assert!(kinds.contains_key("{ks}.orders_by_user"), "{kinds:?}");
+        for (table, writes) in &kinds {
+            let conditional = writes.iter().filter(|(r, _)| *r == Conditional).count();
+            assert!(
+                conditional == 0 || conditional == writes.len(),
+                "{table} mixes plain and conditional writes: {writes:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn conditional_statements_are_exactly_those_with_a_condition() {
+        for (cql, retry) in CQL {
+            let has_condition = cql.contains(" IF ");
+            assert_eq!(has_condition, *retry == Conditional, "{cql}");
+        }
     }
 }

@@ -1,0 +1,84 @@
+//! The storage the server tests run on: the embedded store in each test's
+//! data directory, or, with `SOUK_TEST_STORAGE=scylla`, the CQL cluster
+//! named by `SOUK_SCYLLA_NODES` (`.ci/run` runs the end-to-end, commerce
+//! and crash tests so as well). There each data directory gets a keyspace
+//! of its own, named after its path, so a server started again over the
+//! same directory finds its data; [`Keyspace`] drops it.
+
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+
+use souk_server::config::StorageConfig;
+use souk_storage::scylla::ScyllaConfig;
+
+/// The cluster's configuration for `data`, when the tests run on CQL.
+pub fn scylla(data: &Path) -> Option<ScyllaConfig> {
+    match std::env::var("SOUK_TEST_STORAGE").as_deref() {
+        Ok("scylla") => {}
+        Ok("embedded") | Err(_) => return None,
+        Ok(other) => panic!("SOUK_TEST_STORAGE={other}: expected scylla or embedded"),
+    }
+    let nodes = std::env::var("SOUK_SCYLLA_NODES").expect(
+        "SOUK_TEST_STORAGE=scylla needs SOUK_SCYLLA_NODES (storage/scylla/cluster.sh start)",
+    );
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut hasher);
+    let keyspace = format!("souk_test_{:016x}", hasher.finish());
+    let mut config = ScyllaConfig::new(nodes.split(',').map(str::to_owned).collect(), keyspace);
+    config.replication_factor = std::env::var("SOUK_SCYLLA_REPLICATION_FACTOR")
+        .ok()
+        .and_then(|rf| rf.parse().ok())
+        .unwrap_or(1);
+    config.node = "souk-test".into();
+    Some(config)
+}
+
+/// What an in-process server over `data` stores into.
+pub fn storage_config(data: &Path) -> StorageConfig {
+    match scylla(data) {
+        Some(config) => StorageConfig::Scylla(config),
+        None => souk_server::Config::default().storage,
+    }
+}
+
+/// The same, as `souk`'s command-line flags.
+pub fn storage_args(data: &Path) -> Vec<String> {
+    let Some(config) = scylla(data) else {
+        return Vec::new();
+    };
+    [
+        "--storage",
+        "scylla",
+        "--scylla-nodes",
+        &config.nodes.join(","),
+        "--scylla-keyspace",
+        &config.keyspace,
+        "--scylla-replication-factor",
+        &config.replication_factor.to_string(),
+        "--node-name",
+        &config.node,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Drops the keyspace of a data directory when the test is done with it;
+/// nothing on the embedded store, whose data goes with the directory.
+pub struct Keyspace(Option<ScyllaConfig>);
+
+impl Keyspace {
+    pub fn of(data: &Path) -> Keyspace {
+        Keyspace(scylla(data))
+    }
+}
+
+impl Drop for Keyspace {
+    fn drop(&mut self) {
+        if let Some(config) = &self.0 {
+            let dropped = souk_storage::testing::drop_keyspace(&config.nodes, &config.keyspace);
+            if let Err(error) = dropped {
+                eprintln!("keyspace {} not dropped: {error}", config.keyspace);
+            }
+        }
+    }
+}

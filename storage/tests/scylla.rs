@@ -1,0 +1,233 @@
+//! What only the CQL backend can get wrong, against the live cluster named
+//! by `SOUK_SCYLLA_NODES` (see `conformance.rs` for when it skips): states
+//! a crash or a race leaves in the tables, made here with plain CQL, and
+//! the keyspace souk creates.
+
+use std::sync::Arc;
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::value::CqlValue;
+use souk_storage::model::{RefreshTokenRecord, UserRecord};
+use souk_storage::scylla::{ScyllaConfig, ScyllaStore, Server};
+use souk_storage::store::{TokenStore, UserStore};
+use souk_wire::api::{Role, UnixMillis, UserId};
+
+/// A store on a keyspace of its own and a plain session on the cluster;
+/// the keyspace is dropped after `check`, passed or not.
+async fn with_store<C, F>(check: C)
+where
+    C: FnOnce(Arc<ScyllaStore>, Arc<Session>, ScyllaConfig) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Ok(nodes) = std::env::var("SOUK_SCYLLA_NODES") else {
+        souk_storage::testing::skip_or_fail_unless(
+            "SOUK_SKIP_CQL",
+            "SOUK_SCYLLA_NODES is not set (no ScyllaDB cluster to test against)",
+        );
+        return;
+    };
+    let nodes: Vec<String> = nodes.split(',').map(str::to_owned).collect();
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut config = ScyllaConfig::new(nodes.clone(), format!("souk_cql_{salt}"));
+    config.replication_factor = std::env::var("SOUK_SCYLLA_REPLICATION_FACTOR")
+        .ok()
+        .and_then(|rf| rf.parse().ok())
+        .unwrap_or(1);
+    let store = Arc::new(ScyllaStore::connect(&config).await.unwrap());
+    let session = SessionBuilder::new()
+        .known_nodes(&nodes)
+        .build()
+        .await
+        .unwrap();
+    let outcome = tokio::spawn(check(store.clone(), Arc::new(session), config)).await;
+    store.drop_keyspace().await.unwrap();
+    if let Err(failed) = outcome {
+        std::panic::resume_unwind(failed.into_panic());
+    }
+}
+
+fn user(id: u64, email: &str) -> UserRecord {
+    UserRecord {
+        id: UserId(id),
+        email: email.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        name: None,
+        role: Role::Customer,
+        created_at: UnixMillis(1),
+    }
+}
+
+/// An earlier souk claimed the e-mail before storing the user; a crash in
+/// between left the address claimed by a user that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_claimed_by_a_user_that_never_landed_can_register() {
+    with_store(|store, session, config| async move {
+        let ks = &config.keyspace;
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {ks}.users_by_email (email, user_id) VALUES (?, ?) IF NOT EXISTS"
+                ),
+                ("stranded@example.com", 41_i64),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.user_by_email("stranded@example.com").await.unwrap(),
+            None
+        );
+
+        store
+            .create_user(&user(42, "Stranded@example.com"))
+            .await
+            .unwrap();
+        let found = store.user_by_email("stranded@example.com").await.unwrap();
+        assert_eq!(found.map(|u| u.id), Some(UserId(42)));
+
+        // A claim whose user exists is still refused.
+        let taken = store.create_user(&user(43, "stranded@example.com")).await;
+        assert!(
+            matches!(taken, Err(souk_storage::StorageError::Conflict(_))),
+            "{taken:?}"
+        );
+        assert_eq!(
+            store.user(UserId(43)).await.unwrap(),
+            None,
+            "the loser's row is removed"
+        );
+    })
+    .await;
+}
+
+/// A registration cut off after storing the user leaves a row nothing
+/// points to, and the e-mail free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_stored_without_its_email_claim_leaves_the_email_free() {
+    with_store(|store, session, config| async move {
+        let ks = &config.keyspace;
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {ks}.users (user_id, email, record) VALUES (?, ?, ?) IF NOT EXISTS"
+                ),
+                (51_i64, "half@example.com", vec![0u8]),
+            )
+            .await
+            .unwrap();
+        store
+            .create_user(&user(52, "half@example.com"))
+            .await
+            .unwrap();
+        let found = store.user_by_email("half@example.com").await.unwrap();
+        assert_eq!(found.map(|u| u.id), Some(UserId(52)));
+    })
+    .await;
+}
+
+fn token(hash: u8, family: u8) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        token_hash: [hash; 32],
+        user_id: UserId(7),
+        family: [family; 16],
+        issued_at: UnixMillis(10),
+        expires_at: UnixMillis(u64::MAX / 2),
+        rotated_at: None,
+        revoked: false,
+    }
+}
+
+/// Reuse detection reads `rotated_at`: revoking a family while one of its
+/// tokens rotates must not write back the record it read before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_family_never_undoes_a_rotation() {
+    with_store(|store, _session, _config| async move {
+        for round in 0..60u8 {
+            let (old, new) = (token(round, round), token(round.wrapping_add(100), round));
+            store.put_refresh_token(&old).await.unwrap();
+            let rotate = {
+                let store = store.clone();
+                let (old, new) = (old.token_hash, new.clone());
+                tokio::spawn(async move { store.rotate_refresh_token(&old, &new).await })
+            };
+            let revoke = {
+                let store = store.clone();
+                tokio::spawn(async move { store.revoke_token_family(&[round; 16]).await })
+            };
+            let rotated = rotate.await.unwrap().is_ok();
+            revoke.await.unwrap().unwrap();
+            let stored = store.refresh_token(&old.token_hash).await.unwrap().unwrap();
+            assert!(stored.revoked, "round {round}: the family was revoked");
+            if rotated {
+                assert_eq!(
+                    stored.rotated_at,
+                    Some(new.issued_at),
+                    "round {round}: a rotation that succeeded stays recorded"
+                );
+            }
+        }
+    })
+    .await;
+}
+
+/// The keyspace takes the configured replication, and on ScyllaDB the
+/// option that keeps lightweight transactions allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keyspace_has_the_configured_replication() {
+    with_store(|store, session, config| async move {
+        let rows = session
+            .query_unpaged(
+                "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+                (config.keyspace.as_str(),),
+            )
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        let (replication,): (std::collections::HashMap<String, String>,) =
+            rows.single_row().unwrap();
+        assert_eq!(
+            replication.get("class").map(String::as_str),
+            Some("org.apache.cassandra.locator.NetworkTopologyStrategy")
+        );
+        let factor = config.replication_factor.to_string();
+        assert!(
+            replication.values().any(|v| *v == factor),
+            "{replication:?}"
+        );
+        let release: String = session
+            .query_unpaged("SELECT release_version FROM system.local", &[])
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap()
+            .single_row::<(String,)>()
+            .unwrap()
+            .0;
+        match store.server() {
+            Server::Cassandra => assert!(release.starts_with("5."), "{release}"),
+            Server::ScyllaDb { tablets } => {
+                if tablets {
+                    let rows = session
+                        .query_unpaged(
+                            "SELECT initial_tablets FROM system_schema.scylla_keyspaces WHERE keyspace_name = ?",
+                            (config.keyspace.as_str(),),
+                        )
+                        .await
+                        .unwrap()
+                        .into_rows_result()
+                        .unwrap();
+                    let tablets: Option<(Option<CqlValue>,)> = rows.maybe_first_row().unwrap();
+                    assert!(
+                        matches!(tablets, None | Some((None,))),
+                        "tablets are off: {tablets:?}"
+                    );
+                }
+            }
+        }
+    })
+    .await;
+}
