@@ -231,3 +231,173 @@ async fn the_keyspace_has_the_configured_replication() {
     })
     .await;
 }
+
+/// Another node's store on the same keyspace.
+async fn node(config: &ScyllaConfig, name: &str) -> Arc<ScyllaStore> {
+    let mut config = config.clone();
+    config.node = name.into();
+    Arc::new(ScyllaStore::connect(&config).await.unwrap())
+}
+
+fn sku(name: &str) -> souk_wire::api::Sku {
+    souk_wire::api::Sku::new(name).unwrap()
+}
+
+/// Three nodes taking chunks at once, three takers each, until the pool
+/// is empty: they take exactly the pool between them, and every unit is
+/// in the pool or in the grant of the node that took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_taking_at_once_take_exactly_the_pool() {
+    with_store(|store, _session, config| async move {
+        let sku = sku("ESCROW-1");
+        assert_eq!(store.add_to_pool(&sku, 600).await.unwrap(), 600);
+        assert_eq!(store.add_to_pool(&sku, 400).await.unwrap(), 1_000);
+        let mut takers = tokio::task::JoinSet::new();
+        for name in ["node-a", "node-b", "node-c"] {
+            let node = node(&config, name).await;
+            for taker in 0..3_i64 {
+                let (node, sku) = (node.clone(), sku.clone());
+                takers.spawn(async move {
+                    let mut taken = 0;
+                    loop {
+                        match node.take_from_pool(&sku, 7 + taker * 13).await.unwrap() {
+                            0 => return (node.node().to_owned(), taken),
+                            units => taken += units,
+                        }
+                    }
+                });
+            }
+        }
+        let mut by_node = std::collections::BTreeMap::<String, i64>::new();
+        while let Some(result) = takers.join_next().await {
+            let (name, taken) = result.unwrap();
+            *by_node.entry(name).or_default() += taken;
+        }
+        assert_eq!(by_node.values().sum::<i64>(), 1_000, "{by_node:?}");
+        let escrow = store.escrow(&sku).await.unwrap();
+        assert_eq!(escrow.pool, 0);
+        for (name, taken) in &by_node {
+            assert_eq!(escrow.granted_to(name), *taken, "{escrow:?}");
+        }
+        assert_eq!(escrow.total(), 1_000);
+        let all = store.all_escrow().await.unwrap();
+        assert_eq!(all, vec![(sku.clone(), escrow)]);
+    })
+    .await;
+}
+
+/// What a node did not sell goes back; it cannot give back more than it
+/// holds, and a refused return changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gives_back_only_what_it_holds() {
+    with_store(|store, _session, _config| async move {
+        let sku = sku("ESCROW-2");
+        store.add_to_pool(&sku, 50).await.unwrap();
+        assert_eq!(
+            store.take_from_pool(&sku, 80).await.unwrap(),
+            50,
+            "no more than the pool"
+        );
+        assert_eq!(store.take_from_pool(&sku, 1).await.unwrap(), 0);
+        store.return_to_pool(&sku, 20).await.unwrap();
+        let escrow = store.escrow(&sku).await.unwrap();
+        assert_eq!((escrow.pool, escrow.granted_to(store.node())), (20, 30));
+        let over = store.return_to_pool(&sku, 31).await;
+        assert!(
+            matches!(over, Err(souk_storage::StorageError::Conflict(_))),
+            "{over:?}"
+        );
+        assert_eq!(store.escrow(&sku).await.unwrap(), escrow);
+        assert!(matches!(
+            store.add_to_pool(&sku, -1).await,
+            Err(souk_storage::StorageError::Conflict(_))
+        ));
+    })
+    .await;
+}
+
+/// A node whose lease ran out is fenced, cannot renew, and its grant is
+/// reclaimed down to what its orders hold; a live lease is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_fenced_and_its_grant_reclaimed() {
+    use souk_storage::scylla::Lease;
+    with_store(|store, _session, config| async move {
+        let sku = sku("ESCROW-3");
+        let (dead, live) = (
+            node(&config, "node-dead").await,
+            node(&config, "node-live").await,
+        );
+        store.add_to_pool(&sku, 100).await.unwrap();
+        assert_eq!(dead.take_from_pool(&sku, 40).await.unwrap(), 40);
+        assert_eq!(live.take_from_pool(&sku, 10).await.unwrap(), 10);
+        let now = UnixMillis(1_000_000);
+        dead.renew_lease(None, UnixMillis(now.0 - 1)).await.unwrap();
+        live.renew_lease(None, UnixMillis(now.0 + 5_000))
+            .await
+            .unwrap();
+
+        assert!(
+            !store.fence("node-live", now).await.unwrap(),
+            "a live lease stays"
+        );
+        assert!(
+            !store.fence("node-never", now).await.unwrap(),
+            "no lease, nothing to fence"
+        );
+        assert!(store.fence("node-dead", now).await.unwrap());
+        assert_eq!(store.lease("node-dead").await.unwrap(), Some(Lease::Fenced));
+        let renewed = dead
+            .renew_lease(
+                Some(Lease::Until(UnixMillis(now.0 - 1))),
+                UnixMillis(now.0 + 5_000),
+            )
+            .await;
+        assert!(
+            matches!(renewed, Err(souk_storage::StorageError::Conflict(_))),
+            "{renewed:?}"
+        );
+
+        // Its durable orders hold 12 units: those stay with it.
+        assert_eq!(store.reclaim(&sku, "node-dead", |_| 12).await.unwrap(), 28);
+        assert_eq!(
+            store.reclaim(&sku, "node-dead", |_| 12).await.unwrap(),
+            0,
+            "once"
+        );
+        let escrow = store.escrow(&sku).await.unwrap();
+        assert_eq!(
+            (
+                escrow.pool,
+                escrow.granted_to("node-dead"),
+                escrow.granted_to("node-live")
+            ),
+            (78, 12, 10)
+        );
+        assert_eq!(escrow.total(), 100);
+        // Started again, it takes its lease back from the fence.
+        dead.renew_lease(None, UnixMillis(now.0 + 5_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .leases()
+                .await
+                .unwrap()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+            [
+                (
+                    "node-dead".to_owned(),
+                    Lease::Until(UnixMillis(now.0 + 5_000))
+                ),
+                (
+                    "node-live".to_owned(),
+                    Lease::Until(UnixMillis(now.0 + 5_000))
+                ),
+            ]
+            .into_iter()
+            .collect()
+        );
+    })
+    .await;
+}

@@ -2,9 +2,12 @@
 //! directory holding `--orders` orders to its first answered request.
 //!
 //!     cargo run --release -p souk-bench --bin cold-start -- --orders 1000000
+//!     cargo run --release -p souk-bench --bin cold-start -- --orders 100000 \
+//!         --scylla-nodes 127.0.0.1:9042 --scylla-replication-factor 1
 //!
 //! Fills a fresh data directory through the embedded store (many writers,
-//! group commit) with `--days` of order history, closes it, then starts the
+//! group commit), or a fresh keyspace on a CQL cluster (dropped at the
+//! end), with `--days` of order history, closes it, then starts the
 //! server on it and times start, connect and the first product-detail
 //! reply, several times: first with every order to replay (a store no
 //! server has folded yet), then after folding the orders older than the
@@ -23,7 +26,7 @@ use souk_server::{Config, Server, limits};
 use souk_storage::Store;
 use souk_storage::embedded::{EmbeddedStore, EngineKind};
 use souk_storage::model::OrderRecord;
-use souk_storage::store::{OrderStore, StockStore};
+use souk_storage::scylla::{ScyllaConfig, ScyllaStore};
 use souk_storage::{demo, testing};
 use souk_wire::api::{OrderId, OrderStatus, UnixMillis};
 
@@ -42,6 +45,34 @@ struct Args {
     /// Days of history the orders are spread over, ending now.
     #[arg(long, default_value_t = 365)]
     days: u64,
+    /// Store on this CQL cluster (host:port,...) instead of the embedded
+    /// store.
+    #[arg(long, value_delimiter = ',')]
+    scylla_nodes: Option<Vec<String>>,
+    #[arg(long, default_value_t = 1)]
+    scylla_replication_factor: u32,
+}
+
+/// Where the orders are kept.
+enum Backend {
+    Embedded(std::path::PathBuf, EngineKind),
+    Scylla(ScyllaConfig),
+}
+
+impl Backend {
+    async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(match self {
+            Backend::Embedded(dir, engine) => Arc::new(EmbeddedStore::open(dir, *engine)?),
+            Backend::Scylla(config) => Arc::new(ScyllaStore::connect(config).await?),
+        })
+    }
+
+    fn storage(&self) -> StorageConfig {
+        match self {
+            Backend::Embedded(_, engine) => StorageConfig::Embedded(*engine),
+            Backend::Scylla(config) => StorageConfig::Scylla(config.clone()),
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -51,28 +82,29 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn fill(
-    dir: &std::path::Path,
-    engine: EngineKind,
-    orders: u64,
-    days: u64,
-) -> anyhow::Result<Duration> {
+fn fill(backend: &Backend, orders: u64, days: u64) -> anyhow::Result<Duration> {
     let (end, span) = (now_ms(), days * 86_400_000);
     let started = Instant::now();
-    let store = Arc::new(EmbeddedStore::open(dir, engine)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let store = backend.open().await?;
         let next = Arc::new(AtomicU64::new(1));
         let mut writers = Vec::new();
-        for _ in 0..256 {
+        // Enough writers to fill group commits; a CQL cluster (on the same
+        // machine, for the tests) is driven by fewer.
+        let writers_count = match backend {
+            Backend::Embedded(..) => 256,
+            Backend::Scylla(_) => 64,
+        };
+        for _ in 0..writers_count {
             let (store, next) = (store.clone(), next.clone());
             writers.push(tokio::spawn(async move {
                 loop {
                     let id = next.fetch_add(1, Ordering::Relaxed);
                     if id > orders {
-                        return Ok::<(), souk_storage::StorageError>(());
+                        return anyhow::Ok(());
                     }
                     store
                         .insert_order(&historic_order(id, orders, end, span))
@@ -106,15 +138,15 @@ fn historic_order(n: u64, count: u64, end: u64, span: u64) -> OrderRecord {
 }
 
 /// What the running server does every `STOCK_SNAPSHOT_INTERVAL`.
-fn fold(dir: &std::path::Path, engine: EngineKind) -> anyhow::Result<(Duration, usize)> {
+fn fold(backend: &Backend) -> anyhow::Result<(Duration, usize)> {
     let started = Instant::now();
-    let store = EmbeddedStore::open(dir, engine)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let lag = limits::STOCK_SNAPSHOT_LAG.as_millis() as u64;
     let below = OrderId(IdGenerator::first_at(UnixMillis(now_ms() - lag)));
     let folded = runtime.block_on(async {
+        let store = backend.open().await?;
         let mut folded = 0;
         loop {
             let step = limits::STOCK_SNAPSHOT_STEP;
@@ -163,14 +195,19 @@ fn time_starts(config: &Config, starts: usize, label: &str) -> anyhow::Result<f6
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let data = tempfile::tempdir()?;
-    let filled = fill(
-        &data.path().join("store"),
-        args.engine,
-        args.orders,
-        args.days,
-    )?;
+    let backend = match &args.scylla_nodes {
+        None => Backend::Embedded(data.path().join("store"), args.engine),
+        Some(nodes) => {
+            let keyspace = format!("souk_cold_start_{}", now_ms());
+            let mut config = ScyllaConfig::new(nodes.clone(), keyspace);
+            config.replication_factor = args.scylla_replication_factor;
+            config.node = "souk-bench".into();
+            Backend::Scylla(config)
+        }
+    };
+    let filled = fill(&backend, args.orders, args.days)?;
     println!(
-        "stored {} orders over {} days in {:.1} s ({:.0} orders/s through group commit)",
+        "stored {} orders over {} days in {:.1} s ({:.0} orders/s)",
         args.orders,
         args.days,
         filled.as_secs_f64(),
@@ -185,11 +222,11 @@ fn main() -> anyhow::Result<()> {
         // The synthetic orders sell more than the demo stock received;
         // the rebuild's warnings about that are not the measurement.
         log: "error".into(),
-        storage: StorageConfig::Embedded(args.engine),
+        storage: backend.storage(),
         ..Config::default()
     };
     let unfolded = time_starts(&config, args.starts, "every order replayed")?;
-    let (took, folded) = fold(&data.path().join("store"), args.engine)?;
+    let (took, folded) = fold(&backend)?;
     println!(
         "folded {folded} orders older than {} h into the stock snapshot in {:.1} s",
         limits::STOCK_SNAPSHOT_LAG.as_secs() / 3600,
@@ -200,5 +237,8 @@ fn main() -> anyhow::Result<()> {
         "median time to first reply: {unfolded:.0} ms replaying every order, \
          {snapshotted:.0} ms replaying those after the snapshot"
     );
+    if let Backend::Scylla(config) = &backend {
+        testing::drop_keyspace(&config.nodes, &config.keyspace).map_err(anyhow::Error::msg)?;
+    }
     Ok(())
 }

@@ -11,12 +11,19 @@ use std::path::Path;
 use souk_server::config::StorageConfig;
 use souk_storage::scylla::ScyllaConfig;
 
+/// Whether the tests run on the CQL cluster.
+pub fn on_cql() -> bool {
+    match std::env::var("SOUK_TEST_STORAGE").as_deref() {
+        Ok("scylla") => true,
+        Ok("embedded") | Err(_) => false,
+        Ok(other) => panic!("SOUK_TEST_STORAGE={other}: expected scylla or embedded"),
+    }
+}
+
 /// The cluster's configuration for `data`, when the tests run on CQL.
 pub fn scylla(data: &Path) -> Option<ScyllaConfig> {
-    match std::env::var("SOUK_TEST_STORAGE").as_deref() {
-        Ok("scylla") => {}
-        Ok("embedded") | Err(_) => return None,
-        Ok(other) => panic!("SOUK_TEST_STORAGE={other}: expected scylla or embedded"),
+    if !on_cql() {
+        return None;
     }
     let nodes = std::env::var("SOUK_SCYLLA_NODES").expect(
         "SOUK_TEST_STORAGE=scylla needs SOUK_SCYLLA_NODES (storage/scylla/cluster.sh start)",

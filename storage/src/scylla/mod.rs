@@ -21,7 +21,10 @@
 //! that applies answers with the row's old values on ScyllaDB but only
 //! `[applied]` on Cassandra, so only that first column is ever read.
 
+mod escrow;
 mod statements;
+
+pub use escrow::{Escrow, Lease};
 
 use std::ops::ControlFlow;
 use std::time::Duration;

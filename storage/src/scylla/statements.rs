@@ -36,6 +36,9 @@ macro_rules! statements {
             /// The order row's indexes (by id, and the shard's replay
             /// index), one logged batch.
             pub index_order: Batch,
+            /// Units moved between a SKU's pool and a node's grant: both
+            /// conditions hold, or neither write lands (one partition).
+            pub move_units: Batch,
         }
 
         /// Every statement's text and retry kind.
@@ -50,9 +53,15 @@ macro_rules! statements {
                     index_order.append_statement(p.prepare(cql, Safe).await?);
                 }
                 index_order.set_is_idempotent(true);
+                let mut move_units = Batch::new(BatchType::Unlogged);
+                for cql in MOVE_UNITS {
+                    move_units.append_statement(p.prepare(cql, Conditional).await?);
+                }
+                move_units.set_is_idempotent(false);
                 Ok(Statements {
                     $($name: p.prepare($cql, $retry).await?,)*
                     index_order,
+                    move_units,
                 })
             }
         }
@@ -65,6 +74,13 @@ macro_rules! statements {
 pub(crate) const INDEX_ORDER: [&str; 2] = [
     "INSERT INTO {ks}.orders_by_id (order_id, user_id) VALUES (?, ?)",
     "INSERT INTO {ks}.orders_by_shard (node, shard, order_id, user_id) VALUES (?, ?, ?, ?)",
+];
+
+/// The pool's new size if it still has its old one, and the grant's
+/// likewise.
+pub(crate) const MOVE_UNITS: [&str; 2] = [
+    "UPDATE {ks}.stock_escrow SET pool = ? WHERE sku = ? IF pool = ?",
+    "UPDATE {ks}.stock_escrow SET granted = ? WHERE sku = ? AND node = ? IF granted = ?",
 ];
 
 statements! {
@@ -108,6 +124,15 @@ statements! {
     orders_of_shard: Safe "SELECT order_id, user_id FROM {ks}.orders_by_shard WHERE node = ? AND shard = ? AND order_id > ? LIMIT ?",
     put_payment: Safe "INSERT INTO {ks}.payments (order_id, record) VALUES (?, ?)",
     get_payment: Safe "SELECT record FROM {ks}.payments WHERE order_id = ?",
+    escrow_of: Safe "SELECT pool, node, granted FROM {ks}.stock_escrow WHERE sku = ?",
+    all_escrow: Safe "SELECT sku, pool, node, granted FROM {ks}.stock_escrow",
+    open_pool: Conditional "INSERT INTO {ks}.stock_escrow (sku, pool) VALUES (?, ?) IF NOT EXISTS",
+    set_pool: Conditional "UPDATE {ks}.stock_escrow SET pool = ? WHERE sku = ? IF pool = ?",
+    open_grant: Conditional "INSERT INTO {ks}.stock_escrow (sku, node, granted) VALUES (?, ?, 0) IF NOT EXISTS",
+    lease_of: Safe "SELECT until FROM {ks}.node_leases WHERE node = ?",
+    all_leases: Safe "SELECT node, until FROM {ks}.node_leases",
+    new_lease: Conditional "INSERT INTO {ks}.node_leases (node, until) VALUES (?, ?) IF NOT EXISTS",
+    set_lease: Conditional "UPDATE {ks}.node_leases SET until = ? WHERE node = ? IF until = ?",
 }
 
 struct Preparer<'a> {
@@ -139,10 +164,10 @@ mod tests {
     /// UPDATE or DELETE ... FROM.
     fn written_table(cql: &str) -> Option<&str> {
         let words: Vec<&str> = cql.split_whitespace().collect();
-        let at = match words.first()? {
-            &"INSERT" => 2,
-            &"UPDATE" => 1,
-            &"DELETE" => words.iter().position(|w| *w == "FROM")? + 1,
+        let at = match *words.first()? {
+            "INSERT" => 2,
+            "UPDATE" => 1,
+            "DELETE" => words.iter().position(|w| *w == "FROM")? + 1,
             _ => return None,
         };
         words.get(at).copied()
@@ -154,7 +179,8 @@ mod tests {
         let writes = CQL
             .iter()
             .copied()
-            .chain(INDEX_ORDER.map(|cql| (cql, Safe)));
+            .chain(INDEX_ORDER.map(|cql| (cql, Safe)))
+            .chain(MOVE_UNITS.map(|cql| (cql, Conditional)));
         for (cql, retry) in writes {
             if let Some(table) = written_table(cql) {
                 kinds.entry(table).or_default().push((retry, cql));
