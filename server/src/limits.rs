@@ -39,6 +39,15 @@ pub const CROSS_SHARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// The retry hint sent with `Busy`.
 pub const BUSY_RETRY_AFTER_MS: u32 = 50;
 
+/// How long a checkout key claimed on a shared store by an order that was
+/// never stored counts as an attempt still running on another node. An
+/// attempt reaches its insert within a few storage timeouts (5 s each), so
+/// past this it never will, and a retry takes the key over.
+pub const CHECKOUT_CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The retry hint when a checkout is in progress on another node.
+pub const CHECKOUT_ELSEWHERE_RETRY_AFTER_MS: u32 = 1_000;
+
 /// On SIGTERM, in-flight requests get this long to finish before
 /// connections are closed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

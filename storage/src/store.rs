@@ -9,7 +9,8 @@
 
 use async_trait::async_trait;
 use souk_wire::api::{
-    Address, AddressId, Category, OrderId, OrderStatus, Product, ProductId, UnixMillis, UserId,
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId,
+    UnixMillis, UserId,
 };
 
 use crate::CatalogData;
@@ -94,8 +95,59 @@ pub trait TokenStore: Send + Sync {
     async fn signed_out_at(&self, user: UserId) -> Result<Option<UnixMillis>>;
 }
 
+/// Who holds a checkout's idempotency key across nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The caller's order holds it now.
+    Claimed,
+    /// Another order claimed it at `claimed_at`; it may or may not have
+    /// been stored.
+    Taken {
+        order: OrderId,
+        claimed_at: UnixMillis,
+    },
+}
+
 #[async_trait]
 pub trait OrderStore: Send + Sync {
+    /// Claims a checkout's idempotency key for `order` where every node
+    /// sharing this store sees it, before any stock is reserved, so that a
+    /// checkout retried on another node finds the first order. The default
+    /// claims nothing: on a store only one node uses, the owner shard's
+    /// index of recent keys is the whole truth.
+    async fn claim_checkout_key(
+        &self,
+        _user: UserId,
+        _key: IdempotencyKey,
+        _order: OrderId,
+        _now: UnixMillis,
+    ) -> Result<KeyClaim> {
+        Ok(KeyClaim::Claimed)
+    }
+    /// Moves a claim from `from` (an order that was never stored, claimed
+    /// long enough ago that it never will be) to `order`; false when the
+    /// claim is no longer `from`'s.
+    async fn take_over_checkout_key(
+        &self,
+        _user: UserId,
+        _key: IdempotencyKey,
+        _from: OrderId,
+        _order: OrderId,
+        _now: UnixMillis,
+    ) -> Result<bool> {
+        Ok(true)
+    }
+    /// Gives up `order`'s claim: its checkout failed before anything was
+    /// stored (no stock, say), and a retry may place another.
+    async fn release_checkout_key(
+        &self,
+        _user: UserId,
+        _key: IdempotencyKey,
+        _order: OrderId,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Stores a new order. Order ids are unique by construction (the owner
     /// shard makes them), so storing the same order again, as a retry after
     /// a timeout does, is harmless: it leaves one copy. An id below the

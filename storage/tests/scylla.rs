@@ -401,3 +401,72 @@ async fn a_dead_node_is_fenced_and_its_grant_reclaimed() {
     })
     .await;
 }
+
+/// A checkout key is held by one order at a time across nodes: claimed
+/// once, found by the next claimant, handed over only from the order
+/// named, released only by its holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_key_is_held_by_one_order_across_nodes() {
+    use souk_storage::store::{KeyClaim, OrderStore};
+    use souk_wire::api::{IdempotencyKey, OrderId};
+    with_store(|store, _session, config| async move {
+        let other = node(&config, "node-b").await;
+        let (user, key, at) = (UserId(9), IdempotencyKey(0xfeed), UnixMillis(5_000));
+        let claim = |store: Arc<ScyllaStore>, order: u64| async move {
+            store
+                .claim_checkout_key(user, key, OrderId(order), at)
+                .await
+                .unwrap()
+        };
+        assert_eq!(claim(store.clone(), 1).await, KeyClaim::Claimed);
+        assert_eq!(
+            claim(store.clone(), 1).await,
+            KeyClaim::Claimed,
+            "a retry of the same claim"
+        );
+        let first = KeyClaim::Taken {
+            order: OrderId(1),
+            claimed_at: at,
+        };
+        assert_eq!(claim(other.clone(), 2).await, first);
+        let other_user = other
+            .claim_checkout_key(UserId(10), key, OrderId(3), at)
+            .await;
+        assert_eq!(other_user.unwrap(), KeyClaim::Claimed, "keys are per user");
+
+        let later = UnixMillis(90_000);
+        assert!(
+            !other
+                .take_over_checkout_key(user, key, OrderId(7), OrderId(2), later)
+                .await
+                .unwrap()
+        );
+        assert!(
+            other
+                .take_over_checkout_key(user, key, OrderId(1), OrderId(2), later)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            claim(store.clone(), 4).await,
+            KeyClaim::Taken {
+                order: OrderId(2),
+                claimed_at: later
+            }
+        );
+        store
+            .release_checkout_key(user, key, OrderId(1))
+            .await
+            .unwrap();
+        assert!(
+            matches!(claim(store.clone(), 4).await, KeyClaim::Taken { .. }),
+            "not the holder's"
+        );
+        other
+            .release_checkout_key(user, key, OrderId(2))
+            .await
+            .unwrap();
+        assert_eq!(claim(store.clone(), 4).await, KeyClaim::Claimed);
+    })
+    .await;
+}

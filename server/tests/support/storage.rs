@@ -89,3 +89,35 @@ impl Drop for Keyspace {
         }
     }
 }
+
+/// Node `name` of several souk nodes sharing one keyspace on the CQL
+/// cluster named by `SOUK_SCYLLA_NODES` (whatever `SOUK_TEST_STORAGE`
+/// says: several nodes need a shared store); `None`, having said why (see
+/// `skip_or_fail`), without one. The keyspace is named after `cluster`, a
+/// directory the test holds for as long as the nodes run.
+pub fn cluster_node(cluster: &Path, name: &str) -> Option<ScyllaConfig> {
+    let Ok(nodes) = std::env::var("SOUK_SCYLLA_NODES") else {
+        souk_storage::testing::skip_or_fail_unless(
+            "SOUK_SKIP_CQL",
+            "SOUK_SCYLLA_NODES is not set (no CQL cluster for several souk nodes)",
+        );
+        return None;
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    cluster.hash(&mut hasher);
+    let keyspace = format!("souk_cluster_{:016x}", hasher.finish());
+    let mut config = ScyllaConfig::new(nodes.split(',').map(str::to_owned).collect(), keyspace);
+    config.replication_factor = std::env::var("SOUK_SCYLLA_REPLICATION_FACTOR")
+        .ok()
+        .and_then(|rf| rf.parse().ok())
+        .unwrap_or(1);
+    config.node = name.into();
+    Some(config)
+}
+
+impl Keyspace {
+    /// The keyspace of `config`, dropped with this.
+    pub fn named(config: &ScyllaConfig) -> Keyspace {
+        Keyspace(Some(config.clone()))
+    }
+}

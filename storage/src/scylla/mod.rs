@@ -40,7 +40,8 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use souk_wire::api::{
-    Address, AddressId, Category, OrderId, OrderStatus, Product, ProductId, UnixMillis, UserId,
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId,
+    UnixMillis, UserId,
 };
 
 use crate::CatalogData;
@@ -52,7 +53,8 @@ use crate::model::{
     StockRecord, StockSnapshot, UserRecord,
 };
 use crate::store::{
-    CartStore, CatalogStore, OrderStore, PaymentStore, StockStore, Store, TokenStore, UserStore,
+    CartStore, CatalogStore, KeyClaim, OrderStore, PaymentStore, StockStore, Store, TokenStore,
+    UserStore,
 };
 use statements::Statements;
 
@@ -824,6 +826,69 @@ impl OrderStore for ScyllaStore {
                 order.id.0
             ))),
         }
+    }
+
+    async fn claim_checkout_key(
+        &self,
+        user: UserId,
+        key: IdempotencyKey,
+        order: OrderId,
+        now: UnixMillis,
+    ) -> Result<KeyClaim> {
+        let (user, key) = (to_i64(user.0), key.0.to_be_bytes().to_vec());
+        let values = (user, &key, to_i64(order.0), to_i64(now.0));
+        let claimed = self.run(&self.statements.claim_key, values).await?;
+        if applied(claimed)? {
+            return Ok(KeyClaim::Claimed);
+        }
+        let rows = self
+            .run(&self.statements.key_claim, (user, &key))
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        let row: Option<(i64, i64)> = rows.maybe_first_row().map_err(unavailable)?;
+        match row {
+            Some((held, _)) if held == to_i64(order.0) => Ok(KeyClaim::Claimed),
+            Some((held, at)) => Ok(KeyClaim::Taken {
+                order: OrderId(held.max(0) as u64),
+                claimed_at: UnixMillis(at.max(0) as u64),
+            }),
+            // Released between the two statements: the caller tries again.
+            None => Err(StorageError::Conflict(
+                "the checkout key changed hands; try again".into(),
+            )),
+        }
+    }
+
+    async fn take_over_checkout_key(
+        &self,
+        user: UserId,
+        key: IdempotencyKey,
+        from: OrderId,
+        order: OrderId,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let key = key.0.to_be_bytes().to_vec();
+        let values = (
+            to_i64(order.0),
+            to_i64(now.0),
+            to_i64(user.0),
+            key,
+            to_i64(from.0),
+        );
+        applied(self.run(&self.statements.move_key, values).await?)
+    }
+
+    async fn release_checkout_key(
+        &self,
+        user: UserId,
+        key: IdempotencyKey,
+        order: OrderId,
+    ) -> Result<()> {
+        let key = key.0.to_be_bytes().to_vec();
+        let values = (to_i64(user.0), key, to_i64(order.0));
+        self.run(&self.statements.release_key, values).await?;
+        Ok(())
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>> {

@@ -133,6 +133,10 @@ statements! {
     all_leases: Safe "SELECT node, until FROM {ks}.node_leases",
     new_lease: Conditional "INSERT INTO {ks}.node_leases (node, until) VALUES (?, ?) IF NOT EXISTS",
     set_lease: Conditional "UPDATE {ks}.node_leases SET until = ? WHERE node = ? IF until = ?",
+    claim_key: Conditional "INSERT INTO {ks}.checkout_keys (user_id, key, order_id, claimed_at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+    key_claim: Safe "SELECT order_id, claimed_at FROM {ks}.checkout_keys WHERE user_id = ? AND key = ?",
+    move_key: Conditional "UPDATE {ks}.checkout_keys SET order_id = ?, claimed_at = ? WHERE user_id = ? AND key = ? IF order_id = ?",
+    release_key: Conditional "DELETE FROM {ks}.checkout_keys WHERE user_id = ? AND key = ? IF order_id = ?",
 }
 
 struct Preparer<'a> {

@@ -3,12 +3,15 @@
 //!
 //! 1. look the idempotency key up among the shard's recent orders: a
 //!    retry gets its order back;
-//! 2. price the cart (or the lines a "buy now" names) from the catalog;
-//! 3. reserve every line on its SKU's owner shard, all or nothing;
-//! 4. write the order `PendingPayment` durably, with its key;
-//! 5. only then acknowledge, and start the payment.
+//! 2. claim the key where every node sees it, when several nodes share the
+//!    store: a retry sent to another node gets the first order back;
+//! 3. price the cart (or the lines a "buy now" names) from the catalog;
+//! 4. reserve every line on its SKU's owner shard, all or nothing;
+//! 5. write the order `PendingPayment` durably, with its key;
+//! 6. only then acknowledge, and start the payment.
 //!
-//! One durable write per checkout. A crash before 4 leaves reservations
+//! One durable write per checkout on one node (the claim is a second one
+//! where nodes share a cluster). A crash before 5 leaves reservations
 //! only in memory, gone with the process; the rebuild at start counts
 //! exactly the durable orders and re-indexes their keys, so a retry after
 //! a crash finds an order that was stored and places one that was not.
@@ -16,6 +19,7 @@
 
 use std::rc::Rc;
 
+use souk_storage::store::KeyClaim;
 use souk_wire::api::IdempotencyKey;
 
 use super::reservations::{Settlement, reserve, settle};
@@ -57,18 +61,26 @@ async fn place<P: Ports>(
     if let Some(id) = earlier
         && let Some(order) = ports.store().order(id).await.map_err(storage_failure)?
     {
-        if !order_rules::same_checkout(&order, &call.checkout) {
-            return Err(ApiError::new(
-                ErrorStatus::Conflict,
-                "this idempotency key was used for a different checkout",
-            ));
-        }
-        return Ok(order_rules::view(&order));
+        return replayed(&order, &call);
     }
     // Replays above are free; each new checkout attempt counts.
     take_checkout_token(ports, call.user, now).await?;
-    let record = price(ports, &call, now)?;
-    reserve(ports, &record).await?;
+    let id = OrderId(ports.state().borrow_mut().ids.next(now));
+    // Before pricing: a retry on another node finds the order even though
+    // the cart it was priced from lives on the first node.
+    if let Some(earlier) = claim_key(ports, &call, id, now).await? {
+        return Ok(earlier);
+    }
+    let record = match price_and_reserve(ports, &call, id, now).await {
+        Ok(record) => record,
+        Err(error) => {
+            // Nothing was stored: a retry may place the order.
+            release_key(ports, &call, id).await;
+            return Err(error);
+        }
+    };
+    // A failed insert keeps its claim: the order may have been stored all
+    // the same, and a retry must find it rather than place a second one.
     if let Err(error) = ports.store().insert_order(&record).await {
         warn!(order = record.id.0, %error, "order not stored; its reservation is released");
         settle(ports, &record, Settlement::Release).await;
@@ -82,6 +94,87 @@ async fn place<P: Ports>(
         Some(record),
     )));
     Ok(view)
+}
+
+/// The answer to a retried checkout: its order, if the retry asks for the
+/// same thing.
+fn replayed(order: &OrderRecord, call: &CheckoutCall) -> Result<souk_wire::api::Order, ApiError> {
+    if !order_rules::same_checkout(order, &call.checkout) {
+        return Err(ApiError::new(
+            ErrorStatus::Conflict,
+            "this idempotency key was used for a different checkout",
+        ));
+    }
+    Ok(order_rules::view(order))
+}
+
+/// Claims the checkout's key for `record` where every node sharing the
+/// store sees it (a no-op on a store one node uses). `Some` is the order an
+/// earlier attempt stored, on any node. A claim whose order is not stored
+/// is an attempt still running elsewhere (`Busy`) until
+/// `CHECKOUT_CLAIM_TIMEOUT` has passed, far beyond any attempt's time to
+/// its insert; then it never stored one, and the claim is taken over.
+async fn claim_key<P: Ports>(
+    ports: &Rc<P>,
+    call: &CheckoutCall,
+    id: OrderId,
+    now: UnixMillis,
+) -> Result<Option<souk_wire::api::Order>, ApiError> {
+    let store = ports.store();
+    for _ in 0..3 {
+        let claim = match store.claim_checkout_key(call.user, call.key, id, now).await {
+            // Released between reading and claiming: claim again.
+            Err(StorageError::Conflict(_)) => continue,
+            claim => claim.map_err(storage_failure)?,
+        };
+        let KeyClaim::Taken { order, claimed_at } = claim else {
+            return Ok(None);
+        };
+        if let Some(stored) = store.order(order).await.map_err(storage_failure)? {
+            return replayed(&stored, call).map(Some);
+        }
+        let timeout = limits::CHECKOUT_CLAIM_TIMEOUT.as_millis() as u64;
+        if now.0.saturating_sub(claimed_at.0) < timeout {
+            return Err(ApiError::busy(
+                limits::CHECKOUT_ELSEWHERE_RETRY_AFTER_MS,
+                "this checkout is in progress on another node",
+            ));
+        }
+        let taken = store
+            .take_over_checkout_key(call.user, call.key, order, id, now)
+            .await
+            .map_err(storage_failure)?;
+        if taken {
+            return Ok(None);
+        }
+    }
+    Err(ApiError::busy(
+        limits::CHECKOUT_ELSEWHERE_RETRY_AFTER_MS,
+        "this checkout's key keeps changing hands",
+    ))
+}
+
+async fn price_and_reserve<P: Ports>(
+    ports: &Rc<P>,
+    call: &CheckoutCall,
+    id: OrderId,
+    now: UnixMillis,
+) -> Result<OrderRecord, ApiError> {
+    let record = price(ports, call, id, now)?;
+    reserve(ports, &record).await?;
+    Ok(record)
+}
+
+/// Gives up the key's claim after a checkout that stored nothing; a claim
+/// that cannot be given up lapses after `CHECKOUT_CLAIM_TIMEOUT`.
+async fn release_key<P: Ports>(ports: &Rc<P>, call: &CheckoutCall, id: OrderId) {
+    let released = ports
+        .store()
+        .release_checkout_key(call.user, call.key, id)
+        .await;
+    if let Err(error) = released {
+        warn!(order = id.0, %error, "checkout key not released; it lapses");
+    }
 }
 
 /// Takes one of the user's checkout tokens: from the limit every node
@@ -123,6 +216,7 @@ async fn take_checkout_token<P: Ports>(
 fn price<P: Ports>(
     ports: &Rc<P>,
     call: &CheckoutCall,
+    id: OrderId,
     now: UnixMillis,
 ) -> Result<OrderRecord, ApiError> {
     let mut state = ports.state().borrow_mut();
@@ -134,7 +228,7 @@ fn price<P: Ports>(
         order_rules::buy_now_lines(&state.catalog, &call.checkout.lines)?
     };
     let order = order_rules::NewOrder {
-        id: OrderId(state.ids.next(now)),
+        id,
         user: call.user,
         shard: state.shard,
         key: call.key,
