@@ -36,6 +36,14 @@ pub const SHARD_INBOX_MAX: usize = 4096;
 /// alive answers in microseconds; this only matters if one is wedged.
 pub const CROSS_SHARD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often the catalog owner asks a store several nodes share for the
+/// catalog changes other nodes made: the lag of such a change.
+pub const CATALOG_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far back each of those looks beyond the last one: for node clocks
+/// that disagree and changes whose write was still landing.
+pub const CATALOG_CHANGE_SKEW: Duration = Duration::from_secs(5);
+
 /// The retry hint sent with `Busy`.
 pub const BUSY_RETRY_AFTER_MS: u32 = 50;
 

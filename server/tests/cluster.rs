@@ -97,3 +97,61 @@ async fn a_checkout_retried_on_another_node_returns_the_first_order() {
     b.shutdown().unwrap();
     a.shutdown().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_change_on_one_node_reaches_the_others() {
+    let (cluster, data_a, data_b) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let Some(config_a) = node_config(cluster.path(), data_a.path(), "node-a") else {
+        return;
+    };
+    let config_b = node_config(cluster.path(), data_b.path(), "node-b").unwrap();
+    let StorageConfig::Scylla(scylla) = &config_a.storage else {
+        unreachable!("a cluster node stores into the cluster");
+    };
+    let _keyspace = Keyspace::named(scylla);
+    let a = start_with_admin(&config_a);
+    let b = join(data_a.path(), &config_b);
+
+    // Node B serves (and caches) the product as it was.
+    let id = demo::product_id(5);
+    let shopper = connect(&b).await;
+    let before = shopper.get_product(&id).await.unwrap();
+    assert_eq!(shopper.get_product(&id).await.unwrap().name, before.name);
+
+    let admin = connect(&a).await;
+    sign_in_admin(&admin).await;
+    let mut changed = before.clone();
+    changed.name = format!("{} (renamed on node A)", before.name);
+    admin
+        .call(souk_client::api::RequestBody::AdminUpsertProduct(Box::new(
+            changed.clone(),
+        )))
+        .await
+        .unwrap();
+    let changed_at = std::time::Instant::now();
+    let lag = loop {
+        let seen = shopper.get_product(&id).await.unwrap();
+        if seen.name == changed.name {
+            break changed_at.elapsed();
+        }
+        assert!(
+            changed_at.elapsed() < std::time::Duration::from_secs(10),
+            "node B still serves {:?}",
+            seen.name
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    eprintln!("the change reached node B after {} ms", lag.as_millis());
+    // A node started after the change reads it with the catalog.
+    b.shutdown().unwrap();
+    let b = Server::start(&config_b).unwrap();
+    let later = connect(&b).await;
+    assert_eq!(later.get_product(&id).await.unwrap().name, changed.name);
+
+    b.shutdown().unwrap();
+    a.shutdown().unwrap();
+}

@@ -32,6 +32,13 @@ pub trait CatalogStore: Send + Sync {
     async fn load_catalog(&self) -> Result<CatalogData>;
     async fn upsert_product(&self, product: &Product) -> Result<()>;
     async fn product(&self, id: &ProductId) -> Result<Option<Product>>;
+    /// Products changed (upserted) at or after `since`, by any node sharing
+    /// this store: what a node polls to follow catalog changes made on
+    /// others. The default has none: a store only one node uses sees its
+    /// changes as it makes them.
+    async fn catalog_changes(&self, _since: UnixMillis) -> Result<Vec<ProductId>> {
+        Ok(Vec::new())
+    }
     async fn put_categories(&self, categories: &[Category]) -> Result<()>;
 }
 

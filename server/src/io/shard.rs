@@ -405,6 +405,8 @@ async fn run(setup: ShardSetup) {
     let expiry_task = tokio::task::spawn_local(flow::expire_lapsed(shard.clone()));
     let catalog_task = tokio::task::spawn_local(follow_catalog(shard.clone()));
     let board_task = tokio::task::spawn_local(flow::publish_stock_statuses(shard.clone()));
+    let shared_catalog_task = (id == crate::domain::CATALOG_OWNER)
+        .then(|| tokio::task::spawn_local(flow::follow_shared_catalog(shard.clone())));
     let carts_task = tokio::task::spawn_local(flow::flush_carts(shard.clone()));
     // Payments that a stop interrupted resume; the gateway is idempotent.
     let pending = shard.state.borrow().pending.ids();
@@ -439,7 +441,7 @@ async fn run(setup: ShardSetup) {
     catalog_task.abort();
     board_task.abort();
     resume_task.abort();
-    if let Some(task) = sign_outs_task {
+    for task in [sign_outs_task, shared_catalog_task].into_iter().flatten() {
         task.abort();
     }
     debug!(shard = id.0, "stopped");

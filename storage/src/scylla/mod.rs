@@ -66,6 +66,9 @@ pub use scylla::frame::types::{Consistency, SerialConsistency};
 /// How long one request may take before the driver gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Milliseconds in the day buckets of `catalog_changes`.
+const DAY_MS: i64 = 86_400_000;
+
 /// Orders read at once when a shard's replay index is followed.
 const ORDER_READS_IN_FLIGHT: usize = 64;
 
@@ -435,11 +438,48 @@ impl CatalogStore for ScyllaStore {
         })
     }
 
+    /// The product and its change row in one logged batch, so that a
+    /// change stored is a change other nodes find.
     async fn upsert_product(&self, product: &Product) -> Result<()> {
         let record = encode("product", product, RECORD_BYTES_MAX)?;
-        self.run(&self.statements.put_product, (product.id.as_str(), record))
-            .await?;
+        let at = to_i64(product.updated_at.0);
+        let values = (
+            (product.id.as_str(), record),
+            (at / DAY_MS, at, product.id.as_str()),
+        );
+        self.session
+            .batch(&self.statements.put_product, values)
+            .await
+            .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn catalog_changes(&self, since: UnixMillis) -> Result<Vec<ProductId>> {
+        let since = to_i64(since.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        // Rows live two days: older buckets are empty.
+        let (first, today) = ((since / DAY_MS).max(now / DAY_MS - 2), now / DAY_MS);
+        let mut changed = Vec::new();
+        for day in first..=today {
+            let rows = self
+                .run(&self.statements.catalog_changes, (day, since))
+                .await?
+                .into_rows_result()
+                .map_err(unavailable)?;
+            for row in rows.rows::<(String,)>().map_err(unavailable)? {
+                let (id,) = row.map_err(unavailable)?;
+                let id = ProductId::new(id).map_err(|e| StorageError::Corrupt {
+                    table: "catalog_changes",
+                    reason: e.to_string(),
+                })?;
+                if !changed.contains(&id) {
+                    changed.push(id);
+                }
+            }
+        }
+        Ok(changed)
     }
 
     async fn product(&self, id: &ProductId) -> Result<Option<Product>> {

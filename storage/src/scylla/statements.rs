@@ -36,6 +36,8 @@ macro_rules! statements {
             /// The order row's indexes (by id, and the shard's replay
             /// index), one logged batch.
             pub index_order: Batch,
+            /// A product and its catalog change row, one logged batch.
+            pub put_product: Batch,
             /// Units moved between a SKU's pool and a node's grant: both
             /// conditions hold, or neither write lands (one partition).
             pub move_units: Batch,
@@ -58,10 +60,16 @@ macro_rules! statements {
                     move_units.append_statement(p.prepare(cql, Conditional).await?);
                 }
                 move_units.set_is_idempotent(false);
+                let mut put_product = Batch::new(BatchType::Logged);
+                for cql in PUT_PRODUCT {
+                    put_product.append_statement(p.prepare(cql, Safe).await?);
+                }
+                put_product.set_is_idempotent(true);
                 Ok(Statements {
                     $($name: p.prepare($cql, $retry).await?,)*
                     index_order,
                     move_units,
+                    put_product,
                 })
             }
         }
@@ -76,6 +84,12 @@ pub(crate) const INDEX_ORDER: [&str; 2] = [
     "INSERT INTO {ks}.orders_by_shard (node, shard, order_id, user_id) VALUES (?, ?, ?, ?)",
 ];
 
+/// A product, and the row other nodes find the change by.
+pub(crate) const PUT_PRODUCT: [&str; 2] = [
+    "INSERT INTO {ks}.products (product_id, record) VALUES (?, ?)",
+    "INSERT INTO {ks}.catalog_changes (day, at, product_id) VALUES (?, ?, ?)",
+];
+
 /// The pool's new size if it still has its old one, and the grant's
 /// likewise.
 pub(crate) const MOVE_UNITS: [&str; 2] = [
@@ -88,7 +102,6 @@ statements! {
     put_meta: Safe "INSERT INTO {ks}.meta (name, value) VALUES (?, ?)",
     put_category: Safe "INSERT INTO {ks}.categories (category_id, record) VALUES (?, ?)",
     all_categories: Safe "SELECT record FROM {ks}.categories",
-    put_product: Safe "INSERT INTO {ks}.products (product_id, record) VALUES (?, ?)",
     get_product: Safe "SELECT record FROM {ks}.products WHERE product_id = ?",
     all_products: Safe "SELECT record FROM {ks}.products",
     put_stock: Safe "INSERT INTO {ks}.stock (sku, record) VALUES (?, ?)",
@@ -133,6 +146,7 @@ statements! {
     all_leases: Safe "SELECT node, until FROM {ks}.node_leases",
     new_lease: Conditional "INSERT INTO {ks}.node_leases (node, until) VALUES (?, ?) IF NOT EXISTS",
     set_lease: Conditional "UPDATE {ks}.node_leases SET until = ? WHERE node = ? IF until = ?",
+    catalog_changes: Safe "SELECT product_id FROM {ks}.catalog_changes WHERE day = ? AND at >= ?",
     claim_key: Conditional "INSERT INTO {ks}.checkout_keys (user_id, key, order_id, claimed_at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
     key_claim: Safe "SELECT order_id, claimed_at FROM {ks}.checkout_keys WHERE user_id = ? AND key = ?",
     move_key: Conditional "UPDATE {ks}.checkout_keys SET order_id = ?, claimed_at = ? WHERE user_id = ? AND key = ? IF order_id = ?",
@@ -184,6 +198,7 @@ mod tests {
             .iter()
             .copied()
             .chain(INDEX_ORDER.map(|cql| (cql, Safe)))
+            .chain(PUT_PRODUCT.map(|cql| (cql, Safe)))
             .chain(MOVE_UNITS.map(|cql| (cql, Conditional)));
         for (cql, retry) in writes {
             if let Some(table) = written_table(cql) {

@@ -409,6 +409,51 @@ pub async fn publish_stock_statuses<P: Ports>(ports: Rc<P>) {
     }
 }
 
+/// Follows the catalog changes other nodes sharing the store make: every
+/// `CATALOG_POLL_INTERVAL` the catalog owner asks the store which products
+/// changed since its last look (less `CATALOG_CHANGE_SKEW`, for clocks
+/// that disagree and writes still landing), and publishes those newer than
+/// its own copy, which empties every shard's reply caches. On a store only
+/// this node uses there are never any.
+pub async fn follow_shared_catalog<P: Ports>(ports: Rc<P>) {
+    let skew = limits::CATALOG_CHANGE_SKEW.as_millis() as u64;
+    let mut since = UnixMillis(ports.now().0.saturating_sub(skew));
+    loop {
+        ports.sleep(limits::CATALOG_POLL_INTERVAL).await;
+        let looked = ports.now();
+        let changed = match ports.store().catalog_changes(since).await {
+            Ok(changed) => changed,
+            Err(error) => {
+                warn!(%error, "cannot read the catalog changes of other nodes");
+                continue;
+            }
+        };
+        let mut fetched = Vec::new();
+        for id in changed {
+            match ports.store().product(&id).await {
+                Ok(Some(product)) => fetched.push(product),
+                Ok(None) => {}
+                Err(error) => warn!(product = %id, %error, "cannot read a changed product"),
+            }
+        }
+        // Applied to the catalog as it is now, with no wait in between: a
+        // change made on this node while the products were read stays.
+        let mut catalog = ports.latest_catalog();
+        let mut newer = false;
+        for product in fetched {
+            let held = catalog.product(&product.id).map(|p| p.updated_at);
+            if held.is_none_or(|at| at < product.updated_at) {
+                catalog = std::sync::Arc::new(catalog.with_product(product));
+                newer = true;
+            }
+        }
+        if newer {
+            ports.publish_catalog(catalog);
+        }
+        since = UnixMillis(looked.0.saturating_sub(skew));
+    }
+}
+
 /// Records a sign-out everywhere another node published.
 pub fn record_sign_out<P: Ports>(ports: &P, user: UserId, at: UnixMillis) {
     let now = ports.now();
