@@ -33,8 +33,11 @@ pub fn histogram() -> Histogram<u64> {
 /// What every thread needs to set itself up.
 #[derive(Clone)]
 pub struct ThreadSetup {
-    pub endpoint: Endpoint,
+    /// The nodes; connection `k` of the run goes to node `k % len`.
+    pub endpoints: Vec<Endpoint>,
+    /// This thread's connections (the run's, until `Engine::start`).
     pub connections: usize,
+    pub threads: usize,
     pub scenario: Scenario,
     pub mix: Mix,
     pub zipf: f64,
@@ -95,6 +98,8 @@ pub struct Measured {
     pub errors: BTreeMap<String, u64>,
     pub sold_out: u64,
     pub completed: u64,
+    /// Per node (its index among the endpoints): latencies and errors.
+    pub nodes: BTreeMap<usize, (Histogram<u64>, u64)>,
 }
 
 impl Default for Measured {
@@ -105,25 +110,32 @@ impl Default for Measured {
             errors: BTreeMap::new(),
             sold_out: 0,
             completed: 0,
+            nodes: BTreeMap::new(),
         }
     }
 }
 
 impl Measured {
-    fn record(&mut self, outcome: &Outcome, micros: u64) {
+    fn record(&mut self, outcome: &Outcome, micros: u64, node: usize) {
         self.completed += 1;
         let (histogram, errors) = self
             .actions
             .entry(outcome.action)
             .or_insert_with(|| (histogram(), 0));
+        let (node_histogram, node_errors) = self
+            .nodes
+            .entry(node)
+            .or_insert_with(|| (self::histogram(), 0));
         match &outcome.error {
             None => {
                 histogram.saturating_record(micros.max(1));
+                node_histogram.saturating_record(micros.max(1));
                 self.overall.saturating_record(micros.max(1));
                 self.sold_out += u64::from(outcome.sold_out);
             }
             Some(status) => {
                 *errors += 1;
+                *node_errors += 1;
                 *self.errors.entry(status.clone()).or_default() += 1;
             }
         }
@@ -131,14 +143,8 @@ impl Measured {
 
     pub fn merge(&mut self, other: Measured) {
         self.overall.add(&other.overall).expect("same bounds");
-        for (action, (histogram, errors)) in other.actions {
-            let entry = self
-                .actions
-                .entry(action)
-                .or_insert_with(|| (self::histogram(), 0));
-            entry.0.add(&histogram).expect("same bounds");
-            entry.1 += errors;
-        }
+        merge_counted(&mut self.actions, other.actions);
+        merge_counted(&mut self.nodes, other.nodes);
         for (status, count) in other.errors {
             *self.errors.entry(status).or_default() += count;
         }
@@ -148,6 +154,18 @@ impl Measured {
 
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
+    }
+}
+
+/// Adds `other`'s latencies and error counts into `into`, key by key.
+fn merge_counted<K: Ord>(
+    into: &mut BTreeMap<K, (Histogram<u64>, u64)>,
+    other: BTreeMap<K, (Histogram<u64>, u64)>,
+) {
+    for (key, (latencies, errors)) in other {
+        let entry = into.entry(key).or_insert_with(|| (histogram(), 0));
+        entry.0.add(&latencies).expect("same bounds");
+        entry.1 += errors;
     }
 }
 
@@ -371,16 +389,19 @@ async fn prepare(
 ) -> anyhow::Result<ThreadState> {
     let mut shoppers = Vec::with_capacity(setup.connections);
     for n in 0..setup.connections {
-        let client = Shop::connect(&setup.endpoint)
+        // Round robin over the nodes by the run's connection number.
+        let node = (index + n * setup.threads) % setup.endpoints.len();
+        let endpoint = &setup.endpoints[node];
+        let client = Shop::connect(endpoint)
             .await
-            .with_context(|| format!("connecting to {}", setup.endpoint.address()))?;
+            .with_context(|| format!("connecting to {}", endpoint.address()))?;
         if setup.sign_in {
             let email = format!("{}-{index}-{n}@loadgen.example", setup.account_prefix);
             sign_in(&client, &email).await?;
         }
         let device =
             DeviceId::new(format!("lg-{}-{index}-{n}", setup.seed)).expect("a valid device id");
-        shoppers.push(Rc::new(Shopper::new(client, device)));
+        shoppers.push(Rc::new(Shopper::new(client, device, node)));
     }
     let rng = ChaCha8Rng::seed_from_u64(setup.seed ^ ((index as u64) << 32));
     let workload = Workload::new(
@@ -432,13 +453,14 @@ impl ThreadState {
         if let Some(order) = outcome.order {
             self.orders.borrow_mut().push((shopper, order));
         }
+        let node = self.shoppers[shopper].node;
         self.live
             .second
             .lock()
             .expect("not poisoned")
-            .record(&outcome, micros);
+            .record(&outcome, micros, node);
         if counted {
-            measured.borrow_mut().record(&outcome, micros);
+            measured.borrow_mut().record(&outcome, micros, node);
         }
     }
 }

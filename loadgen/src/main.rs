@@ -9,6 +9,12 @@
 //!         --ramp-step 5000 --slo-p99-ms 1
 //!     souk-loadgen --target http --http 127.0.0.1:8080 --scenario checkout \
 //!         --admin-email boss@example.org --admin-password '...'
+//!     souk-loadgen --server 10.0.0.1:4433 --fingerprint <hex> \
+//!         --server 10.0.0.2:4433 --fingerprint <hex> --scenario flash-sale ...
+//!
+//! Several `--server`s (or `--http`s) spread the connections over several
+//! souk nodes sharing one store, round robin, and the report gives each
+//! node's figures beside the totals.
 //!
 //! A run is: setup through the public API (read the catalog, sign the
 //! shoppers in, stock the SKUs with the admin account), warm-up, the
@@ -47,16 +53,26 @@ pub enum Target {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "souk-loadgen", version, about = "Load generator for souk")]
 pub struct Args {
-    /// Server address (UDP).
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    server: std::net::SocketAddr,
+    /// Server address (UDP); repeat it for several nodes.
+    #[arg(
+        long = "server",
+        default_value = "127.0.0.1:4433",
+        value_delimiter = ','
+    )]
+    servers: Vec<std::net::SocketAddr>,
     /// SHA-256 of the server certificate, in hex (souk prints it at start);
-    /// for `--target quic`.
-    #[arg(long, required_if_eq("target", "quic"))]
-    fingerprint: Option<String>,
-    /// The HTTP bridge's address, for `--target http`.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    http: std::net::SocketAddr,
+    /// for `--target quic`. One per `--server`, in the same order, or one
+    /// that every node's certificate has.
+    #[arg(
+        long = "fingerprint",
+        required_if_eq("target", "quic"),
+        value_delimiter = ','
+    )]
+    fingerprints: Vec<String>,
+    /// The HTTP bridge's address, for `--target http`; repeat it for
+    /// several nodes.
+    #[arg(long = "http", default_value = "127.0.0.1:8080", value_delimiter = ',')]
+    https: Vec<std::net::SocketAddr>,
     #[arg(long, value_enum, default_value_t = Target::Quic)]
     target: Target,
     #[arg(long, value_enum, default_value_t = Scenario::Browse)]
@@ -165,28 +181,12 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     if args.rate.is_none() && args.concurrency < args.threads {
         bail!("need --concurrency >= --threads");
     }
-    let endpoint = match args.target {
-        Target::Quic => {
-            let fingerprint = args.fingerprint.as_deref().unwrap_or_default();
-            let fingerprint: [u8; 32] = hex::decode(fingerprint.trim())
-                .context("--fingerprint is hex")?
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("--fingerprint is 32 bytes"))?;
-            let mut client = ClientConfig::new(args.server, Trust::Fingerprint(fingerprint));
-            // The load generator measures the server: a retry would hide an error.
-            client.retry = RetryPolicy::none();
-            Endpoint::Quic(client)
-        }
-        Target::Http => Endpoint::Http {
-            addr: args.http,
-            // The SDK's default, so both targets give up alike.
-            timeout: ClientConfig::new(args.http, Trust::Fingerprint([0; 32])).request_timeout,
-        },
-    };
+    let endpoints = endpoints(args)?;
+    let endpoint = &endpoints[0];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (catalog, sale) = runtime.block_on(setup(args, &endpoint))?;
+    let (catalog, sale) = runtime.block_on(setup(args, endpoint))?;
     let catalog = Arc::new(catalog);
     let accounts = args.scenario.needs_accounts()
         || (args.scenario == Scenario::Mixed && args.mix.0.iter().any(|(s, _)| s.needs_accounts()));
@@ -202,8 +202,9 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     let engine = Engine::start(
         args.threads,
         &ThreadSetup {
-            endpoint: endpoint.clone(),
+            endpoints: endpoints.clone(),
             connections: args.connections,
+            threads: args.threads,
             scenario: args.scenario,
             mix: args.mix.clone(),
             zipf: args.zipf,
@@ -236,10 +237,11 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         });
     }
     if let Some((sku, since)) = &sale {
-        checks.extend(runtime.block_on(flash_checks(args, &endpoint, &engine, sku, *since))?);
+        checks.extend(runtime.block_on(flash_checks(args, endpoint, &engine, sku, *since))?);
     }
     engine.stop();
-    let report = Report::new(args, &measured, timeline, steps, checks);
+    let nodes: Vec<String> = endpoints.iter().map(|e| e.address().to_string()).collect();
+    let report = Report::new(args, &measured, &nodes, timeline, steps, checks);
     report.print(args);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
@@ -249,6 +251,43 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         report::plot(&report, path).with_context(|| format!("drawing {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// The nodes the load goes to, as `--target` reaches them.
+fn endpoints(args: &Args) -> anyhow::Result<Vec<Endpoint>> {
+    match args.target {
+        Target::Quic => {
+            let fingerprints = args
+                .fingerprints
+                .iter()
+                .map(|hex_text| {
+                    hex::decode(hex_text.trim())
+                        .context("--fingerprint is hex")?
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("--fingerprint is 32 bytes"))
+                })
+                .collect::<anyhow::Result<Vec<[u8; 32]>>>()?;
+            if fingerprints.len() != 1 && fingerprints.len() != args.servers.len() {
+                bail!("give one --fingerprint, or one per --server");
+            }
+            let endpoints = args.servers.iter().enumerate().map(|(n, server)| {
+                let fingerprint = fingerprints[n.min(fingerprints.len() - 1)];
+                let mut client = ClientConfig::new(*server, Trust::Fingerprint(fingerprint));
+                // The load generator measures the server: a retry would hide an error.
+                client.retry = RetryPolicy::none();
+                Endpoint::Quic(client)
+            });
+            Ok(endpoints.collect())
+        }
+        Target::Http => {
+            let endpoints = args.https.iter().map(|addr| Endpoint::Http {
+                addr: *addr,
+                // The SDK's default, so both targets give up alike.
+                timeout: ClientConfig::new(*addr, Trust::Fingerprint([0; 32])).request_timeout,
+            });
+            Ok(endpoints.collect())
+        }
+    }
 }
 
 /// Reads the catalog through the public API and stocks what the scenario

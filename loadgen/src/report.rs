@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::engine::Measured;
+use crate::engine::{Measured, histogram};
 use crate::scenario::ACTIONS;
 use crate::{Args, Target};
 
@@ -32,6 +32,16 @@ impl Percentiles {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ActionReport {
+    pub ok: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub latency_us: Percentiles,
+}
+
+/// What one node served.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeReport {
+    pub address: String,
     pub ok: u64,
     pub errors: u64,
     pub per_second: f64,
@@ -122,6 +132,8 @@ pub struct Report {
     /// Flash-sale checkouts refused for want of stock: the sale working.
     pub sold_out: u64,
     pub actions: BTreeMap<String, ActionReport>,
+    /// Each node's share, in `--server` (or `--http`) order.
+    pub nodes: Vec<NodeReport>,
     pub timeline: Vec<Second>,
     pub ramp: Vec<RampStep>,
     /// With `--ramp`: the highest rate whose p99 held the objective.
@@ -133,11 +145,27 @@ impl Report {
     pub fn new(
         args: &Args,
         measured: &Measured,
+        nodes: &[String],
         timeline: Vec<Second>,
         ramp: Vec<RampStep>,
         checks: Vec<Check>,
     ) -> Report {
         let seconds = args.duration.max(1) as f64;
+        let empty = (histogram(), 0);
+        let nodes = nodes
+            .iter()
+            .enumerate()
+            .map(|(n, address)| {
+                let (histogram, errors) = measured.nodes.get(&n).unwrap_or(&empty);
+                NodeReport {
+                    address: address.clone(),
+                    ok: histogram.len(),
+                    errors: *errors,
+                    per_second: (histogram.len() + errors) as f64 / seconds,
+                    latency_us: Percentiles::of(histogram),
+                }
+            })
+            .collect();
         let mut actions = BTreeMap::new();
         for name in ACTIONS {
             if let Some((histogram, errors)) = measured.actions.get(name) {
@@ -176,6 +204,7 @@ impl Report {
             errors: measured.errors.clone(),
             sold_out: measured.sold_out,
             actions,
+            nodes,
             timeline,
             ramp,
             ramp_highest_held_per_s: highest.filter(|_| args.ramp),
@@ -224,6 +253,19 @@ impl Report {
             l.p999,
             l.max
         );
+        if self.nodes.len() > 1 {
+            println!(
+                "{:<22} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8}",
+                "node", "ok", "errors", "per s", "p50 µs", "p99 µs", "max µs"
+            );
+            for node in &self.nodes {
+                let l = &node.latency_us;
+                println!(
+                    "{:<22} {:>9} {:>7} {:>9.0} {:>8} {:>8} {:>8}",
+                    node.address, node.ok, node.errors, node.per_second, l.p50, l.p99, l.max
+                );
+            }
+        }
         if self.sold_out > 0 {
             println!(
                 "{} flash-sale checkouts found the stock gone",

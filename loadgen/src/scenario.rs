@@ -92,6 +92,8 @@ pub struct Catalog {
 pub struct Shopper {
     pub client: Shop,
     pub device: DeviceId,
+    /// The node it is connected to (its index among the endpoints).
+    pub node: usize,
     /// Lines of its guest cart, as far as it knows.
     cart: RefCell<Vec<Sku>>,
     /// Whether its (signed-in) cart holds the flash-sale unit.
@@ -103,10 +105,11 @@ pub struct Shopper {
 }
 
 impl Shopper {
-    pub fn new(client: Shop, device: DeviceId) -> Shopper {
+    pub fn new(client: Shop, device: DeviceId, node: usize) -> Shopper {
         Shopper {
             client,
             device,
+            node,
             cart: RefCell::default(),
             flash_in_cart: Cell::new(false),
             turn: tokio::sync::Mutex::new(()),

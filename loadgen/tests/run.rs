@@ -131,6 +131,77 @@ fn a_closed_loop_browse_run_reports_and_draws() {
     running.server.shutdown().unwrap();
 }
 
+/// Two nodes (here two shops of the same demo catalog): the connections
+/// alternate between them, and the report gives each node its share.
+#[test]
+fn connections_spread_over_several_servers_and_each_is_reported() {
+    let (first, second) = (start(), start());
+    let hex = |server: &Server| -> String {
+        server
+            .fingerprint()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let report = first.dir.path().join("nodes.json");
+    let output = command(&first)
+        .args(["--server", &second.server.local_addr().to_string()])
+        .args(["--fingerprint", &hex(&second.server)])
+        .args([
+            "--scenario",
+            "browse",
+            "--connections",
+            "4",
+            "--threads",
+            "2",
+        ])
+        .args(["--concurrency", "8", "--warmup", "0", "--duration", "1"])
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_success(&output);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let nodes = report["nodes"].as_array().unwrap();
+    let addresses: Vec<String> = [&first, &second]
+        .map(|running| running.server.local_addr().to_string())
+        .to_vec();
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| n["address"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        addresses
+    );
+    for node in nodes {
+        assert!(
+            node["ok"].as_u64().unwrap() > 0,
+            "every node served: {report}"
+        );
+    }
+    let served: u64 = nodes
+        .iter()
+        .map(|n| n["ok"].as_u64().unwrap() + n["errors"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, report["completed"].as_u64().unwrap());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&addresses[1]), "a line per node: {stdout}");
+    let mismatched = command(&first)
+        .args(["--server", &second.server.local_addr().to_string()])
+        .args(["--fingerprint", &hex(&second.server)])
+        .args(["--server", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        mismatched.status.code(),
+        Some(1),
+        "two fingerprints, three servers"
+    );
+    first.server.shutdown().unwrap();
+    second.server.shutdown().unwrap();
+}
+
 /// Eight buyers, 30 units: the sale sells out, and the checks (nothing
 /// oversold, every unit taken is in an order, acknowledged orders read
 /// back) pass.

@@ -13,40 +13,55 @@ use support::{
 
 mod support;
 
-/// Node `name` over its own data directory, storing into `cluster`'s keyspace.
-fn node_config(cluster: &std::path::Path, data: &std::path::Path, name: &str) -> Option<Config> {
-    let scylla = cluster_node(cluster, name)?;
-    Some(Config {
-        storage: StorageConfig::Scylla(scylla),
-        ..support::config(data, 40)
-    })
+/// Two nodes, A (with the admin account) and B, each over its own data
+/// directory, on one keyspace that is dropped with this.
+struct TwoNodes {
+    config_a: Config,
+    config_b: Config,
+    _keyspace: Keyspace,
+    _dirs: [tempfile::TempDir; 3],
 }
 
-/// Starts a second node: with the first one's token key, as an operator
-/// deploys several nodes, so a session signed in on one works on all.
-fn join(first: &std::path::Path, config: &Config) -> Server {
-    let key = souk_server::server::TOKEN_KEY_FILE;
-    std::fs::copy(first.join(key), config.data_dir.join(key)).unwrap();
-    Server::start(config).unwrap()
+impl TwoNodes {
+    /// `None`, having said why, without a cluster.
+    fn new() -> Option<TwoNodes> {
+        let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+        let [cluster, data_a, data_b] = dirs.each_ref().map(|dir| dir.path());
+        let node = |data: &std::path::Path, name: &str| -> Option<Config> {
+            Some(Config {
+                storage: StorageConfig::Scylla(cluster_node(cluster, name)?),
+                ..support::config(data, 40)
+            })
+        };
+        let (config_a, config_b) = (node(data_a, "node-a")?, node(data_b, "node-b")?);
+        let StorageConfig::Scylla(scylla) = &config_a.storage else {
+            unreachable!("a cluster node stores into the cluster");
+        };
+        Some(TwoNodes {
+            _keyspace: Keyspace::named(scylla),
+            config_a,
+            config_b,
+            _dirs: dirs,
+        })
+    }
+
+    /// Starts A, then B with A's token key, as an operator deploys several
+    /// nodes, so that a session signed in on one works on all.
+    fn start(&self) -> (Server, Server) {
+        let a = start_with_admin(&self.config_a);
+        let key = souk_server::server::TOKEN_KEY_FILE;
+        let (data_a, data_b) = (&self.config_a.data_dir, &self.config_b.data_dir);
+        std::fs::copy(data_a.join(key), data_b.join(key)).unwrap();
+        (a, Server::start(&self.config_b).unwrap())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_retried_on_another_node_returns_the_first_order() {
-    let (cluster, data_a, data_b) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let Some(config_a) = node_config(cluster.path(), data_a.path(), "node-a") else {
+    let Some(nodes) = TwoNodes::new() else {
         return;
     };
-    let config_b = node_config(cluster.path(), data_b.path(), "node-b").unwrap();
-    let StorageConfig::Scylla(scylla) = &config_a.storage else {
-        unreachable!("a cluster node stores into the cluster");
-    };
-    let _keyspace = Keyspace::named(scylla);
-    let a = start_with_admin(&config_a);
-    let b = join(data_a.path(), &config_b);
+    let (a, b) = nodes.start();
 
     let admin = connect(&a).await;
     sign_in_admin(&admin).await;
@@ -100,21 +115,10 @@ async fn a_checkout_retried_on_another_node_returns_the_first_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_change_on_one_node_reaches_the_others() {
-    let (cluster, data_a, data_b) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let Some(config_a) = node_config(cluster.path(), data_a.path(), "node-a") else {
+    let Some(nodes) = TwoNodes::new() else {
         return;
     };
-    let config_b = node_config(cluster.path(), data_b.path(), "node-b").unwrap();
-    let StorageConfig::Scylla(scylla) = &config_a.storage else {
-        unreachable!("a cluster node stores into the cluster");
-    };
-    let _keyspace = Keyspace::named(scylla);
-    let a = start_with_admin(&config_a);
-    let b = join(data_a.path(), &config_b);
+    let (a, b) = nodes.start();
 
     // Node B serves (and caches) the product as it was.
     let id = demo::product_id(5);
@@ -148,7 +152,7 @@ async fn a_catalog_change_on_one_node_reaches_the_others() {
     eprintln!("the change reached node B after {} ms", lag.as_millis());
     // A node started after the change reads it with the catalog.
     b.shutdown().unwrap();
-    let b = Server::start(&config_b).unwrap();
+    let b = Server::start(&nodes.config_b).unwrap();
     let later = connect(&b).await;
     assert_eq!(later.get_product(&id).await.unwrap().name, changed.name);
 

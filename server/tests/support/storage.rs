@@ -28,16 +28,22 @@ pub fn scylla(data: &Path) -> Option<ScyllaConfig> {
     let nodes = std::env::var("SOUK_SCYLLA_NODES").expect(
         "SOUK_TEST_STORAGE=scylla needs SOUK_SCYLLA_NODES (storage/scylla/cluster.sh start)",
     );
+    Some(keyspace_config(&nodes, "souk_test", data, "souk-test"))
+}
+
+/// Node `node`'s configuration on the cluster at `nodes`, in a keyspace
+/// named `prefix` and a hash of `dir`, at the test replication factor.
+fn keyspace_config(nodes: &str, prefix: &str, dir: &Path, node: &str) -> ScyllaConfig {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut hasher);
-    let keyspace = format!("souk_test_{:016x}", hasher.finish());
+    dir.hash(&mut hasher);
+    let keyspace = format!("{prefix}_{:016x}", hasher.finish());
     let mut config = ScyllaConfig::new(nodes.split(',').map(str::to_owned).collect(), keyspace);
     config.replication_factor = std::env::var("SOUK_SCYLLA_REPLICATION_FACTOR")
         .ok()
         .and_then(|rf| rf.parse().ok())
         .unwrap_or(1);
-    config.node = "souk-test".into();
-    Some(config)
+    config.node = node.into();
+    config
 }
 
 /// What an in-process server over `data` stores into.
@@ -103,16 +109,7 @@ pub fn cluster_node(cluster: &Path, name: &str) -> Option<ScyllaConfig> {
         );
         return None;
     };
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    cluster.hash(&mut hasher);
-    let keyspace = format!("souk_cluster_{:016x}", hasher.finish());
-    let mut config = ScyllaConfig::new(nodes.split(',').map(str::to_owned).collect(), keyspace);
-    config.replication_factor = std::env::var("SOUK_SCYLLA_REPLICATION_FACTOR")
-        .ok()
-        .and_then(|rf| rf.parse().ok())
-        .unwrap_or(1);
-    config.node = name.into();
-    Some(config)
+    Some(keyspace_config(&nodes, "souk_cluster", cluster, name))
 }
 
 impl Keyspace {
