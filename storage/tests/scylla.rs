@@ -470,3 +470,42 @@ async fn a_checkout_key_is_held_by_one_order_across_nodes() {
     })
     .await;
 }
+
+/// An order's index rows are written before the order: a crash between
+/// them leaves index rows whose order never landed (never acknowledged).
+/// Replay and the fold skip them, and pages still go on past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_rows_of_an_order_that_never_landed_are_skipped() {
+    use souk_storage::store::{OrderStore, StockStore};
+    use souk_wire::api::{OrderId, OrderStatus};
+    with_store(|store, session, config| async move {
+        let ks = &config.keyspace;
+        let mut paid = souk_storage::testing::order(1_000);
+        paid.shard = 0;
+        paid.status = OrderStatus::Paid;
+        store.insert_order(&paid).await.unwrap();
+        for id in [1_001_i64, 1_002] {
+            session
+                .query_unpaged(
+                    format!("INSERT INTO {ks}.orders_by_shard (node, shard, order_id, user_id) VALUES (?, 0, ?, 5)"),
+                    (config.node.as_str(), id),
+                )
+                .await
+                .unwrap();
+        }
+        let mut later = souk_storage::testing::order(1_003);
+        later.shard = 0;
+        store.insert_order(&later).await.unwrap();
+
+        let page = store.orders_of_shard(0, None, 2).await.unwrap();
+        assert_eq!(page.items.iter().map(|o| o.id).collect::<Vec<_>>(), [OrderId(1_000)]);
+        assert_eq!(page.next, Some(OrderId(1_001)), "the page ends at its last index row");
+        let rest = store.orders_of_shard(0, page.next, 10).await.unwrap();
+        assert_eq!(rest.items.iter().map(|o| o.id).collect::<Vec<_>>(), [OrderId(1_003)]);
+        let all = store.orders_from(OrderId(0), 1).await.unwrap();
+        assert_eq!(all.iter().map(|o| o.id).collect::<Vec<_>>(), [OrderId(1_000), OrderId(1_003)]);
+        let folded = store.advance_stock_snapshot(OrderId(1_003), 10, 1).await.unwrap();
+        assert_eq!((folded.folded, folded.watermark), (1, OrderId(1_001)));
+    })
+    .await;
+}
