@@ -41,8 +41,11 @@ pub const CROSS_SHARD_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CATALOG_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How far back each of those looks beyond the last one: for node clocks
-/// that disagree and changes whose write was still landing.
-pub const CATALOG_CHANGE_SKEW: Duration = Duration::from_secs(5);
+/// that disagree and changes whose write was still landing (a change row
+/// carries its writer's clock, and a write may be retried after a 5 s
+/// timeout). Re-reading the products of the last half minute each second
+/// costs little: catalog changes are rare, and only newer ones publish.
+pub const CATALOG_CHANGE_SKEW: Duration = Duration::from_secs(30);
 
 /// The retry hint sent with `Busy`.
 pub const BUSY_RETRY_AFTER_MS: u32 = 50;

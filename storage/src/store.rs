@@ -161,6 +161,15 @@ pub trait OrderStore: Send + Sync {
     /// stock snapshot's watermark is refused with `Conflict`.
     async fn insert_order(&self, order: &OrderRecord) -> Result<()>;
     async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>>;
+    /// `user`'s order `id` once every write in flight for it has settled:
+    /// on a store where a conditional insert can be left half done (a
+    /// timeout on a cluster), this completes or discards it first, so
+    /// `None` means the order will never appear. The default reads it as
+    /// `order` does: there every write is settled when it returns.
+    async fn order_settled(&self, user: UserId, id: OrderId) -> Result<Option<OrderRecord>> {
+        let _ = user;
+        self.order(id).await
+    }
     /// Replaces an order if its stored status is `expected`; `Conflict`
     /// otherwise, `NotFound` if it does not exist.
     async fn update_order(&self, order: &OrderRecord, expected: OrderStatus) -> Result<()>;

@@ -375,6 +375,10 @@ async fn orders_insert_once_transition_checked_and_page(f: &Fixture) {
         matches!(late_retry, StorageError::Conflict(_)),
         "{late_retry:?}"
     );
+    let settled = store.order_settled(UserId(user), OrderId(base + 4)).await;
+    assert_eq!(settled.unwrap().map(|o| o.status), Some(OrderStatus::Paid));
+    let never = store.order_settled(UserId(user), OrderId(base + 998)).await;
+    assert_eq!(never.unwrap(), None);
     assert_eq!(
         store
             .order(OrderId(base + 4))

@@ -509,3 +509,44 @@ async fn index_rows_of_an_order_that_never_landed_are_skipped() {
     })
     .await;
 }
+
+/// A family revoked while one of its tokens is between its family row and
+/// its own insert (a rotation in flight): that token can never land live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_stored_after_its_family_was_revoked_is_refused() {
+    with_store(|store, session, config| async move {
+        let ks = &config.keyspace;
+        let (stored, in_flight) = (token(1, 77), token(2, 77));
+        store.put_refresh_token(&stored).await.unwrap();
+        session
+            .query_unpaged(
+                format!("INSERT INTO {ks}.token_families (family, token_hash) VALUES (?, ?)"),
+                (in_flight.family.to_vec(), in_flight.token_hash.to_vec()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.revoke_token_family(&[77; 16]).await.unwrap(),
+            1,
+            "one was stored"
+        );
+        let late = store.put_refresh_token(&in_flight).await;
+        assert!(
+            matches!(late, Err(souk_storage::StorageError::Conflict(_))),
+            "{late:?}"
+        );
+        assert_eq!(
+            store.refresh_token(&in_flight.token_hash).await.unwrap(),
+            None
+        );
+        assert!(
+            store
+                .refresh_token(&stored.token_hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked
+        );
+    })
+    .await;
+}

@@ -115,24 +115,27 @@ pub enum Server {
 
 impl Server {
     async fn detect(session: &Session) -> Result<Server> {
-        let has_table = |keyspace: &'static str, table: &'static str| async move {
+        let found = |cql: &'static str, values: (&'static str, &'static str)| async move {
             let rows = session
-                .query_unpaged(
-                    "SELECT table_name FROM system_schema.tables \
-                     WHERE keyspace_name = ? AND table_name = ?",
-                    (keyspace, table),
-                )
+                .query_unpaged(cql, values)
                 .await
                 .map_err(unavailable)?
                 .into_rows_result()
                 .map_err(unavailable)?;
             Ok::<_, StorageError>(rows.rows_num() > 0)
         };
-        if !has_table("system", "scylla_local").await? {
+        let table = "SELECT table_name FROM system_schema.tables \
+                     WHERE keyspace_name = ? AND table_name = ?";
+        if !found(table, ("system", "scylla_local")).await? {
             return Ok(Server::Cassandra);
         }
+        // `scylla_keyspaces` is older than tablets; its `initial_tablets`
+        // column came with them (6.0).
+        let column = "SELECT column_name FROM system_schema.columns \
+                      WHERE keyspace_name = 'system_schema' \
+                      AND table_name = ? AND column_name = ?";
         Ok(Server::ScyllaDb {
-            tablets: has_table("system_schema", "scylla_keyspaces").await?,
+            tablets: found(column, ("scylla_keyspaces", "initial_tablets")).await?,
         })
     }
 
@@ -257,7 +260,13 @@ impl ScyllaStore {
             .await_schema_agreement()
             .await
             .map_err(unavailable)?;
-        let statements = Statements::prepare(&session, &config.keyspace).await?;
+        let mut statements = Statements::prepare(&session, &config.keyspace).await?;
+        statements
+            .get_order_settled
+            .set_consistency(match config.serial_consistency {
+                SerialConsistency::Serial => Consistency::Serial,
+                SerialConsistency::LocalSerial => Consistency::LocalSerial,
+            });
         Ok(ScyllaStore {
             session,
             statements,
@@ -373,6 +382,31 @@ impl ScyllaStore {
             .map_err(unavailable)?;
         let row: Option<(i64,)> = rows.maybe_first_row().map_err(unavailable)?;
         Ok(row.map(|(id,)| id))
+    }
+
+    /// Marks a token revoked: true when it was stored. A token of the
+    /// family not stored yet (its family row is written first, and a
+    /// rotation may be between the two) gets a revoked mark in its place,
+    /// so that its insert fails rather than land live.
+    async fn revoke_token(&self, hash: &[u8; 32]) -> Result<bool> {
+        for _ in 0..3 {
+            let updated = self
+                .run(&self.statements.revoke_token, (hash.to_vec(),))
+                .await?;
+            if applied(updated)? {
+                return Ok(true);
+            }
+            let marked = self
+                .run(&self.statements.revoke_missing_token, (hash.to_vec(),))
+                .await?;
+            if applied(marked)? {
+                return Ok(false);
+            }
+            // Stored between the two: revoke it now.
+        }
+        Err(StorageError::Unavailable(
+            "scylla: a token kept appearing and vanishing while it was revoked".into(),
+        ))
     }
 
     async fn order_owner(&self, id: OrderId) -> Result<Option<i64>> {
@@ -738,8 +772,11 @@ impl TokenStore for ScyllaStore {
             .await?
             .into_rows_result()
             .map_err(unavailable)?;
-        let row: Option<(Vec<u8>, Option<bool>)> = rows.maybe_first_row().map_err(unavailable)?;
-        let Some((bytes, revoked)) = row else {
+        let row: Option<(Option<Vec<u8>>, Option<bool>)> =
+            rows.maybe_first_row().map_err(unavailable)?;
+        // No record: the mark a revocation leaves for a token not yet
+        // stored (see `revoke_token_family`).
+        let Some((Some(bytes), revoked)) = row else {
             return Ok(None);
         };
         let mut token: RefreshTokenRecord = decode("refresh token", &bytes)?;
@@ -787,10 +824,7 @@ impl TokenStore for ScyllaStore {
                     table: "token_families",
                     reason: "hash of the wrong length".into(),
                 })?;
-            let result = self
-                .run(&self.statements.revoke_token, (hash.to_vec(),))
-                .await?;
-            if applied(result)? {
+            if self.revoke_token(&hash).await? {
                 revoked += 1;
             }
         }
@@ -929,6 +963,12 @@ impl OrderStore for ScyllaStore {
         let values = (to_i64(user.0), key, to_i64(order.0));
         self.run(&self.statements.release_key, values).await?;
         Ok(())
+    }
+
+    async fn order_settled(&self, user: UserId, id: OrderId) -> Result<Option<OrderRecord>> {
+        let values = (to_i64(user.0), to_i64(id.0));
+        self.record("order", &self.statements.get_order_settled, values)
+            .await
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>> {

@@ -125,12 +125,16 @@ statements! {
     get_token: Safe "SELECT record, revoked FROM {ks}.refresh_tokens WHERE token_hash = ?",
     rotate_token: Conditional "UPDATE {ks}.refresh_tokens SET rotated = true, record = ? WHERE token_hash = ? IF rotated = false AND revoked = false",
     revoke_token: Conditional "UPDATE {ks}.refresh_tokens SET revoked = true WHERE token_hash = ? IF EXISTS",
+    revoke_missing_token: Conditional "INSERT INTO {ks}.refresh_tokens (token_hash, revoked) VALUES (?, true) IF NOT EXISTS",
     token_family: Safe "SELECT token_hash FROM {ks}.token_families WHERE family = ?",
     sign_out: Safe "INSERT INTO {ks}.sign_outs (user_id, at) VALUES (?, ?) USING TIMESTAMP ? AND TTL ?",
     signed_out_at: Safe "SELECT at FROM {ks}.sign_outs WHERE user_id = ?",
     insert_order: Conditional "INSERT INTO {ks}.orders_by_user (user_id, order_id, status, record) VALUES (?, ?, ?, ?) IF NOT EXISTS",
     order_owner: Safe "SELECT user_id FROM {ks}.orders_by_id WHERE order_id = ?",
     get_order: Safe "SELECT record FROM {ks}.orders_by_user WHERE user_id = ? AND order_id = ?",
+    // Read at the serial consistency (set at connect): it finishes any
+    // conditional write left half done before answering.
+    get_order_settled: Safe "SELECT record FROM {ks}.orders_by_user WHERE user_id = ? AND order_id = ?",
     update_order: Conditional "UPDATE {ks}.orders_by_user SET status = ?, record = ? WHERE user_id = ? AND order_id = ? IF status = ?",
     orders_of_user: Safe "SELECT record FROM {ks}.orders_by_user WHERE user_id = ? LIMIT ?",
     orders_of_user_before: Safe "SELECT record FROM {ks}.orders_by_user WHERE user_id = ? AND order_id < ? LIMIT ?",

@@ -20,3 +20,15 @@ Every call raises `souk.SoukError` and its variants (`SoukError.InsufficientStoc
 
 from ._bindings import *  # noqa: F401,F403
 from ._bindings import __all__  # noqa: F401
+
+import atexit as _atexit
+import time as _time
+
+
+@_atexit.register
+def _let_callbacks_finish():
+    # The native library completes each call by calling back into Python
+    # from one of its own threads. A callback still on its way out when the
+    # interpreter starts finalizing would find the GIL gone and the process
+    # aborted; a moment with the GIL released here lets it return first.
+    _time.sleep(0.05)

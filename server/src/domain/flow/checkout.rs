@@ -79,12 +79,20 @@ async fn place<P: Ports>(
             return Err(error);
         }
     };
-    // A failed insert keeps its claim: the order may have been stored all
-    // the same, and a retry must find it rather than place a second one.
-    if let Err(error) = ports.store().insert_order(&record).await {
-        warn!(order = record.id.0, %error, "order not stored; its reservation is released");
+    // A claim is taken over only `CHECKOUT_CLAIM_TIMEOUT` after it was
+    // made: an attempt that took half of that to get here (a stalled
+    // process) stops rather than insert under a key another may hold.
+    let took = ports.now().0.saturating_sub(now.0);
+    if took > limits::CHECKOUT_CLAIM_TIMEOUT.as_millis() as u64 / 2 {
         settle(ports, &record, Settlement::Release).await;
-        return Err(storage_failure(error));
+        release_key(ports, &call, id).await;
+        return Err(ApiError::new(
+            ErrorStatus::Unavailable,
+            "the checkout took too long; retry it with the same key",
+        ));
+    }
+    if let Err(error) = ports.store().insert_order(&record).await {
+        insert_failed(ports, &record, error).await?;
     }
     placed(ports, &call, &record, now);
     let view = order_rules::view(&record);
@@ -94,6 +102,37 @@ async fn place<P: Ports>(
         Some(record),
     )));
     Ok(view)
+}
+
+/// After an insert that reported an error, which on a cluster may still
+/// have stored the order (a conditional write that timed out half done):
+/// the order is read back settled. Stored: the checkout goes on (`Ok`).
+/// Not stored: its reservation is released, and the key claim kept (a
+/// retry takes it over in time). Unknown: the reservation is kept and the
+/// order left to the expiry sweep, so the units are never sold twice; a
+/// retry finds the order if it was stored.
+async fn insert_failed<P: Ports>(
+    ports: &Rc<P>,
+    record: &OrderRecord,
+    error: StorageError,
+) -> Result<(), ApiError> {
+    match ports.store().order_settled(record.user_id, record.id).await {
+        Ok(Some(_)) => {
+            warn!(order = record.id.0, %error, "order stored although its insert failed");
+            Ok(())
+        }
+        Ok(None) => {
+            warn!(order = record.id.0, %error, "order not stored; its reservation is released");
+            settle(ports, record, Settlement::Release).await;
+            Err(storage_failure(error))
+        }
+        Err(unknown) => {
+            warn!(order = record.id.0, %error, %unknown, "order may be stored; its units stay reserved");
+            let mut state = ports.state().borrow_mut();
+            state.pending.insert(record.id, record.expires_at);
+            Err(storage_failure(error))
+        }
+    }
 }
 
 /// The answer to a retried checkout: its order, if the retry asks for the
@@ -130,7 +169,13 @@ async fn claim_key<P: Ports>(
         let KeyClaim::Taken { order, claimed_at } = claim else {
             return Ok(None);
         };
-        if let Some(stored) = store.order(order).await.map_err(storage_failure)? {
+        // Settled: an insert left half done by a timeout is completed or
+        // discarded first, so a missing order will not appear later.
+        let stored = store
+            .order_settled(call.user, order)
+            .await
+            .map_err(storage_failure)?;
+        if let Some(stored) = stored {
             return replayed(&stored, call).map(Some);
         }
         let timeout = limits::CHECKOUT_CLAIM_TIMEOUT.as_millis() as u64;

@@ -428,12 +428,15 @@ pub async fn follow_shared_catalog<P: Ports>(ports: Rc<P>) {
                 continue;
             }
         };
-        let mut fetched = Vec::new();
+        let (mut fetched, mut complete) = (Vec::new(), true);
         for id in changed {
             match ports.store().product(&id).await {
                 Ok(Some(product)) => fetched.push(product),
                 Ok(None) => {}
-                Err(error) => warn!(product = %id, %error, "cannot read a changed product"),
+                Err(error) => {
+                    warn!(product = %id, %error, "cannot read a changed product");
+                    complete = false;
+                }
             }
         }
         // Applied to the catalog as it is now, with no wait in between: a
@@ -450,7 +453,10 @@ pub async fn follow_shared_catalog<P: Ports>(ports: Rc<P>) {
         if newer {
             ports.publish_catalog(catalog);
         }
-        since = UnixMillis(looked.0.saturating_sub(skew));
+        // A product that could not be read is looked for again next time.
+        if complete {
+            since = UnixMillis(looked.0.saturating_sub(skew));
+        }
     }
 }
 
