@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use souk_wire::api::{
-    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId,
+    Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId, Sku,
     UnixMillis, UserId,
 };
 
@@ -225,6 +225,32 @@ pub trait CartStore: Send + Sync {
     async fn put_carts(&self, carts: &[CartRecord]) -> Result<()>;
     /// Every stored cart: what a server loads at start.
     async fn carts(&self) -> Result<Vec<CartRecord>>;
+}
+
+/// Units a node took from a SKU's pool, and what the pool held after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub units: i64,
+    pub pool: i64,
+}
+
+/// Stock several souk nodes share through their cluster (see
+/// `scylla::escrow`): each node sells only units it took into its grant.
+#[async_trait]
+pub trait StockEscrow: Send + Sync {
+    /// Until when this node may sell; `None` once fenced by another.
+    fn selling_until(&self) -> Option<UnixMillis>;
+    /// Moves units from the pool into this node's grant: none unless the
+    /// pool has `need`, up to `want`.
+    async fn take(&self, sku: &Sku, need: i64, want: i64) -> Result<Taken>;
+    /// Moves unsold units of this node's grant back to the pool; the
+    /// pool's new size.
+    async fn give_back(&self, sku: &Sku, units: i64) -> Result<i64>;
+    /// Adds units received to the pool (removes when negative); the pool's
+    /// new size.
+    async fn add(&self, sku: &Sku, units: i64) -> Result<i64>;
+    /// Every opened pool's size.
+    async fn pools(&self) -> Result<Vec<(Sku, i64)>>;
 }
 
 /// Limits that several souk nodes count together (`--redis`): failed-login

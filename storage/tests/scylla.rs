@@ -8,8 +8,10 @@ use std::sync::Arc;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::value::CqlValue;
+use souk_storage::StorageError;
 use souk_storage::model::{RefreshTokenRecord, UserRecord};
-use souk_storage::scylla::{ScyllaConfig, ScyllaStore, Server};
+use souk_storage::scylla::{Lease, Reclaim, ScyllaConfig, ScyllaStore, Server};
+use souk_storage::store::Taken;
 use souk_storage::store::{TokenStore, UserStore};
 use souk_wire::api::{Role, UnixMillis, UserId};
 
@@ -260,9 +262,13 @@ async fn nodes_taking_at_once_take_exactly_the_pool() {
                 takers.spawn(async move {
                     let mut taken = 0;
                     loop {
-                        match node.take_from_pool(&sku, 7 + taker * 13).await.unwrap() {
-                            0 => return (node.node().to_owned(), taken),
-                            units => taken += units,
+                        let want = 7 + taker * 13;
+                        match node.take_from_pool(&sku, 1, 1, want).await.unwrap() {
+                            Taken { units: 0, pool } => {
+                                assert_eq!(pool, 0, "stops only when the pool is empty");
+                                return (node.node().to_owned(), taken);
+                            }
+                            Taken { units, .. } => taken += units,
                         }
                     }
                 });
@@ -286,41 +292,84 @@ async fn nodes_taking_at_once_take_exactly_the_pool() {
     .await;
 }
 
-/// What a node did not sell goes back; it cannot give back more than it
-/// holds, and a refused return changes nothing.
+/// A pool opens from the SKU's stock record; a take is at most a quarter of
+/// the pool beyond what is needed, and nothing when the pool cannot cover
+/// the need; a node gives back only what it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_gives_back_only_what_it_holds() {
+async fn pools_open_from_stock_and_hand_out_small_pieces() {
+    use souk_storage::model::StockRecord;
+    use souk_storage::store::StockStore;
     with_store(|store, _session, _config| async move {
         let sku = sku("ESCROW-2");
-        store.add_to_pool(&sku, 50).await.unwrap();
+        let record = StockRecord {
+            sku: sku.clone(),
+            received: 100,
+            updated_at: UnixMillis(1),
+        };
+        store.put_stock(&[record]).await.unwrap();
+        let taken = store.take_from_pool(&sku, 1, 1, 80).await.unwrap();
         assert_eq!(
-            store.take_from_pool(&sku, 80).await.unwrap(),
-            50,
-            "no more than the pool"
+            taken,
+            Taken {
+                units: 25,
+                pool: 75
+            },
+            "a quarter of the pool"
         );
-        assert_eq!(store.take_from_pool(&sku, 1).await.unwrap(), 0);
-        store.return_to_pool(&sku, 20).await.unwrap();
+        let taken = store.take_from_pool(&sku, 1, 40, 80).await.unwrap();
+        assert_eq!(
+            taken,
+            Taken {
+                units: 40,
+                pool: 35
+            },
+            "the need first"
+        );
+        let taken = store.take_from_pool(&sku, 1, 36, 80).await.unwrap();
+        assert_eq!(
+            taken,
+            Taken { units: 0, pool: 35 },
+            "none short of the need"
+        );
+        assert_eq!(store.return_to_pool(&sku, 1, 20).await.unwrap(), 55);
         let escrow = store.escrow(&sku).await.unwrap();
-        assert_eq!((escrow.pool, escrow.granted_to(store.node())), (20, 30));
-        let over = store.return_to_pool(&sku, 31).await;
-        assert!(
-            matches!(over, Err(souk_storage::StorageError::Conflict(_))),
-            "{over:?}"
-        );
+        assert_eq!((escrow.pool, escrow.granted_to(store.node())), (55, 45));
+        let over = store.return_to_pool(&sku, 1, 46).await;
+        assert!(matches!(over, Err(StorageError::Conflict(_))), "{over:?}");
+        let stale = store.return_to_pool(&sku, 2, 1).await;
+        assert!(matches!(stale, Err(StorageError::Conflict(_))), "{stale:?}");
         assert_eq!(store.escrow(&sku).await.unwrap(), escrow);
         assert!(matches!(
-            store.add_to_pool(&sku, -1).await,
-            Err(souk_storage::StorageError::Conflict(_))
+            store.add_to_pool(&sku, -56).await,
+            Err(StorageError::Conflict(_))
         ));
+        assert_eq!(store.add_to_pool(&sku, -5).await.unwrap(), 50);
+    })
+    .await;
+}
+
+/// Node numbers: one per name, the same on every ask, different per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_claims_its_own_number() {
+    with_store(|store, _session, config| async move {
+        let other = node(&config, "node-other").await;
+        let (mine, theirs) = (
+            store.node_number().await.unwrap(),
+            other.node_number().await.unwrap(),
+        );
+        assert_ne!(mine, theirs);
+        assert_eq!(store.node_number().await.unwrap(), mine);
+        assert_eq!(other.node_number().await.unwrap(), theirs);
     })
     .await;
 }
 
 /// A node whose lease ran out is fenced, cannot renew, and its grant is
-/// reclaimed down to what its orders hold; a live lease is left alone.
+/// reclaimed down to what its orders hold, once; a live lease is left
+/// alone. Started again, the node rejoins under a new epoch, after which a
+/// reclaim still running on the fence's view cannot move its grant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_node_is_fenced_and_its_grant_reclaimed() {
-    use souk_storage::scylla::Lease;
+async fn a_dead_node_is_fenced_and_its_grant_reclaimed_once() {
     with_store(|store, _session, config| async move {
         let sku = sku("ESCROW-3");
         let (dead, live) = (
@@ -328,41 +377,55 @@ async fn a_dead_node_is_fenced_and_its_grant_reclaimed() {
             node(&config, "node-live").await,
         );
         store.add_to_pool(&sku, 100).await.unwrap();
-        assert_eq!(dead.take_from_pool(&sku, 40).await.unwrap(), 40);
-        assert_eq!(live.take_from_pool(&sku, 10).await.unwrap(), 10);
         let now = UnixMillis(1_000_000);
-        dead.renew_lease(None, UnixMillis(now.0 - 1)).await.unwrap();
-        live.renew_lease(None, UnixMillis(now.0 + 5_000))
-            .await
-            .unwrap();
+        let dead_lease = dead.join(UnixMillis(now.0 - 1)).await.unwrap();
+        let live_lease = live.join(UnixMillis(now.0 + 5_000)).await.unwrap();
+        assert_eq!((dead_lease.epoch, live_lease.epoch), (1, 1));
+        assert_eq!(
+            dead.take_from_pool(&sku, 1, 40, 40).await.unwrap().units,
+            40
+        );
+        assert_eq!(
+            live.take_from_pool(&sku, 1, 10, 10).await.unwrap().units,
+            10
+        );
 
-        assert!(
-            !store.fence("node-live", now).await.unwrap(),
+        assert_eq!(
+            store.fence("node-live", now).await.unwrap(),
+            None,
             "a live lease stays"
         );
-        assert!(
-            !store.fence("node-never", now).await.unwrap(),
-            "no lease, nothing to fence"
+        assert_eq!(store.fence("node-never", now).await.unwrap(), None);
+        assert_eq!(store.fence("node-dead", now).await.unwrap(), Some(2));
+        assert_eq!(
+            store.fence("node-dead", now).await.unwrap(),
+            Some(2),
+            "fenced once"
         );
-        assert!(store.fence("node-dead", now).await.unwrap());
-        assert_eq!(store.lease("node-dead").await.unwrap(), Some(Lease::Fenced));
         let renewed = dead
-            .renew_lease(
-                Some(Lease::Until(UnixMillis(now.0 - 1))),
-                UnixMillis(now.0 + 5_000),
-            )
+            .renew_lease(dead_lease, UnixMillis(now.0 + 5_000))
             .await;
         assert!(
-            matches!(renewed, Err(souk_storage::StorageError::Conflict(_))),
+            matches!(renewed, Err(StorageError::Conflict(_))),
             "{renewed:?}"
         );
 
         // Its durable orders hold 12 units: those stay with it.
-        assert_eq!(store.reclaim(&sku, "node-dead", |_| 12).await.unwrap(), 28);
+        let fenced = Reclaim::Fenced { epoch: 2 };
         assert_eq!(
-            store.reclaim(&sku, "node-dead", |_| 12).await.unwrap(),
+            store
+                .reclaim(&sku, "node-dead", |_| 12, fenced)
+                .await
+                .unwrap(),
+            28
+        );
+        assert_eq!(
+            store
+                .reclaim(&sku, "node-dead", |_| 0, fenced)
+                .await
+                .unwrap(),
             0,
-            "once"
+            "a grant is reclaimed once per fence"
         );
         let escrow = store.escrow(&sku).await.unwrap();
         assert_eq!(
@@ -374,30 +437,50 @@ async fn a_dead_node_is_fenced_and_its_grant_reclaimed() {
             (78, 12, 10)
         );
         assert_eq!(escrow.total(), 100);
-        // Started again, it takes its lease back from the fence.
-        dead.renew_lease(None, UnixMillis(now.0 + 5_000))
-            .await
-            .unwrap();
+
+        // Dead again before the reclaim, then started while a reclaimer
+        // still works from the fence it saw: the rejoin stamps the grant.
+        assert_eq!(store.fence("node-dead", now).await.unwrap(), Some(2));
+        let rejoined = dead.join(UnixMillis(now.0 + 5_000)).await.unwrap();
+        assert_eq!(rejoined.epoch, 3);
         assert_eq!(
-            store
-                .leases()
+            dead.escrow(&sku)
                 .await
                 .unwrap()
-                .into_iter()
-                .collect::<std::collections::BTreeMap<_, _>>(),
-            [
-                (
-                    "node-dead".to_owned(),
-                    Lease::Until(UnixMillis(now.0 + 5_000))
-                ),
-                (
-                    "node-live".to_owned(),
-                    Lease::Until(UnixMillis(now.0 + 5_000))
-                ),
-            ]
-            .into_iter()
-            .collect()
+                .grant("node-dead")
+                .unwrap()
+                .epoch,
+            3
         );
+        assert_eq!(
+            store
+                .reclaim(&sku, "node-dead", |_| 0, Reclaim::Fenced { epoch: 2 })
+                .await
+                .unwrap(),
+            0,
+            "a stale reclaim moves nothing"
+        );
+        assert_eq!(dead.take_from_pool(&sku, 3, 8, 8).await.unwrap().units, 8);
+        let stale = dead.take_from_pool(&sku, 1, 1, 1).await;
+        assert!(matches!(stale, Err(StorageError::Conflict(_))), "{stale:?}");
+        let leases: std::collections::BTreeMap<_, _> =
+            store.leases().await.unwrap().into_iter().collect();
+        assert_eq!(
+            leases["node-dead"],
+            Lease {
+                until: Some(UnixMillis(now.0 + 5_000)),
+                epoch: 3
+            }
+        );
+        assert_eq!(leases["node-live"], live_lease);
+        // A clean stop gives back all but what its orders hold (none).
+        assert_eq!(
+            dead.reclaim_node("node-dead", Reclaim::Own { epoch: 3 })
+                .await
+                .unwrap(),
+            20
+        );
+        assert_eq!(store.escrow(&sku).await.unwrap().total(), 100);
     })
     .await;
 }

@@ -1,68 +1,125 @@
 //! Stock shared by several souk nodes on one cluster, held in escrow.
 //!
 //! Each SKU's units are split between its pool (units no node holds) and
-//! one grant per node (units that node may sell). A node sells only from
-//! its own grant, which its shards count in memory as they count received
-//! stock on a single node; it takes units from the pool in chunks and
-//! gives back what it did not sell when it stops. Units are conserved:
-//! every change moves units between the pool and one grant in a single
-//! conditional batch on the SKU's partition, so pool + grants stays the
-//! units received and two nodes can never take the same units.
+//! one grant per node (units that node may sell, and those it sold). A
+//! node sells only from its own grant, which its shards count in memory as
+//! they count received stock on a single node; it takes units from the
+//! pool in chunks and gives back what it does not sell. Units are
+//! conserved: every change moves units between the pool and one grant in a
+//! single conditional batch on the SKU's partition, so pool + grants stays
+//! the units received and two nodes can never take the same units.
 //!
-//! A node that dies keeps its grants until its lease runs out. Another
-//! node then fences it (sets its lease negative, so it cannot renew) and
-//! reclaims each grant down to the units the dead node's durable orders
-//! hold (sold or awaiting payment), which it reads from the orders. A
-//! fenced node that starts again reclaims its own grants the same way
-//! before it sells.
+//! A node renews a lease while it runs. Once a node's lease has run out,
+//! another node fences it (marks the lease fenced under the next epoch, so
+//! it cannot renew) and reclaims each grant down to the units the dead
+//! node's durable orders hold (sold or awaiting payment), stamping the
+//! grant with the fence's epoch: each grant is reclaimed once per fence. A
+//! fenced node that starts again takes a lease under a newer epoch and
+//! stamps its grants with it before it sells, so that a reclaim still
+//! running on an older view can no longer move them.
 
-use souk_wire::api::{Sku, UnixMillis};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use souk_wire::api::{OrderStatus, Sku, UnixMillis};
 
 use super::{ScyllaStore, applied, unavailable};
 use crate::error::{Result, StorageError};
+use crate::model::StockRecord;
+use crate::store::{StockEscrow, Taken};
 
 /// Conditional writes tried before contention is reported as `Busy`.
 const CAS_ATTEMPTS: usize = 32;
 
+/// The row of a SKU's partition that holds its pool: a name no node can
+/// have (node names are letters, digits, `-`, `_` and `.`).
+const POOL: &str = "*pool";
+
+/// Node numbers a cluster hands out: ids carry them in five bits.
+pub const NODE_NUMBERS: i32 = 32;
+
+/// Shard numbers a node's orders are indexed under (a server's most).
+const SHARD_NUMBERS: u16 = 256;
+
+/// One node's grant of one SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub node: String,
+    pub units: i64,
+    /// The lease epoch it was last stamped with.
+    pub epoch: i64,
+}
+
 /// One SKU's escrow: its pool and every node's grant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Escrow {
+    /// Whether the pool was opened (from the SKU's stock record).
+    pub opened: bool,
     pub pool: i64,
-    /// `(node, units granted)`, by node name.
-    pub grants: Vec<(String, i64)>,
+    pub grants: Vec<Grant>,
 }
 
 impl Escrow {
+    pub fn grant(&self, node: &str) -> Option<&Grant> {
+        self.grants.iter().find(|g| g.node == node)
+    }
+
     pub fn granted_to(&self, node: &str) -> i64 {
-        self.grants
-            .iter()
-            .find(|(n, _)| n == node)
-            .map_or(0, |(_, units)| *units)
+        self.grant(node).map_or(0, |g| g.units)
     }
 
     /// Units received: the pool and every grant.
     pub fn total(&self) -> i64 {
-        self.pool + self.grants.iter().map(|(_, units)| units).sum::<i64>()
+        self.pool + self.grants.iter().map(|g| g.units).sum::<i64>()
+    }
+
+    fn push(&mut self, node: String, units: Option<i64>, epoch: Option<i64>) {
+        if node == POOL {
+            self.opened = true;
+            self.pool = units.unwrap_or(0);
+        } else {
+            self.grants.push(Grant {
+                node,
+                units: units.unwrap_or(0),
+                epoch: epoch.unwrap_or(0),
+            });
+        }
     }
 }
 
 /// A node's lease as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lease {
-    /// It may sell until then.
-    Until(UnixMillis),
-    /// Fenced after its lease ran out; its grants are being reclaimed.
-    Fenced,
+pub struct Lease {
+    /// Until when it may sell; `None` once fenced.
+    pub until: Option<UnixMillis>,
+    pub epoch: i64,
 }
 
 const FENCED: i64 = -1;
 
-fn lease_value(until: i64) -> Lease {
-    if until < 0 {
-        Lease::Fenced
-    } else {
-        Lease::Until(UnixMillis(until as u64))
+impl Lease {
+    fn stored(until: Option<i64>, epoch: Option<i64>) -> Lease {
+        let until = until.unwrap_or(FENCED);
+        Lease {
+            until: (until >= 0).then(|| UnixMillis(until as u64)),
+            epoch: epoch.unwrap_or(0),
+        }
     }
+
+    fn until_value(&self) -> i64 {
+        self.until.map_or(FENCED, millis)
+    }
+}
+
+/// Whose grant a reclaim moves, and under which condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaim {
+    /// This node's own grants, under its epoch (a clean stop).
+    Own { epoch: i64 },
+    /// A fenced node's grants not yet stamped with the fence's epoch.
+    Fenced { epoch: i64 },
 }
 
 fn millis(at: UnixMillis) -> i64 {
@@ -73,6 +130,9 @@ fn millis(at: UnixMillis) -> i64 {
 /// growing with the attempt, so that writers racing on one partition stop
 /// colliding in step.
 async fn back_off(attempt: usize) {
+    if attempt == 0 {
+        return;
+    }
     let ceiling_ms = 1u64 << attempt.min(6);
     let wait = rand::random::<u64>() % ceiling_ms;
     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
@@ -90,14 +150,41 @@ impl ScyllaStore {
         &self.node
     }
 
-    /// A SKU's pool and grants.
-    pub async fn escrow(&self, sku: &Sku) -> Result<Escrow> {
-        Ok(self.escrow_read(sku).await?.1)
+    /// This node's number among the nodes sharing the cluster, claimed by
+    /// its name the first time it asks and the same ever after.
+    pub async fn node_number(&self) -> Result<u8> {
+        for _ in 0..CAS_ATTEMPTS {
+            let rows = self
+                .run(&self.statements.node_numbers, ())
+                .await?
+                .into_rows_result()
+                .map_err(unavailable)?;
+            let mut taken = Vec::new();
+            for row in rows.rows::<(i32, Option<String>)>().map_err(unavailable)? {
+                let (number, node) = row.map_err(unavailable)?;
+                if node.as_deref() == Some(self.node.as_str()) {
+                    return Ok(number as u8);
+                }
+                taken.push(number);
+            }
+            let Some(free) = (0..NODE_NUMBERS).find(|n| !taken.contains(n)) else {
+                return Err(StorageError::Conflict(format!(
+                    "all {NODE_NUMBERS} node numbers are taken; {} cannot join",
+                    self.node
+                )));
+            };
+            let written = self
+                .run(&self.statements.claim_number, (free, self.node.as_str()))
+                .await?;
+            if applied(written)? {
+                return Ok(free as u8);
+            }
+        }
+        Err(contended("the node numbers"))
     }
 
-    /// The same, and whether the pool was ever opened.
-    async fn escrow_read(&self, sku: &Sku) -> Result<(bool, Escrow)> {
-        let mut opened = false;
+    /// A SKU's pool and grants.
+    pub async fn escrow(&self, sku: &Sku) -> Result<Escrow> {
         let rows = self
             .run(&self.statements.escrow_of, (sku.as_str(),))
             .await?
@@ -105,20 +192,16 @@ impl ScyllaStore {
             .map_err(unavailable)?;
         let mut escrow = Escrow::default();
         for row in rows
-            .rows::<(Option<i64>, Option<String>, Option<i64>)>()
+            .rows::<(String, Option<i64>, Option<i64>)>()
             .map_err(unavailable)?
         {
-            let (pool, node, granted) = row.map_err(unavailable)?;
-            opened |= pool.is_some();
-            escrow.pool = pool.unwrap_or(0);
-            if let Some(node) = node {
-                escrow.grants.push((node, granted.unwrap_or(0)));
-            }
+            let (node, units, epoch) = row.map_err(unavailable)?;
+            escrow.push(node, units, epoch);
         }
-        Ok((opened, escrow))
+        Ok(escrow)
     }
 
-    /// Every SKU's escrow, as a node reads it at start.
+    /// Every opened SKU's escrow, as a node reads it at start.
     pub async fn all_escrow(&self) -> Result<Vec<(Sku, Escrow)>> {
         let mut all: Vec<(Sku, Escrow)> = Vec::new();
         let mut paging = scylla::response::PagingState::start();
@@ -129,11 +212,9 @@ impl ScyllaStore {
                 .await
                 .map_err(unavailable)?;
             let rows = result.into_rows_result().map_err(unavailable)?;
-            for row in rows
-                .rows::<(String, Option<i64>, Option<String>, Option<i64>)>()
-                .map_err(unavailable)?
-            {
-                let (sku, pool, node, granted) = row.map_err(unavailable)?;
+            type EscrowRow = (String, String, Option<i64>, Option<i64>);
+            for row in rows.rows::<EscrowRow>().map_err(unavailable)? {
+                let (sku, node, units, epoch) = row.map_err(unavailable)?;
                 let sku = Sku::new(sku).map_err(|e| StorageError::Corrupt {
                     table: "stock_escrow",
                     reason: e.to_string(),
@@ -141,11 +222,10 @@ impl ScyllaStore {
                 if all.last().is_none_or(|(last, _)| *last != sku) {
                     all.push((sku, Escrow::default()));
                 }
-                let escrow = &mut all.last_mut().expect("pushed above").1;
-                escrow.pool = pool.unwrap_or(0);
-                if let Some(node) = node {
-                    escrow.grants.push((node, granted.unwrap_or(0)));
-                }
+                all.last_mut()
+                    .expect("pushed above")
+                    .1
+                    .push(node, units, epoch);
             }
             match next.into_paging_control_flow() {
                 std::ops::ControlFlow::Break(()) => return Ok(all),
@@ -154,25 +234,40 @@ impl ScyllaStore {
         }
     }
 
-    /// Adds `units` received (a restock, or the opening stock) to the pool;
-    /// the pool's new size.
-    pub async fn add_to_pool(&self, sku: &Sku, units: i64) -> Result<i64> {
-        if units < 0 {
-            return Err(StorageError::Conflict(format!(
-                "cannot add {units} units to the pool of {sku}"
-            )));
+    /// The SKU's escrow, its pool opened first from the units its stock
+    /// record says were received (once: whoever opens it first wins).
+    async fn opened_escrow(&self, sku: &Sku) -> Result<Escrow> {
+        let escrow = self.escrow(sku).await?;
+        if escrow.opened {
+            return Ok(escrow);
         }
+        let stock: Option<StockRecord> = self
+            .record("stock", &self.statements.stock_of, (sku.as_str(),))
+            .await?;
+        let received = stock.map_or(0, |s| s.received.max(0));
+        // Not applied means another node opened it: either way it is open.
+        self.run(&self.statements.open_pool, (sku.as_str(), received))
+            .await?;
+        self.escrow(sku).await
+    }
+
+    /// Adds `units` received to the pool (a restock), or removes units
+    /// from it when negative (`Conflict` if the pool has fewer); the pool's
+    /// new size.
+    pub async fn add_to_pool(&self, sku: &Sku, units: i64) -> Result<i64> {
         for attempt in 0..CAS_ATTEMPTS {
             back_off(attempt).await;
-            let (opened, escrow) = self.escrow_read(sku).await?;
+            let escrow = self.opened_escrow(sku).await?;
             let pool = escrow.pool + units;
-            let written = if !opened {
-                self.run(&self.statements.open_pool, (sku.as_str(), pool))
-                    .await?
-            } else {
-                self.run(&self.statements.set_pool, (pool, sku.as_str(), escrow.pool))
-                    .await?
-            };
+            if pool < 0 {
+                return Err(StorageError::Conflict(format!(
+                    "the pool of {sku} holds {} units, cannot take {}",
+                    escrow.pool, -units
+                )));
+            }
+            let written = self
+                .run(&self.statements.set_pool, (pool, sku.as_str(), escrow.pool))
+                .await?;
             if applied(written)? {
                 return Ok(pool);
             }
@@ -180,89 +275,184 @@ impl ScyllaStore {
         Err(contended("the pool"))
     }
 
-    /// Moves up to `want` units from the pool to this node's grant; the
-    /// units moved, none when the pool is empty.
-    pub async fn take_from_pool(&self, sku: &Sku, want: i64) -> Result<i64> {
-        if want <= 0 {
-            return Ok(0);
-        }
-        self.open_grant(sku, &self.node).await?;
+    /// Moves units from the pool to this node's grant (stamped `epoch`):
+    /// none unless the pool has `need`; up to `want` (at least `need`) but
+    /// never more than a quarter of the pool beyond `need`, so that the
+    /// last units go out in small pieces to whichever node sells them.
+    pub async fn take_from_pool(
+        &self,
+        sku: &Sku,
+        epoch: i64,
+        need: i64,
+        want: i64,
+    ) -> Result<Taken> {
+        let node = self.node.as_str();
         for attempt in 0..CAS_ATTEMPTS {
             back_off(attempt).await;
-            let escrow = self.escrow(sku).await?;
-            let taken = want.min(escrow.pool);
-            if taken <= 0 {
-                return Ok(0);
+            let escrow = self.opened_escrow(sku).await?;
+            let Some(grant) = escrow.grant(node) else {
+                // Not applied means it exists now: either way, read again.
+                self.run(&self.statements.open_grant, (sku.as_str(), node, epoch))
+                    .await?;
+                continue;
+            };
+            let share = want.min(escrow.pool / 4).max(need).max(1);
+            let units = share.min(escrow.pool);
+            if units <= 0 || units < need {
+                return Ok(Taken {
+                    units: 0,
+                    pool: escrow.pool,
+                });
             }
-            let granted = escrow.granted_to(&self.node);
+            if grant.epoch != epoch {
+                return Err(fenced(node, sku));
+            }
+            let pool = escrow.pool;
             if self
-                .move_units(sku, &self.node, (escrow.pool, granted), -taken)
+                .move_units(sku, node, (pool, grant.units, epoch), -units, epoch)
                 .await?
             {
-                return Ok(taken);
+                return Ok(Taken {
+                    units,
+                    pool: pool - units,
+                });
             }
         }
         Err(contended("the pool"))
     }
 
-    /// Moves `units` of this node's grant back to the pool (what it did not
-    /// sell, when it stops or a SKU moves to another node).
-    pub async fn return_to_pool(&self, sku: &Sku, units: i64) -> Result<()> {
-        self.reclaim(sku, &self.node, |granted| granted - units)
-            .await
-            .map(drop)
-    }
-
-    /// Sets `node`'s grant to `keep(granted)` (at most what it has), the
-    /// rest back to the pool; the units returned. `keep` is asked again on
-    /// each attempt, with the grant as it then is.
-    pub async fn reclaim(&self, sku: &Sku, node: &str, keep: impl Fn(i64) -> i64) -> Result<i64> {
+    /// Moves `units` of this node's grant (stamped `epoch`) back to the
+    /// pool; the pool's new size. `Conflict` if the grant holds fewer.
+    pub async fn return_to_pool(&self, sku: &Sku, epoch: i64, units: i64) -> Result<i64> {
+        let node = self.node.as_str();
         for attempt in 0..CAS_ATTEMPTS {
             back_off(attempt).await;
             let escrow = self.escrow(sku).await?;
-            let granted = escrow.granted_to(node);
-            let kept = keep(granted);
-            if kept < 0 || kept > granted {
+            let Some(grant) = escrow.grant(node) else {
+                return Err(StorageError::Conflict(format!("{node} holds no {sku}")));
+            };
+            if grant.epoch != epoch {
+                return Err(fenced(node, sku));
+            }
+            if grant.units < units || units < 0 {
                 return Err(StorageError::Conflict(format!(
-                    "{node} holds {granted} units of {sku}, cannot keep {kept}"
+                    "{node} holds {} units of {sku}, cannot give back {units}",
+                    grant.units
                 )));
             }
-            let returned = granted - kept;
-            if returned == 0 {
-                return Ok(0);
+            if units == 0 {
+                return Ok(escrow.pool);
             }
             if self
-                .move_units(sku, node, (escrow.pool, granted), returned)
+                .move_units(sku, node, (escrow.pool, grant.units, epoch), units, epoch)
                 .await?
             {
+                return Ok(escrow.pool + units);
+            }
+        }
+        Err(contended("a grant"))
+    }
+
+    /// Sets `node`'s grant of `sku` to `keep(units granted)` (at most what
+    /// it has), the rest back to the pool; the units returned. Under
+    /// `Reclaim::Fenced` only a grant stamped with an older epoch moves,
+    /// and it is stamped with the fence's; a grant already stamped is left.
+    pub async fn reclaim(
+        &self,
+        sku: &Sku,
+        node: &str,
+        keep: impl Fn(i64) -> i64,
+        how: Reclaim,
+    ) -> Result<i64> {
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
+            let escrow = self.escrow(sku).await?;
+            let Some(grant) = escrow.grant(node) else {
+                return Ok(0);
+            };
+            let stamp = match how {
+                Reclaim::Own { epoch } if grant.epoch == epoch => epoch,
+                Reclaim::Own { .. } => return Err(fenced(node, sku)),
+                Reclaim::Fenced { epoch } if grant.epoch < epoch => epoch,
+                Reclaim::Fenced { .. } => return Ok(0),
+            };
+            let kept = keep(grant.units).clamp(0, grant.units);
+            let returned = grant.units - kept;
+            if returned == 0 && stamp == grant.epoch {
+                return Ok(0);
+            }
+            let read = (escrow.pool, grant.units, grant.epoch);
+            if self.move_units(sku, node, read, returned, stamp).await? {
                 return Ok(returned);
             }
         }
         Err(contended("a grant"))
     }
 
-    async fn open_grant(&self, sku: &Sku, node: &str) -> Result<()> {
-        let escrow = self.escrow(sku).await?;
-        if escrow.grants.iter().any(|(n, _)| n == node) {
-            return Ok(());
+    /// Reclaims every grant of `node` down to what its durable orders hold.
+    pub async fn reclaim_node(&self, node: &str, how: Reclaim) -> Result<i64> {
+        let all = self.all_escrow().await?;
+        let pending = |escrow: &Escrow| {
+            escrow.grant(node).is_some_and(|g| match how {
+                Reclaim::Own { .. } => g.units > 0,
+                Reclaim::Fenced { epoch } => g.epoch < epoch,
+            })
+        };
+        if !all.iter().any(|(_, escrow)| pending(escrow)) {
+            return Ok(0);
         }
-        // Not applied means it exists now: either way it is there.
-        self.run(&self.statements.open_grant, (sku.as_str(), node))
-            .await?;
-        Ok(())
+        let held = self.held_by(node).await?;
+        let mut returned = 0;
+        for (sku, _) in all.iter().filter(|(_, e)| pending(e)) {
+            let keep = held.get(sku).copied().unwrap_or(0);
+            returned += self.reclaim(sku, node, |_| keep, how).await?;
+        }
+        Ok(returned)
     }
 
-    /// `pool += units`, `grant -= units`, if both are still as read.
+    /// Units of each SKU that `node`'s durable orders hold: sold (its stock
+    /// snapshot, then its paid orders after it) or awaiting payment.
+    pub async fn held_by(&self, node: &str) -> Result<HashMap<Sku, i64>> {
+        let snapshot = self.snapshot_of(node).await?;
+        let mut held: HashMap<Sku, i64> = snapshot.sold.into_iter().collect();
+        for shard in 0..SHARD_NUMBERS {
+            let mut after = snapshot
+                .watermark
+                .0
+                .checked_sub(1)
+                .map(souk_wire::api::OrderId);
+            loop {
+                let page = self.shard_orders_of(node, shard, after, usize::MAX).await?;
+                for order in &page.items {
+                    if matches!(order.status, OrderStatus::Cancelled | OrderStatus::Expired) {
+                        continue;
+                    }
+                    for line in &order.lines {
+                        *held.entry(line.sku.clone()).or_default() += i64::from(line.quantity);
+                    }
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// `pool += units`, `grant -= units` and the grant stamped `stamp`, if
+    /// pool, grant and its epoch are still as read.
     async fn move_units(
         &self,
         sku: &Sku,
         node: &str,
-        (pool, granted): (i64, i64),
+        (pool, granted, epoch): (i64, i64, i64),
         units: i64,
+        stamp: i64,
     ) -> Result<bool> {
         let values = (
             (pool + units, sku.as_str(), pool),
-            (granted - units, sku.as_str(), node, granted),
+            (granted - units, stamp, sku.as_str(), node, granted, epoch),
         );
         let result = self
             .session
@@ -279,8 +469,9 @@ impl ScyllaStore {
             .await?
             .into_rows_result()
             .map_err(unavailable)?;
-        let row: Option<(Option<i64>,)> = rows.maybe_first_row().map_err(unavailable)?;
-        Ok(row.map(|(until,)| lease_value(until.unwrap_or(FENCED))))
+        let row: Option<(Option<i64>, Option<i64>)> =
+            rows.maybe_first_row().map_err(unavailable)?;
+        Ok(row.map(|(until, epoch)| Lease::stored(until, epoch)))
     }
 
     /// Every node's lease.
@@ -290,41 +481,35 @@ impl ScyllaStore {
             .await?
             .into_rows_result()
             .map_err(unavailable)?;
-        rows.rows::<(String, Option<i64>)>()
+        rows.rows::<(String, Option<i64>, Option<i64>)>()
             .map_err(unavailable)?
             .map(|row| {
-                let (node, until) = row.map_err(unavailable)?;
-                Ok((node, lease_value(until.unwrap_or(FENCED))))
+                let (node, until, epoch) = row.map_err(unavailable)?;
+                Ok((node, Lease::stored(until, epoch)))
             })
             .collect()
     }
 
-    /// Moves this node's lease from `held` (what it last wrote; `None` at
-    /// start, to take over whatever is stored) to `until`. `Conflict` when
-    /// the stored lease is not `held`: another node fenced this one, which
-    /// must stop selling and reclaim its grants before it sells again.
-    pub async fn renew_lease(&self, held: Option<Lease>, until: UnixMillis) -> Result<()> {
+    /// Moves this node's lease from `held` (as last read or written) to
+    /// `until` under `epoch`. `Conflict` when the stored lease is no
+    /// longer `held`: another node fenced this one.
+    async fn set_lease(&self, held: Option<Lease>, until: UnixMillis, epoch: i64) -> Result<Lease> {
         let node = self.node.as_str();
-        let stored = match held {
-            Some(held) => Some(held),
-            None => self.lease(node).await?,
-        };
-        let written = match stored {
+        let written = match held {
             None => {
-                self.run(&self.statements.new_lease, (node, millis(until)))
+                self.run(&self.statements.new_lease, (node, millis(until), epoch))
                     .await?
             }
-            Some(stored) => {
-                let old = match stored {
-                    Lease::Until(at) => millis(at),
-                    Lease::Fenced => FENCED,
-                };
-                self.run(&self.statements.set_lease, (millis(until), node, old))
-                    .await?
+            Some(held) => {
+                let values = (millis(until), epoch, node, held.until_value(), held.epoch);
+                self.run(&self.statements.set_lease, values).await?
             }
         };
         if applied(written)? {
-            Ok(())
+            Ok(Lease {
+                until: Some(until),
+                epoch,
+            })
         } else {
             Err(StorageError::Conflict(format!(
                 "the lease of {node} changed: fenced by another node"
@@ -332,24 +517,213 @@ impl ScyllaStore {
         }
     }
 
-    /// Fences `node` if its lease ran out before `now`: from then on it
-    /// cannot renew, so its grants can be reclaimed. True when it is
-    /// fenced (by this call or before).
-    pub async fn fence(&self, node: &str, now: UnixMillis) -> Result<bool> {
-        match self.lease(node).await? {
-            None => Ok(false),
-            Some(Lease::Fenced) => Ok(true),
-            Some(Lease::Until(until)) if until >= now => Ok(false),
-            Some(Lease::Until(until)) => {
-                let written = self
-                    .run(&self.statements.set_lease, (FENCED, node, millis(until)))
-                    .await?;
-                if applied(written)? {
-                    return Ok(true);
+    /// Renews the lease this node holds (`held`, as it last wrote it).
+    pub async fn renew_lease(&self, held: Lease, until: UnixMillis) -> Result<Lease> {
+        if held.until.is_none() {
+            return Err(StorageError::Conflict(format!("{} is fenced", self.node)));
+        }
+        self.set_lease(Some(held), until, held.epoch).await
+    }
+
+    /// Takes this node's lease at start: its own again if it still holds
+    /// it; after a fence, a new epoch, with every grant of the node stamped
+    /// with it (so a reclaim still running elsewhere cannot move them) before
+    /// this returns, and so before the node reads its grants and sells.
+    pub async fn join(&self, until: UnixMillis) -> Result<Lease> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.lease(&self.node).await?;
+            let taken = match stored {
+                None => self.set_lease(None, until, 1).await,
+                Some(lease) if lease.until.is_some() => {
+                    self.set_lease(Some(lease), until, lease.epoch).await
                 }
-                // Renewed or fenced meanwhile: look again.
-                Ok(matches!(self.lease(node).await?, Some(Lease::Fenced)))
+                Some(lease) => self.set_lease(Some(lease), until, lease.epoch + 1).await,
+            };
+            let lease = match taken {
+                Ok(lease) => lease,
+                // Fenced or renewed meanwhile: read it again.
+                Err(StorageError::Conflict(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            self.stamp_grants(lease.epoch).await?;
+            return Ok(lease);
+        }
+        Err(contended("the lease"))
+    }
+
+    /// Stamps every grant of this node with `epoch`.
+    async fn stamp_grants(&self, epoch: i64) -> Result<()> {
+        let node = self.node.as_str();
+        for (sku, escrow) in self.all_escrow().await? {
+            let mut grant = escrow.grant(node).cloned();
+            for _ in 0..CAS_ATTEMPTS {
+                let Some(current) = grant.filter(|g| g.epoch != epoch) else {
+                    break;
+                };
+                let values = (epoch, sku.as_str(), node, current.epoch);
+                if applied(self.run(&self.statements.stamp_grant, values).await?)? {
+                    break;
+                }
+                grant = self.escrow(&sku).await?.grant(node).cloned();
             }
         }
+        Ok(())
+    }
+
+    /// Fences `node` if its lease ran out before `before`: from then on it
+    /// cannot renew, and its grants can be reclaimed under the returned
+    /// epoch (also when it was fenced before). `None` while its lease runs.
+    pub async fn fence(&self, node: &str, before: UnixMillis) -> Result<Option<i64>> {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(lease) = self.lease(node).await? else {
+                return Ok(None);
+            };
+            match lease.until {
+                None => return Ok(Some(lease.epoch)),
+                Some(until) if until >= before => return Ok(None),
+                Some(_) => {
+                    let values = (
+                        FENCED,
+                        lease.epoch + 1,
+                        node,
+                        lease.until_value(),
+                        lease.epoch,
+                    );
+                    if applied(self.run(&self.statements.set_lease, values).await?)? {
+                        return Ok(Some(lease.epoch + 1));
+                    }
+                }
+            }
+        }
+        Err(contended("a lease"))
+    }
+}
+
+fn fenced(node: &str, sku: &Sku) -> StorageError {
+    StorageError::Conflict(format!(
+        "the grant of {sku} to {node} was stamped by a newer lease: {node} was fenced"
+    ))
+}
+
+/// This node's side of the escrow, for its shards: the lease it holds and
+/// the epoch its grants carry. Shards sell only while the lease runs.
+#[derive(Debug)]
+pub struct NodeEscrow {
+    store: Arc<ScyllaStore>,
+    epoch: AtomicI64,
+    until: AtomicU64,
+    fenced: AtomicBool,
+}
+
+impl NodeEscrow {
+    /// Joins the cluster's escrow: takes the lease (see `ScyllaStore::join`).
+    pub async fn join(store: Arc<ScyllaStore>, until: UnixMillis) -> Result<NodeEscrow> {
+        let lease = store.join(until).await?;
+        Ok(NodeEscrow {
+            store,
+            epoch: AtomicI64::new(lease.epoch),
+            until: AtomicU64::new(until.0),
+            fenced: AtomicBool::new(false),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<ScyllaStore> {
+        &self.store
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Renews the lease to `until`. A fence found here is final: the node
+    /// stops selling for good (a restart rejoins under a new epoch).
+    pub async fn renew(&self, until: UnixMillis) -> Result<()> {
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(StorageError::Conflict(format!(
+                "{} is fenced",
+                self.store.node
+            )));
+        }
+        let held = Lease {
+            until: Some(UnixMillis(self.until.load(Ordering::SeqCst))),
+            epoch: self.epoch(),
+        };
+        match self.store.renew_lease(held, until).await {
+            Ok(_) => {
+                self.until.store(until.0, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(StorageError::Conflict(reason)) => {
+                self.fenced.store(true, Ordering::SeqCst);
+                Err(StorageError::Conflict(reason))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Gives back every unit of this node's grants that its durable orders
+    /// do not hold: at a clean stop, once no shard sells any more.
+    pub async fn leave(&self) -> Result<i64> {
+        if self.fenced.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let node = self.store.node.clone();
+        self.store
+            .reclaim_node(
+                &node,
+                Reclaim::Own {
+                    epoch: self.epoch(),
+                },
+            )
+            .await
+    }
+
+    /// Fences every node whose lease ran out before `before` and reclaims
+    /// its grants; the units returned to the pools.
+    pub async fn reclaim_dead(&self, before: UnixMillis) -> Result<i64> {
+        let mut returned = 0;
+        for (node, lease) in self.store.leases().await? {
+            if node == self.store.node || lease.until.is_some_and(|until| until >= before) {
+                continue;
+            }
+            if let Some(epoch) = self.store.fence(&node, before).await? {
+                returned += self
+                    .store
+                    .reclaim_node(&node, Reclaim::Fenced { epoch })
+                    .await?;
+            }
+        }
+        Ok(returned)
+    }
+}
+
+#[async_trait]
+impl StockEscrow for NodeEscrow {
+    fn selling_until(&self) -> Option<UnixMillis> {
+        (!self.fenced.load(Ordering::SeqCst)).then(|| UnixMillis(self.until.load(Ordering::SeqCst)))
+    }
+
+    async fn take(&self, sku: &Sku, need: i64, want: i64) -> Result<Taken> {
+        self.store
+            .take_from_pool(sku, self.epoch(), need, want)
+            .await
+    }
+
+    async fn give_back(&self, sku: &Sku, units: i64) -> Result<i64> {
+        self.store.return_to_pool(sku, self.epoch(), units).await
+    }
+
+    async fn add(&self, sku: &Sku, units: i64) -> Result<i64> {
+        self.store.add_to_pool(sku, units).await
+    }
+
+    async fn pools(&self) -> Result<Vec<(Sku, i64)>> {
+        Ok(self
+            .store
+            .all_escrow()
+            .await?
+            .into_iter()
+            .map(|(sku, escrow)| (sku, escrow.pool))
+            .collect())
     }
 }

@@ -24,7 +24,7 @@
 mod escrow;
 mod statements;
 
-pub use escrow::{Escrow, Lease};
+pub use escrow::{Escrow, Grant, Lease, NODE_NUMBERS, NodeEscrow, Reclaim};
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -204,6 +204,10 @@ impl std::fmt::Debug for ScyllaStore {
     }
 }
 
+fn snapshot_key_of(node: &str) -> String {
+    format!("stock_snapshot/{node}")
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).expect("ids stay below 2^63")
 }
@@ -294,7 +298,19 @@ impl ScyllaStore {
     }
 
     fn snapshot_key(&self) -> String {
-        format!("stock_snapshot/{}", self.node)
+        snapshot_key_of(&self.node)
+    }
+
+    /// `node`'s stock snapshot, as stored.
+    async fn snapshot_of(&self, node: &str) -> Result<StockSnapshot> {
+        Ok(self
+            .record(
+                "stock snapshot",
+                &self.statements.get_meta,
+                (snapshot_key_of(node),),
+            )
+            .await?
+            .unwrap_or_default())
     }
 
     async fn run(
@@ -554,14 +570,7 @@ impl StockStore for ScyllaStore {
     /// thousand SKUs sold), past which the snapshot stops advancing with
     /// `TooLarge` and a start replays the orders after it.
     async fn stock_snapshot(&self) -> Result<StockSnapshot> {
-        let snapshot: StockSnapshot = self
-            .record(
-                "stock snapshot",
-                &self.statements.get_meta,
-                (self.snapshot_key(),),
-            )
-            .await?
-            .unwrap_or_default();
+        let snapshot = self.snapshot_of(&self.node).await?;
         self.watermark
             .fetch_max(snapshot.watermark.0, std::sync::atomic::Ordering::SeqCst);
         Ok(snapshot)
@@ -1034,9 +1043,22 @@ impl OrderStore for ScyllaStore {
         after: Option<OrderId>,
         limit: usize,
     ) -> Result<Page<OrderRecord, OrderId>> {
+        self.shard_orders_of(&self.node, shard, after, limit).await
+    }
+}
+
+impl ScyllaStore {
+    /// A page of the orders `node`'s shard `shard` placed, after `after`.
+    async fn shard_orders_of(
+        &self,
+        node: &str,
+        shard: u16,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<OrderRecord, OrderId>> {
         let limit = limit.clamp(1, PAGE_MAX);
         let after = after.map_or(-1, |id| to_i64(id.0));
-        let values = (self.node.as_str(), i32::from(shard), after, limit as i32);
+        let values = (node, i32::from(shard), after, limit as i32);
         let rows = self
             .run(&self.statements.orders_of_shard, values)
             .await?

@@ -93,8 +93,8 @@ pub(crate) const PUT_PRODUCT: [&str; 2] = [
 /// The pool's new size if it still has its old one, and the grant's
 /// likewise.
 pub(crate) const MOVE_UNITS: [&str; 2] = [
-    "UPDATE {ks}.stock_escrow SET pool = ? WHERE sku = ? IF pool = ?",
-    "UPDATE {ks}.stock_escrow SET granted = ? WHERE sku = ? AND node = ? IF granted = ?",
+    "UPDATE {ks}.stock_escrow SET granted = ? WHERE sku = ? AND node = '*pool' IF granted = ?",
+    "UPDATE {ks}.stock_escrow SET granted = ?, epoch = ? WHERE sku = ? AND node = ? IF granted = ? AND epoch = ?",
 ];
 
 statements! {
@@ -141,15 +141,19 @@ statements! {
     orders_of_shard: Safe "SELECT order_id, user_id FROM {ks}.orders_by_shard WHERE node = ? AND shard = ? AND order_id > ? LIMIT ?",
     put_payment: Safe "INSERT INTO {ks}.payments (order_id, record) VALUES (?, ?)",
     get_payment: Safe "SELECT record FROM {ks}.payments WHERE order_id = ?",
-    escrow_of: Safe "SELECT pool, node, granted FROM {ks}.stock_escrow WHERE sku = ?",
-    all_escrow: Safe "SELECT sku, pool, node, granted FROM {ks}.stock_escrow",
-    open_pool: Conditional "INSERT INTO {ks}.stock_escrow (sku, pool) VALUES (?, ?) IF NOT EXISTS",
-    set_pool: Conditional "UPDATE {ks}.stock_escrow SET pool = ? WHERE sku = ? IF pool = ?",
-    open_grant: Conditional "INSERT INTO {ks}.stock_escrow (sku, node, granted) VALUES (?, ?, 0) IF NOT EXISTS",
-    lease_of: Safe "SELECT until FROM {ks}.node_leases WHERE node = ?",
-    all_leases: Safe "SELECT node, until FROM {ks}.node_leases",
-    new_lease: Conditional "INSERT INTO {ks}.node_leases (node, until) VALUES (?, ?) IF NOT EXISTS",
-    set_lease: Conditional "UPDATE {ks}.node_leases SET until = ? WHERE node = ? IF until = ?",
+    stock_of: Safe "SELECT record FROM {ks}.stock WHERE sku = ?",
+    escrow_of: Safe "SELECT node, granted, epoch FROM {ks}.stock_escrow WHERE sku = ?",
+    all_escrow: Safe "SELECT sku, node, granted, epoch FROM {ks}.stock_escrow",
+    open_pool: Conditional "INSERT INTO {ks}.stock_escrow (sku, node, granted, epoch) VALUES (?, '*pool', ?, 0) IF NOT EXISTS",
+    set_pool: Conditional "UPDATE {ks}.stock_escrow SET granted = ? WHERE sku = ? AND node = '*pool' IF granted = ?",
+    open_grant: Conditional "INSERT INTO {ks}.stock_escrow (sku, node, granted, epoch) VALUES (?, ?, 0, ?) IF NOT EXISTS",
+    stamp_grant: Conditional "UPDATE {ks}.stock_escrow SET epoch = ? WHERE sku = ? AND node = ? IF epoch = ?",
+    lease_of: Safe "SELECT until, epoch FROM {ks}.node_leases WHERE node = ?",
+    all_leases: Safe "SELECT node, until, epoch FROM {ks}.node_leases",
+    new_lease: Conditional "INSERT INTO {ks}.node_leases (node, until, epoch) VALUES (?, ?, ?) IF NOT EXISTS",
+    set_lease: Conditional "UPDATE {ks}.node_leases SET until = ?, epoch = ? WHERE node = ? IF until = ? AND epoch = ?",
+    node_numbers: Safe "SELECT number, node FROM {ks}.node_numbers",
+    claim_number: Conditional "INSERT INTO {ks}.node_numbers (number, node) VALUES (?, ?) IF NOT EXISTS",
     catalog_changes: Safe "SELECT product_id FROM {ks}.catalog_changes WHERE day = ? AND at >= ?",
     claim_key: Conditional "INSERT INTO {ks}.checkout_keys (user_id, key, order_id, claimed_at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
     key_claim: Safe "SELECT order_id, claimed_at FROM {ks}.checkout_keys WHERE user_id = ? AND key = ?",
