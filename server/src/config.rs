@@ -723,6 +723,13 @@ fn storage_config(cli: &Options, file: &Options) -> Result<StorageConfig, Config
         .clone()
         .or_else(|| file.node_name.clone())
         .unwrap_or_else(host_name);
+    let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if scylla.node.is_empty() || scylla.node.len() > 64 || !scylla.node.bytes().all(valid) {
+        return Err(ConfigError::Invalid(format!(
+            "node name {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
+            scylla.node
+        )));
+    }
     Ok(StorageConfig::Scylla(scylla))
 }
 

@@ -221,3 +221,29 @@ pub const HTTP_CATALOG_CACHE_CONTROL: &str = "public, max-age=1, stale-while-rev
 
 /// Connections the kernel queues per shard before the bridge accepts them.
 pub const HTTP_ACCEPT_BACKLOG: i32 = 1024;
+
+/// Where several nodes share stock (escrow): how long a node's lease runs
+/// from each renewal, and how often it renews.
+pub const ESCROW_LEASE: Duration = Duration::from_secs(15);
+pub const ESCROW_RENEW_EVERY: Duration = Duration::from_secs(3);
+/// A node stops reserving this long before its lease ends (renewals have
+/// failed for a while: it may be cut off from the cluster), and stops
+/// storing orders this long before, so that no order lands after another
+/// node could have fenced it.
+pub const ESCROW_SELL_MARGIN: Duration = Duration::from_secs(5);
+pub const ESCROW_INSERT_MARGIN: Duration = Duration::from_secs(3);
+/// How far past its lease a node is fenced and its grants reclaimed: the
+/// clock skew between nodes souk tolerates, with the driver's request
+/// timeout (5 s) for an insert still in flight.
+pub const ESCROW_SKEW: Duration = Duration::from_secs(10);
+/// How often each node looks for dead nodes to reclaim, and each owner
+/// shard for idle units to give back and pools to read again.
+pub const ESCROW_RECLAIM_EVERY: Duration = Duration::from_secs(5);
+pub const ESCROW_BALANCE_EVERY: Duration = Duration::from_secs(1);
+/// Units taken from a pool at once, at least and at most.
+pub const ESCROW_CHUNK_MIN: i64 = 4;
+pub const ESCROW_CHUNK_MAX: i64 = 1024;
+/// A SKU unsold this long gives its units back when the pool is dry, and
+/// all but a minimum chunk after the longer wait.
+pub const ESCROW_IDLE: Duration = Duration::from_secs(2);
+pub const ESCROW_IDLE_SURPLUS: Duration = Duration::from_secs(60);

@@ -91,6 +91,21 @@ const COUNTERS: &[(&str, &str, Read)] = &[
         "Catalog reads that built their reply.",
         |s| &s.cache_misses,
     ),
+    (
+        "souk_escrow_takes_total",
+        "Takes of units from the cluster's shared stock pools.",
+        |s| &s.escrow_takes,
+    ),
+    (
+        "souk_escrow_units_taken_total",
+        "Units taken from the cluster's shared stock pools.",
+        |s| &s.escrow_units_taken,
+    ),
+    (
+        "souk_escrow_units_returned_total",
+        "Unsold units given back to the cluster's shared stock pools.",
+        |s| &s.escrow_units_returned,
+    ),
 ];
 
 /// The exposition text: every shard's counters, then the store's group

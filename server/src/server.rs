@@ -9,8 +9,8 @@ use anyhow::{Context, anyhow};
 use souk_storage::embedded::EmbeddedStore;
 use souk_storage::model::{OrderRecord, SnapshotProgress, StockSnapshot};
 use souk_storage::redis::RedisState;
-use souk_storage::scylla::ScyllaStore;
-use souk_storage::store::TokenStore;
+use souk_storage::scylla::{NodeEscrow, ScyllaStore};
+use souk_storage::store::{StockEscrow, TokenStore};
 use souk_storage::{CatalogData, DataDir, Store, demo};
 use souk_wire::api::{OrderId, UnixMillis, UserId};
 use tokio::sync::{Barrier, watch};
@@ -44,6 +44,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     store: Arc<dyn Store>,
+    /// Where nodes share stock: this node's lease and grants.
+    escrow: Option<Arc<NodeEscrow>>,
     clock: Clock,
     /// Drives the storage driver's own tasks (ScyllaDB connections) and the
     /// start-up and shut-down storage calls; shards await storage from
@@ -73,7 +75,7 @@ impl Server {
         let identity = load_identity(config, &data_dir)?;
         let storage_runtime = storage_runtime()?;
         let stores = block_on(&storage_runtime, open_stores(config, &data_dir))?;
-        let settings = shard_settings(config, &data_dir)?;
+        let settings = shard_settings(config, &data_dir, stores.node)?;
         let states = block_on(&storage_runtime, rebuild_shards(&stores, config, &settings))?;
         let stats = Arc::new(Stats::new(config.shards));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -101,8 +103,11 @@ impl Server {
         storage_runtime.spawn(keep_stock_snapshot(
             stores.store.clone(),
             clock.clone(),
-            shutdown_rx,
+            shutdown_rx.clone(),
         ));
+        if let Some(escrow) = &stores.escrow {
+            storage_runtime.spawn(keep_lease(escrow.clone(), clock.clone(), shutdown_rx));
+        }
         let server = Server {
             local_addr,
             http_addr,
@@ -112,6 +117,7 @@ impl Server {
             shutdown,
             threads,
             store: stores.store,
+            escrow: stores.escrow,
             clock,
             storage_runtime: Some(storage_runtime),
             _sign_outs: stores.sign_outs,
@@ -198,6 +204,15 @@ impl Server {
         }
         // Every shard has drained: make what they wrote durable and stop.
         let runtime = self.storage_runtime.as_ref().expect("present until drop");
+        if let Some(escrow) = &self.escrow {
+            // Nothing sells any more: what the orders do not hold goes back.
+            match block_on(runtime, escrow.leave()) {
+                Ok(units) => info!(units, "gave unsold units back to the shared pools"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not give unsold units back; they return when this node's lease is reclaimed")
+                }
+            }
+        }
         let closed = block_on(runtime, self.store.close());
         if panicked > 0 {
             return Err(anyhow!("{panicked} shard thread(s) panicked"));
@@ -239,16 +254,38 @@ struct Stores {
     sessions: Arc<dyn TokenStore>,
     redis: Option<Arc<RedisState>>,
     sign_outs: Option<souk_storage::redis::SignOutFeed>,
+    /// Where several nodes share stock through a cluster.
+    escrow: Option<Arc<NodeEscrow>>,
+    /// This node's number among them (0 alone): ids carry it.
+    node: u8,
 }
 
 async fn open_stores(config: &Config, data_dir: &DataDir) -> anyhow::Result<Stores> {
-    let store = open_store(config, data_dir).await?;
+    let (store, escrow, node): (Arc<dyn Store>, _, _) = match &config.storage {
+        StorageConfig::Scylla(scylla) => {
+            let store = Arc::new(connect_scylla(scylla).await?);
+            let node = store
+                .node_number()
+                .await
+                .context("claiming this node's number in the cluster")?;
+            let until =
+                UnixMillis(Clock::default().now().0 + limits::ESCROW_LEASE.as_millis() as u64);
+            let escrow = NodeEscrow::join(store.clone(), until)
+                .await
+                .context("taking this node's lease on the shared stock")?;
+            info!(node = %scylla.node, number = node, epoch = escrow.epoch(), "joined the nodes sharing the cluster");
+            (store, Some(Arc::new(escrow)), node)
+        }
+        StorageConfig::Embedded(_) => (open_store(config, data_dir).await?, None, 0),
+    };
     let Some(url) = &config.redis else {
         return Ok(Stores {
             sessions: store.clone(),
             store,
             redis: None,
             sign_outs: None,
+            escrow,
+            node,
         });
     };
     let redis = RedisState::connect(url, limits::REDIS_CONNECTIONS)
@@ -264,11 +301,17 @@ async fn open_stores(config: &Config, data_dir: &DataDir) -> anyhow::Result<Stor
         sessions: redis.clone(),
         redis: Some(redis),
         sign_outs: Some(sign_outs),
+        escrow,
+        node,
     })
 }
 
 /// What every shard starts with, from the configuration.
-fn shard_settings(config: &Config, data_dir: &DataDir) -> anyhow::Result<rebuild::Settings> {
+fn shard_settings(
+    config: &Config,
+    data_dir: &DataDir,
+    node: u8,
+) -> anyhow::Result<rebuild::Settings> {
     Ok(rebuild::Settings {
         placement: Placement::new(config.shards),
         tokens: Arc::new(TokenKeys::new(&token_key(data_dir)?)),
@@ -290,6 +333,7 @@ fn shard_settings(config: &Config, data_dir: &DataDir) -> anyhow::Result<rebuild
         .filter_map(|(class, per_second)| Some((class, Rate::limiting(per_second)?)))
         .collect(),
         server_version: env!("CARGO_PKG_VERSION"),
+        node,
     })
 }
 
@@ -301,7 +345,11 @@ async fn rebuild_shards(
     settings: &rebuild::Settings,
 ) -> anyhow::Result<Vec<crate::domain::ShardState>> {
     let store = stores.store.as_ref();
-    let data = load_catalog(store, config).await?;
+    let mut data = load_catalog(store, config).await?;
+    let pools = match &stores.escrow {
+        Some(escrow) => shared_stock(escrow.store(), &mut data).await?,
+        None => Vec::new(),
+    };
     let (snapshot, orders) = load_orders(store).await?;
     info!(
         orders = orders.len(),
@@ -314,8 +362,42 @@ async fn rebuild_shards(
         snapshot: &snapshot,
         orders: &orders,
         carts,
+        pools,
     };
     Ok(rebuild::shard_states(stored, settings))
+}
+
+/// Where nodes share stock: this node's grants stand in for the units
+/// received in `data.stock`; the pools (a SKU's stock record until its
+/// pool is first opened) are returned for shoppers to see.
+async fn shared_stock(
+    store: &ScyllaStore,
+    data: &mut CatalogData,
+) -> anyhow::Result<Vec<(souk_wire::api::Sku, i64)>> {
+    let escrow: std::collections::HashMap<_, _> = store
+        .all_escrow()
+        .await
+        .context("reading the shared stock")?
+        .into_iter()
+        .collect();
+    let mut pools = Vec::with_capacity(data.stock.len());
+    let mut grants = Vec::with_capacity(data.stock.len());
+    for (sku, received) in &data.stock {
+        match escrow.get(sku) {
+            Some(shared) if shared.opened => {
+                pools.push((sku.clone(), shared.pool));
+                grants.push((sku.clone(), shared.granted_to(store.node())));
+            }
+            _ => pools.push((sku.clone(), *received)),
+        }
+    }
+    info!(
+        skus = grants.len(),
+        units = grants.iter().map(|(_, units)| units).sum::<i64>(),
+        "this node's grants of the shared stock"
+    );
+    data.stock = grants;
+    Ok(pools)
 }
 
 /// `/metrics` on `--metrics-listen`, served from the storage runtime.
@@ -422,6 +504,10 @@ fn spawn_shards(start: ShardsStart<'_>) -> anyhow::Result<Started> {
             store: stores.store.clone(),
             sessions: stores.sessions.clone(),
             shared_limits: stores.redis.clone(),
+            escrow: stores
+                .escrow
+                .clone()
+                .map(|escrow| escrow as Arc<dyn StockEscrow>),
             sign_outs: stores.sign_outs.as_ref().map(|feed| feed.receiver()),
             state,
             socket,
@@ -502,7 +588,7 @@ pub fn create_admin(
     // a shard's id is refused by the store as a conflict.
     let tool = crate::shard::ShardId((limits::SHARDS_MAX - 1) as u16);
     let user = souk_storage::model::UserRecord {
-        id: UserId(IdGenerator::new(tool).next(now)),
+        id: UserId(IdGenerator::new(0, tool).next(now)),
         email,
         password_hash: accounts::hash_password(
             password,
@@ -558,13 +644,7 @@ async fn open_store(config: &Config, data_dir: &DataDir) -> anyhow::Result<Arc<d
             info!(backend = store.backend(), "store open");
             Ok(Arc::new(store))
         }
-        StorageConfig::Scylla(scylla) => {
-            let store = ScyllaStore::connect(scylla)
-                .await
-                .with_context(|| format!("cannot connect to ScyllaDB at {:?}", scylla.nodes))?;
-            info!(keyspace = %scylla.keyspace, node = %scylla.node, "ScyllaDB connected");
-            Ok(Arc::new(store))
-        }
+        StorageConfig::Scylla(scylla) => Ok(Arc::new(connect_scylla(scylla).await?)),
     }
 }
 
@@ -626,6 +706,55 @@ async fn fold_stock_snapshot(
                 watermark: progress.watermark,
                 folded: total,
             });
+        }
+    }
+}
+
+async fn connect_scylla(
+    scylla: &souk_storage::scylla::ScyllaConfig,
+) -> anyhow::Result<ScyllaStore> {
+    let store = ScyllaStore::connect(scylla)
+        .await
+        .with_context(|| format!("cannot connect to ScyllaDB at {:?}", scylla.nodes))?;
+    info!(keyspace = %scylla.keyspace, node = %scylla.node, "ScyllaDB connected");
+    Ok(store)
+}
+
+/// Renews this node's lease on the shared stock every
+/// `ESCROW_RENEW_EVERY`, and reclaims the grants of nodes whose leases
+/// ran out `ESCROW_SKEW` ago, until shutdown. A node that finds itself
+/// fenced stops selling for good: a restart rejoins under a new epoch.
+async fn keep_lease(escrow: Arc<NodeEscrow>, clock: Clock, mut shutdown: watch::Receiver<bool>) {
+    let lease = limits::ESCROW_LEASE.as_millis() as u64;
+    let skew = limits::ESCROW_SKEW.as_millis() as u64;
+    let mut last_reclaim = clock.now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(limits::ESCROW_RENEW_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = clock.now();
+        match escrow.renew(UnixMillis(now.0 + lease)).await {
+            Ok(()) => {}
+            Err(souk_storage::StorageError::Conflict(reason)) => {
+                tracing::error!(%reason, "fenced by the nodes sharing the cluster: this node sells nothing until restarted");
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "could not renew the lease on the shared stock"),
+        }
+        if now.0.saturating_sub(last_reclaim.0) >= limits::ESCROW_RECLAIM_EVERY.as_millis() as u64 {
+            last_reclaim = now;
+            match escrow
+                .reclaim_dead(UnixMillis(now.0.saturating_sub(skew)))
+                .await
+            {
+                Ok(0) => {}
+                Ok(units) => info!(
+                    units,
+                    "reclaimed the unsold units of nodes whose lease ran out"
+                ),
+                Err(error) => tracing::warn!(%error, "could not reclaim the stock of dead nodes"),
+            }
         }
     }
 }

@@ -31,6 +31,11 @@ pub struct ShardStats {
     /// had to be built.
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    /// Where nodes share stock: takes from the cluster's pools, the units
+    /// they moved here, and units given back.
+    pub escrow_takes: Counter,
+    pub escrow_units_taken: Counter,
+    pub escrow_units_returned: Counter,
 }
 
 /// A monotonically increasing count with a single writer.
@@ -40,6 +45,10 @@ pub struct Counter(AtomicU64);
 impl Counter {
     pub fn increment(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {

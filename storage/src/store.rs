@@ -249,6 +249,8 @@ pub trait StockEscrow: Send + Sync {
     /// Adds units received to the pool (removes when negative); the pool's
     /// new size.
     async fn add(&self, sku: &Sku, units: i64) -> Result<i64>;
+    /// Sets the pool to `units`; its new size.
+    async fn set(&self, sku: &Sku, units: i64) -> Result<i64>;
     /// Every opened pool's size.
     async fn pools(&self) -> Result<Vec<(Sku, i64)>>;
 }

@@ -124,6 +124,10 @@ pub struct Inventory {
     /// SKUs whose stock status may have changed since the owner last
     /// published them to the stock board.
     status_changes: Vec<Sku>,
+    /// Where several nodes share stock (escrow): units of each SKU in the
+    /// cluster's pool as last seen, which no node holds yet. Shown to
+    /// shoppers with this node's own, never reserved from directly.
+    pools: HashMap<Sku, i64>,
 }
 
 impl Default for Inventory {
@@ -156,6 +160,71 @@ impl Inventory {
             settled: Settled::default(),
             purchase_limit,
             status_changes: Vec::new(),
+            pools: HashMap::new(),
+        }
+    }
+
+    /// Units shown as available: this node's own and the pool's.
+    fn shown(&self, sku: &Sku) -> i64 {
+        let own = self.counters.get(sku).map_or(0, |c| c.available());
+        own + self.pools.get(sku).copied().unwrap_or(0)
+    }
+
+    /// Units of a SKU this shard may still reserve itself.
+    pub fn available(&self, sku: &Sku) -> i64 {
+        self.counters.get(sku).map_or(0, |c| c.available())
+    }
+
+    /// The pools of shared SKUs as last seen.
+    pub fn pool(&self) -> &HashMap<Sku, i64> {
+        &self.pools
+    }
+
+    /// Notes the pool of a shared SKU as just read.
+    pub fn set_pool(&mut self, sku: &Sku, pool: i64) {
+        let before = self.shown(sku);
+        self.pools.insert(sku.clone(), pool.max(0));
+        self.note_shown(sku, before);
+    }
+
+    /// Units this node took from the pool into its grant: more received.
+    pub fn grant(&mut self, sku: &Sku, units: i64) {
+        let before = self.shown(sku);
+        let counter = self.counters.entry(sku.clone()).or_default();
+        counter.received += units;
+        counter.assert_valid(sku);
+        self.note_shown(sku, before);
+    }
+
+    /// Takes `units` of the available stock out of this node's counter,
+    /// to give back to the pool; false (nothing changed) if fewer are
+    /// available.
+    pub fn take_back(&mut self, sku: &Sku, units: i64) -> bool {
+        let Some(counter) = self.counters.get_mut(sku) else {
+            return false;
+        };
+        if units <= 0 || counter.available() < units {
+            return false;
+        }
+        let before = counter.available();
+        counter.received -= units;
+        counter.assert_valid(sku);
+        self.note(sku, before);
+        true
+    }
+
+    /// SKUs with units available to this node.
+    pub fn held_skus(&self) -> Vec<(Sku, i64)> {
+        self.counters
+            .iter()
+            .filter(|(_, c)| c.available() > 0)
+            .map(|(sku, c)| (sku.clone(), c.available()))
+            .collect()
+    }
+
+    fn note_shown(&mut self, sku: &Sku, before: i64) {
+        if super::stock_status(before) != super::stock_status(self.shown(sku)) {
+            self.status_changes.push(sku.clone());
         }
     }
 
@@ -163,8 +232,9 @@ impl Inventory {
     /// first entries.
     pub fn statuses(&self) -> StockStatuses {
         self.counters
-            .iter()
-            .map(|(sku, counter)| (sku.clone(), super::stock_status(counter.available())))
+            .keys()
+            .chain(self.pools.keys())
+            .map(|sku| (sku.clone(), super::stock_status(self.shown(sku))))
             .collect()
     }
 
@@ -176,8 +246,8 @@ impl Inventory {
         skus.dedup();
         skus.into_iter()
             .map(|sku| {
-                let available = self.counters.get(&sku).map_or(0, |c| c.available());
-                (sku, super::stock_status(available))
+                let status = super::stock_status(self.shown(&sku));
+                (sku, status)
             })
             .collect()
     }
@@ -186,8 +256,9 @@ impl Inventory {
     /// from `before` may have moved it to another status. Cheap enough for
     /// every reservation: only a crossing allocates.
     fn note(&mut self, sku: &Sku, before: i64) {
+        let pool = self.pools.get(sku).copied().unwrap_or(0);
         let after = self.counters.get(sku).map_or(0, |c| c.available());
-        if super::stock_status(before) != super::stock_status(after) {
+        if super::stock_status(before + pool) != super::stock_status(after + pool) {
             self.status_changes.push(sku.clone());
         }
     }
@@ -272,13 +343,19 @@ impl Inventory {
         self.counters.is_empty()
     }
 
-    /// The level of a SKU; a SKU with no counter has none in stock.
+    /// The level of a SKU; a SKU with no counter has none in stock. A
+    /// shared SKU's pool counts as on hand and available.
     pub fn level(&self, sku: &Sku) -> StockLevel {
-        self.counters
+        let mut level = self
+            .counters
             .get(sku)
             .copied()
             .unwrap_or_default()
-            .level(sku)
+            .level(sku);
+        let pool = self.pools.get(sku).copied().unwrap_or(0);
+        level.on_hand += pool;
+        level.available += pool;
+        level
     }
 
     pub fn totals(&self, sku: &Sku) -> Totals {

@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod cart;
 pub mod catalog;
+pub mod escrow;
 pub mod flow;
 pub mod inventory;
 pub mod orders;
@@ -71,6 +72,8 @@ pub struct ShardState {
     /// Recent "sign out everywhere" cutoffs, which end the identities of
     /// connections signed in before them.
     pub sign_outs: sign_outs::SignOuts,
+    /// Where nodes share stock: the demand behind each take from the pool.
+    pub escrow: escrow::EscrowBook,
 }
 
 /// Failed-login limits, per account and per source address.

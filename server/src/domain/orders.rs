@@ -21,23 +21,33 @@ use super::catalog::Catalog;
 use crate::limits::{CART_LINE_UNITS_MAX, IDEMPOTENCY_WINDOW, PLACED_KEYS_MAX};
 use crate::shard::ShardId;
 
-/// Makes order and user ids: milliseconds since the epoch, then the shard,
-/// then a sequence number. Ids sort by creation time (order history reads
-/// newest first by id) and never collide across shards; within a shard the
-/// clock is never allowed to step back.
+/// Makes order and user ids: milliseconds since the epoch, then the node
+/// (its number among the nodes sharing a cluster; 0 alone), the shard and a
+/// sequence number. Ids sort by creation time (order history reads newest
+/// first by id) and never collide across shards or nodes; within a shard
+/// the clock is never allowed to step back.
 #[derive(Debug)]
 pub struct IdGenerator {
+    node: u64,
     shard: u64,
     last_ms: u64,
     sequence: u64,
 }
 
-const SEQUENCE_BITS: u32 = 12;
+const SEQUENCE_BITS: u32 = 7;
 const SHARD_BITS: u32 = 8;
+const NODE_BITS: u32 = 5;
+/// Bits under the milliseconds.
+const LOW_BITS: u32 = SEQUENCE_BITS + SHARD_BITS + NODE_BITS;
+
+/// Nodes that can share a cluster and still make distinct ids.
+pub const NODES_MAX: u8 = 1 << NODE_BITS;
 
 impl IdGenerator {
-    pub fn new(shard: ShardId) -> IdGenerator {
+    pub fn new(node: u8, shard: ShardId) -> IdGenerator {
+        assert!(node < NODES_MAX, "node number {node} out of range");
         IdGenerator {
+            node: u64::from(node),
             shard: u64::from(shard.0),
             last_ms: 0,
             sequence: 0,
@@ -47,7 +57,7 @@ impl IdGenerator {
     /// The smallest id any shard can make at or after `at`: ids below it
     /// were all made before `at`.
     pub fn first_at(at: UnixMillis) -> u64 {
-        at.0 << (SHARD_BITS + SEQUENCE_BITS)
+        at.0 << LOW_BITS
     }
 
     pub fn next(&mut self, now: UnixMillis) -> u64 {
@@ -55,7 +65,7 @@ impl IdGenerator {
         if ms == self.last_ms {
             self.sequence += 1;
             if self.sequence == 1 << SEQUENCE_BITS {
-                // 4096 ids in one millisecond: borrow the next one.
+                // 128 ids in one millisecond: borrow the next one.
                 ms += 1;
                 self.sequence = 0;
             }
@@ -63,7 +73,10 @@ impl IdGenerator {
             self.sequence = 0;
         }
         self.last_ms = ms;
-        ms << (SHARD_BITS + SEQUENCE_BITS) | self.shard << SEQUENCE_BITS | self.sequence
+        ms << LOW_BITS
+            | self.node << (SHARD_BITS + SEQUENCE_BITS)
+            | self.shard << SEQUENCE_BITS
+            | self.sequence
     }
 }
 
@@ -353,21 +366,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_increase_and_name_their_shard() {
-        let mut ids = IdGenerator::new(ShardId(3));
+    fn ids_increase_and_name_their_node_and_shard() {
+        let mut ids = IdGenerator::new(5, ShardId(3));
         let mut last = 0;
         for n in 0..10_000 {
             let id = ids.next(UnixMillis(1_800_000_000_000 + n / 5000));
             assert!(id > last, "ids strictly increase");
             assert_eq!((id >> SEQUENCE_BITS) & 0xff, 3, "the shard is in the id");
+            assert_eq!(
+                (id >> (SEQUENCE_BITS + SHARD_BITS)) & 0x1f,
+                5,
+                "and the node"
+            );
             last = id;
         }
         let earlier = ids.next(UnixMillis(1_700_000_000_000));
         assert!(earlier > last, "a clock stepping back does not repeat ids");
-        let other = IdGenerator::new(ShardId(4)).next(UnixMillis(1_800_000_000_000));
-        assert_ne!(
-            other,
-            IdGenerator::new(ShardId(3)).next(UnixMillis(1_800_000_000_000))
+        let at = UnixMillis(1_800_000_000_000);
+        let made = [
+            IdGenerator::new(0, ShardId(3)).next(at),
+            IdGenerator::new(0, ShardId(4)).next(at),
+            IdGenerator::new(1, ShardId(3)).next(at),
+            IdGenerator::new(NODES_MAX - 1, ShardId(255)).next(at),
+        ];
+        let distinct: std::collections::HashSet<u64> = made.into_iter().collect();
+        assert_eq!(distinct.len(), made.len(), "{made:?}");
+        assert!(made.iter().all(|&id| id >= IdGenerator::first_at(at)));
+        assert!(
+            made.iter()
+                .all(|&id| id < IdGenerator::first_at(UnixMillis(at.0 + 1)))
         );
     }
 

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use souk_storage::Store;
-use souk_storage::store::{SharedLimits, TokenStore};
+use souk_storage::store::{SharedLimits, StockEscrow, TokenStore};
 use souk_wire::api::{Money, OrderId, UnixMillis};
 
 use super::catalog::Catalog;
@@ -83,6 +83,13 @@ pub trait Ports: Sized + 'static {
     /// Stock changed in a way listings show: every shard drops the
     /// replies it cached.
     fn replies_stale(&self);
+    /// Where several nodes share stock through their cluster: this node's
+    /// side of the escrow. `None` on a node that owns its stock alone.
+    fn escrow(&self) -> Option<&dyn StockEscrow> {
+        None
+    }
+    /// Counts units moved from the pool (`took`) or back to it.
+    fn escrow_moved(&self, _took: bool, _units: i64) {}
 }
 
 /// Why a charge did not go through.

@@ -28,6 +28,9 @@ pub struct Stored<'a> {
     /// Every order from the snapshot's watermark on.
     pub orders: &'a [OrderRecord],
     pub carts: Vec<CartRecord>,
+    /// Where nodes share stock: each SKU's pool as read at start (this
+    /// node's grants stand in for units received in `catalog.stock`).
+    pub pools: Vec<(Sku, i64)>,
 }
 
 /// The settings every shard starts with.
@@ -39,6 +42,8 @@ pub struct Settings {
     /// Per-customer rates; buckets start full at every start.
     pub rates: Vec<(RateClass, Rate)>,
     pub server_version: &'static str,
+    /// This node's number among the nodes sharing a cluster (0 alone).
+    pub node: u8,
 }
 
 /// Every shard's state, in shard order: counters of the SKUs it owns
@@ -59,7 +64,7 @@ pub fn shard_states(stored: Stored<'_>, settings: &Settings) -> Vec<ShardState> 
             }
         }
     }
-    let inventories: Vec<Inventory> = placement
+    let mut inventories: Vec<Inventory> = placement
         .shards()
         .map(|shard| {
             Inventory::rebuild(
@@ -71,6 +76,13 @@ pub fn shard_states(stored: Stored<'_>, settings: &Settings) -> Vec<ShardState> 
             )
         })
         .collect();
+    for (sku, pool) in &stored.pools {
+        inventories[placement.sku_owner(sku).index()].set_pool(sku, *pool);
+    }
+    for inventory in &mut inventories {
+        // Published with the board built below.
+        inventory.take_status_changes();
+    }
     let stock_board = Arc::new(StockBoard::new(
         placement,
         inventories.iter().map(Inventory::statuses).collect(),
@@ -98,7 +110,7 @@ pub fn shard_states(stored: Stored<'_>, settings: &Settings) -> Vec<ShardState> 
                 server_version: settings.server_version,
                 carts,
                 pending,
-                ids: IdGenerator::new(shard),
+                ids: IdGenerator::new(settings.node, shard),
                 tokens: settings.tokens.clone(),
                 commerce: settings.commerce,
                 checkouts: Default::default(),
@@ -110,6 +122,7 @@ pub fn shard_states(stored: Stored<'_>, settings: &Settings) -> Vec<ShardState> 
                 ),
                 stock_board: stock_board.clone(),
                 sign_outs: Default::default(),
+                escrow: Default::default(),
             }
         })
         .collect()

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint, EndpointConfig, Incoming, RecvStream, Runtime, SendStream};
 use souk_storage::Store;
 use souk_storage::redis::RedisState;
-use souk_storage::store::{SharedLimits, TokenStore};
+use souk_storage::store::{SharedLimits, StockEscrow, TokenStore};
 use souk_wire::api::{ApiError, ErrorStatus, Response, UnixMillis};
 use souk_wire::codec::{self, Encoder};
 use souk_wire::{frame, limits as wire_limits};
@@ -66,6 +66,8 @@ pub struct ShardSetup {
     pub sessions: Arc<dyn TokenStore>,
     /// With `--redis`: the limits that must hold across nodes.
     pub shared_limits: Option<Arc<RedisState>>,
+    /// Where nodes share stock through their cluster: this node's escrow.
+    pub escrow: Option<Arc<dyn StockEscrow>>,
     /// With `--redis`: every node's sign-outs everywhere.
     pub sign_outs: Option<souk_storage::redis::SignOutReceiver>,
     pub socket: UdpSocket,
@@ -106,6 +108,7 @@ pub(super) struct Shard {
     store: Arc<dyn Store>,
     sessions: Arc<dyn TokenStore>,
     shared_limits: Option<Arc<RedisState>>,
+    escrow: Option<Arc<dyn StockEscrow>>,
     /// Payments and other work handlers leave running: a stop waits for
     /// them after the requests.
     background: TaskTracker,
@@ -242,6 +245,20 @@ impl Ports for Shard {
         self.sessions.as_ref()
     }
 
+    fn escrow(&self) -> Option<&dyn StockEscrow> {
+        self.escrow.as_deref()
+    }
+
+    fn escrow_moved(&self, took: bool, units: i64) {
+        let stats = self.stats();
+        if took {
+            stats.escrow_takes.increment();
+            stats.escrow_units_taken.add(units.unsigned_abs());
+        } else {
+            stats.escrow_units_returned.add(units.unsigned_abs());
+        }
+    }
+
     fn shared_limits(&self) -> Option<&dyn SharedLimits> {
         self.shared_limits
             .as_deref()
@@ -359,6 +376,7 @@ async fn run(setup: ShardSetup) {
         http,
         sessions,
         shared_limits,
+        escrow,
         sign_outs,
         gate,
         ..
@@ -399,6 +417,7 @@ async fn run(setup: ShardSetup) {
         clock,
         sessions,
         shared_limits,
+        escrow,
         background: TaskTracker::new(),
     });
     let inbox_task = tokio::task::spawn_local(serve_inbox(shard.clone(), inbox));
@@ -408,6 +427,7 @@ async fn run(setup: ShardSetup) {
     let shared_catalog_task = (id == crate::domain::CATALOG_OWNER)
         .then(|| tokio::task::spawn_local(flow::follow_shared_catalog(shard.clone())));
     let carts_task = tokio::task::spawn_local(flow::flush_carts(shard.clone()));
+    let escrow_task = tokio::task::spawn_local(flow::keep_escrow_balanced(shard.clone()));
     // Payments that a stop interrupted resume; the gateway is idempotent.
     let pending = shard.state.borrow().pending.ids();
     let resume_task = tokio::task::spawn_local(flow::resume_payments(shard.clone(), pending));
@@ -433,6 +453,7 @@ async fn run(setup: ShardSetup) {
     // Every shard has drained, so no cart can change any more: the last
     // changes are written before the store closes.
     carts_task.abort();
+    escrow_task.abort();
     flow::flush_carts_once(shard.as_ref()).await;
     shard.background.close();
     shard.background.wait().await;

@@ -399,6 +399,7 @@ impl World {
                 },
             )],
             server_version: "sim",
+            node: 0,
         };
         let data = now(self.store.load_catalog()).expect("loading never fails here");
         let orders = self.store.all_orders();
@@ -409,6 +410,7 @@ impl World {
             snapshot: &snapshot,
             orders: &orders,
             carts,
+            pools: Vec::new(),
         };
         let states = rebuild::shard_states(stored, &settings);
         let catalog = states[0].catalog.clone();

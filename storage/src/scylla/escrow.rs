@@ -275,6 +275,27 @@ impl ScyllaStore {
         Err(contended("the pool"))
     }
 
+    /// Sets the pool to `units` (a restock that sets the stock on hand).
+    pub async fn set_pool_to(&self, sku: &Sku, units: i64) -> Result<i64> {
+        for attempt in 0..CAS_ATTEMPTS {
+            back_off(attempt).await;
+            let escrow = self.opened_escrow(sku).await?;
+            if escrow.pool == units {
+                return Ok(units);
+            }
+            let written = self
+                .run(
+                    &self.statements.set_pool,
+                    (units.max(0), sku.as_str(), escrow.pool),
+                )
+                .await?;
+            if applied(written)? {
+                return Ok(units.max(0));
+            }
+        }
+        Err(contended("the pool"))
+    }
+
     /// Moves units from the pool to this node's grant (stamped `epoch`):
     /// none unless the pool has `need`; up to `want` (at least `need`) but
     /// never more than a quarter of the pool beyond `need`, so that the
@@ -715,6 +736,10 @@ impl StockEscrow for NodeEscrow {
 
     async fn add(&self, sku: &Sku, units: i64) -> Result<i64> {
         self.store.add_to_pool(sku, units).await
+    }
+
+    async fn set(&self, sku: &Sku, units: i64) -> Result<i64> {
+        self.store.set_pool_to(sku, units).await
     }
 
     async fn pools(&self) -> Result<Vec<(Sku, i64)>> {

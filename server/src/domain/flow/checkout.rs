@@ -83,6 +83,16 @@ async fn place<P: Ports>(
     // made: an attempt that took half of that to get here (a stalled
     // process) stops rather than insert under a key another may hold.
     let took = ports.now().0.saturating_sub(now.0);
+    // Where nodes share stock, an order stored late in this node's lease
+    // could land after another node reclaimed the units it holds.
+    let lease = ports
+        .escrow()
+        .map(|escrow| super::escrow::may_sell(escrow, ports.now(), limits::ESCROW_INSERT_MARGIN));
+    if let Some(Err(error)) = lease {
+        settle(ports, &record, Settlement::Release).await;
+        release_key(ports, &call, id).await;
+        return Err(error);
+    }
     if took > limits::CHECKOUT_CLAIM_TIMEOUT.as_millis() as u64 / 2 {
         settle(ports, &record, Settlement::Release).await;
         release_key(ports, &call, id).await;

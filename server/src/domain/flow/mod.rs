@@ -11,11 +11,13 @@
 mod accounts;
 mod carts;
 mod checkout;
+mod escrow;
 mod orders;
 mod reservations;
 
 pub use accounts::adopt_refresh_family;
 pub use carts::{flush_carts, flush_carts_once};
+pub use escrow::keep_escrow_balanced;
 pub use orders::{expire_lapsed, resume_payments};
 
 use std::cell::RefCell;
@@ -223,6 +225,9 @@ pub async fn serve_call<P: Ports>(ports: &Rc<P>, call: ShardCall) -> ShardAnswer
             change,
             now,
         )),
+        ShardCall::Reserve { order, user, lines } if ports.escrow().is_some() => {
+            ShardAnswer::Reserved(escrow::reserve_shared(ports, order, user, lines).await)
+        }
         ShardCall::Reserve { order, user, lines } => ShardAnswer::Reserved(domain::reserve(
             &mut ports.state().borrow_mut(),
             order,
@@ -314,6 +319,14 @@ async fn admin_restock<P: Ports>(
 /// Changes a SKU's units on its owner and makes the new count durable
 /// before answering; if the write fails, the change is undone.
 async fn restock_owned<P: Ports>(ports: &Rc<P>, restock: AdminRestock) -> ShardAnswer {
+    if ports.escrow().is_some() {
+        domain::assert_owned(&ports.state().borrow(), &restock.sku);
+        let level = escrow::restock_shared(ports, restock).await;
+        if level.is_ok() {
+            ports.replies_stale();
+        }
+        return ShardAnswer::Restocked(level);
+    }
     let (level, delta, received) = {
         let mut state = ports.state().borrow_mut();
         domain::assert_owned(&state, &restock.sku);
