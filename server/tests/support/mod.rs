@@ -26,4 +26,4 @@ pub use http::{Http, Reply};
 pub use in_process::{REQUEST_TIMEOUT, Running, client_config, config, connect, start_with_admin};
 pub use process::Souk;
 pub use requests::{ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, checkout, sign_in_admin, status};
-pub use storage::{Keyspace, cluster_node, on_cql};
+pub use storage::{Keyspace, cluster_node, on_cql, scylla_args};

@@ -21,11 +21,16 @@ impl Souk {
     /// data directory (and keyspace, on CQL), and reads the address and certificate fingerprint
     /// from its banner.
     pub fn spawn(args: &[&str], data: &Path, stderr: Stdio) -> Souk {
+        Souk::spawn_on(args, data, stderr, &super::storage::storage_args(data))
+    }
+
+    /// The same, storing where `storage` (flags) says.
+    pub fn spawn_on(args: &[&str], data: &Path, stderr: Stdio, storage: &[String]) -> Souk {
         let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
             .args(["--listen", "127.0.0.1:0", "--pin-threads", "false"])
             .args(["--http-listen", "127.0.0.1:0"])
             .args(args)
-            .args(super::storage::storage_args(data))
+            .args(storage)
             .arg("--data-dir")
             .arg(data)
             .stdout(Stdio::piped())
@@ -64,10 +69,20 @@ impl Souk {
     /// Runs `souk create-admin` on `data` (souk stopped), the password on
     /// standard input, as an operator does.
     pub fn create_admin(data: &Path, email: &str, password: &str) -> std::process::Output {
+        Souk::create_admin_on(data, email, password, &super::storage::storage_args(data))
+    }
+
+    /// The same, storing where `storage` (flags) says.
+    pub fn create_admin_on(
+        data: &Path,
+        email: &str,
+        password: &str,
+        storage: &[String],
+    ) -> std::process::Output {
         use std::io::Write;
         let mut create = Command::new(env!("CARGO_BIN_EXE_souk"))
             .args(["create-admin", "--email", email])
-            .args(super::storage::storage_args(data))
+            .args(storage)
             .arg("--data-dir")
             .arg(data)
             .stdin(Stdio::piped())

@@ -56,9 +56,11 @@ pub fn storage_config(data: &Path) -> StorageConfig {
 
 /// The same, as `souk`'s command-line flags.
 pub fn storage_args(data: &Path) -> Vec<String> {
-    let Some(config) = scylla(data) else {
-        return Vec::new();
-    };
+    scylla(data).map_or_else(Vec::new, |config| scylla_args(&config))
+}
+
+/// `souk`'s command-line flags for `config`.
+pub fn scylla_args(config: &ScyllaConfig) -> Vec<String> {
     [
         "--storage",
         "scylla",
