@@ -270,7 +270,7 @@ async fn open_stores(config: &Config, data_dir: &DataDir) -> anyhow::Result<Stor
                 .context("claiming this node's number in the cluster")?;
             let until =
                 UnixMillis(Clock::default().now().0 + limits::ESCROW_LEASE.as_millis() as u64);
-            let escrow = NodeEscrow::join(store.clone(), until)
+            let escrow = NodeEscrow::join(store.clone(), until, limits::ESCROW_LEASE)
                 .await
                 .context("taking this node's lease on the shared stock")?;
             info!(node = %scylla.node, number = node, epoch = escrow.epoch(), "joined the nodes sharing the cluster");

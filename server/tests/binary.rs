@@ -62,7 +62,8 @@ fn sigterm_stops_the_server_cleanly_with_exit_status_zero() {
         Stdio::piped(),
     );
     let config = souk.client_config();
-    let mut child = souk.child;
+    let mut souk = souk;
+    let child = &mut souk.child;
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let hello = runtime.block_on(async {

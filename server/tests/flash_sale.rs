@@ -64,14 +64,13 @@ async fn connect(running: &[Option<Souk>], node: usize) -> Client {
 
 /// Stops a node as an operator does (SIGTERM), so it gives back what it
 /// did not sell.
-fn stop(souk: Souk) {
-    let mut child = souk.child;
+fn stop(mut souk: Souk) {
     let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &souk.child.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
-    let status = child.wait().unwrap();
+    let status = souk.child.wait().unwrap();
     assert!(status.success(), "a clean stop: {status:?}");
 }
 
@@ -362,4 +361,210 @@ fn a_flash_sale_across_three_nodes_never_oversells() {
             "available + sold = received: {escrow:?}"
         );
     });
+}
+
+/// A TCP forwarder to the cluster's first node that the test can cut:
+/// a node connected through it is cut off from the cluster, alone.
+struct Cable {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl Cable {
+    async fn lay(upstream: String) -> Cable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<tokio::task::JoinSet<()>>> = Arc::default();
+        let (cut_, links_) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if cut_.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                links_.lock().unwrap().spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Cable { addr, cut, links }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.links.lock().unwrap().abort_all();
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A node cut off from the cluster refuses sales it cannot make durable:
+/// every order it acknowledges is stored. Its lease runs out, the others
+/// fence it and sell what it held, and once the cable is mended it sells
+/// nothing more until restarted. Units are never oversold.
+#[test]
+fn a_node_cut_off_from_the_cluster_stops_selling_and_never_oversells() {
+    const STOCK: i64 = 300;
+    let cluster = tempfile::tempdir().unwrap();
+    let Some(configs) = NAMES[..2]
+        .iter()
+        .map(|name| support::cluster_node(cluster.path(), name))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let _keyspace = support::Keyspace::named(&configs[0]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cable = runtime.block_on(Cable::lay(configs[0].nodes[0].clone()));
+    let mut nodes: Vec<Node> = configs
+        .into_iter()
+        .map(|config| Node {
+            config,
+            data: tempfile::tempdir().unwrap(),
+        })
+        .collect();
+    // Node B reaches the cluster only through the cable.
+    nodes[1].config.nodes = vec![cable.addr.to_string()];
+
+    let storage = support::scylla_args(&nodes[0].config);
+    let created =
+        Souk::create_admin_on(nodes[0].data.path(), ADMIN_EMAIL, ADMIN_PASSWORD, &storage);
+    assert!(created.status.success(), "{created:?}");
+    let mut running = vec![Some(nodes[0].spawn())];
+    let key = souk_server::server::TOKEN_KEY_FILE;
+    std::fs::copy(
+        nodes[0].data.path().join(key),
+        nodes[1].data.path().join(key),
+    )
+    .unwrap();
+    running.push(Some(nodes[1].spawn()));
+
+    let sale = Arc::new(Sale::default());
+    let (sku, tokens) = runtime.block_on(async {
+        let admin = connect(&running, 0).await;
+        sign_in_admin(&admin).await;
+        let product = admin.get_product(&demo::product_id(3)).await.unwrap();
+        let sku = product.variants[0].sku.clone();
+        admin
+            .admin_restock(&sku, STOCK, RestockMode::Set)
+            .await
+            .unwrap();
+        // Buyers on node B only, until it is cut off.
+        let (mut tokens, mut buyers) = (Vec::new(), Vec::new());
+        for n in 0..20 {
+            let client = connect(&running, 1).await;
+            let grant = client
+                .register(&format!("cut{n}@example.org"), PASSWORD, None)
+                .await
+                .unwrap();
+            tokens.push(grant.access_token);
+            buyers.push(client);
+        }
+        for (n, client) in buyers.into_iter().enumerate() {
+            tokio::spawn(buy(client, n, sku.clone(), sale.clone()));
+        }
+        (sku, tokens)
+    });
+    while sale.units.load(Ordering::SeqCst) < STOCK / 3 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cable.cut();
+    let cut_at = Instant::now();
+    let before_cut = sale.units.load(Ordering::SeqCst);
+
+    // The others fence it once its lease has run out, and take back what
+    // its durable orders do not hold; node A then sells those units.
+    let observer = {
+        let mut config = nodes[0].config.clone();
+        config.node = "observer".into();
+        runtime.block_on(ScyllaStore::connect(&config)).unwrap()
+    };
+    loop {
+        assert!(cut_at.elapsed() < Duration::from_secs(90), "never fenced");
+        let escrow = runtime.block_on(observer.escrow(&sku)).unwrap();
+        let lease = runtime.block_on(observer.lease(NAMES[1])).unwrap().unwrap();
+        if lease.until.is_none() && escrow.grant(NAMES[1]).unwrap().epoch >= lease.epoch {
+            let held = runtime.block_on(observer.held_by(NAMES[1])).unwrap();
+            eprintln!("{} units acknowledged before the cut; {held:?} held", before_cut);
+            eprintln!(
+                "{} fenced and reclaimed {} ms after the cut: {escrow:?}",
+                NAMES[1],
+                cut_at.elapsed().as_millis()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during_cut = sale.units.load(Ordering::SeqCst) - before_cut;
+    cable.mend();
+    runtime.block_on(async {
+        let on_a = connect(&running, 0).await;
+        on_a.authenticate(&tokens[0]).await.unwrap();
+        on_a.update_cart_line(None, &sku, 1).await.unwrap();
+        let bought = on_a
+            .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+            .await;
+        assert!(bought.is_ok(), "node A sells what node B held: {bought:?}");
+        sale.acknowledged
+            .lock()
+            .unwrap()
+            .push((0, bought.unwrap().id, 1));
+
+        // Mended, node B renews no more: it was fenced.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let on_b = connect(&running, 1).await;
+        on_b.authenticate(&tokens[1]).await.unwrap();
+        on_b.update_cart_line(None, &sku, 1).await.unwrap();
+        let refused = on_b
+            .checkout(checkout("pm_tok_visa"), new_idempotency_key())
+            .await;
+        assert_eq!(
+            refused.as_ref().err().and_then(|e| e.status()),
+            Some(souk_client::api::ErrorStatus::Unavailable),
+            "a fenced node sells nothing: {refused:?}"
+        );
+        sale.stop.store(true, Ordering::SeqCst);
+
+        let acknowledged = std::mem::take(&mut *sale.acknowledged.lock().unwrap());
+        let mut orders = Vec::new();
+        for (n, token) in tokens.iter().enumerate() {
+            let client = connect(&running, 0).await;
+            client.authenticate(token).await.unwrap();
+            let mine = all_orders(&client).await;
+            for (buyer, id, _) in &acknowledged {
+                if *buyer == n {
+                    assert!(
+                        mine.iter().any(|o| o.id == *id),
+                        "acknowledged order {} is not stored",
+                        id.0
+                    );
+                }
+            }
+            orders.extend(mine);
+        }
+        let durable = held(&orders, &sku);
+        let escrow = observer.escrow(&sku).await.unwrap();
+        eprintln!(
+            "{} units sold before the cut, {during_cut} acknowledged while cut off; {durable} in durable orders; {escrow:?}",
+            before_cut
+        );
+        assert!(durable <= STOCK, "{durable} units in durable orders of {STOCK}");
+        assert_eq!(escrow.total(), STOCK, "units conserved: {escrow:?}");
+    });
+    for souk in running.iter_mut() {
+        stop(souk.take().unwrap());
+    }
 }

@@ -238,8 +238,9 @@ pub struct Taken {
 /// `scylla::escrow`): each node sells only units it took into its grant.
 #[async_trait]
 pub trait StockEscrow: Send + Sync {
-    /// Until when this node may sell; `None` once fenced by another.
-    fn selling_until(&self) -> Option<UnixMillis>;
+    /// How much longer this node may sell under its lease; `None` once
+    /// fenced by another node.
+    fn selling_for(&self) -> Option<std::time::Duration>;
     /// Moves units from the pool into this node's grant: none unless the
     /// pool has `need`, up to `want`.
     async fn take(&self, sku: &Sku, need: i64, want: i64) -> Result<Taken>;

@@ -105,3 +105,11 @@ impl Souk {
         let _ = self.child.wait();
     }
 }
+
+/// A test that fails leaves no server behind.
+impl Drop for Souk {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use souk_wire::api::{OrderStatus, Sku, UnixMillis};
@@ -627,25 +628,46 @@ fn fenced(node: &str, sku: &Sku) -> StorageError {
 }
 
 /// This node's side of the escrow, for its shards: the lease it holds and
-/// the epoch its grants carry. Shards sell only while the lease runs.
+/// the epoch its grants carry. Shards sell only while the lease runs,
+/// which they judge by the monotonic time since the last renewal was sent
+/// (a wall clock stepping does not stretch it), not by its stored end.
 #[derive(Debug)]
 pub struct NodeEscrow {
     store: Arc<ScyllaStore>,
     epoch: AtomicI64,
+    /// The stored lease's end, as last written.
     until: AtomicU64,
     fenced: AtomicBool,
+    /// How long a lease runs from its renewal.
+    lease: Duration,
+    base: Instant,
+    /// When the last renewal that landed was sent, in ms after `base`.
+    renewed: AtomicU64,
 }
 
 impl NodeEscrow {
-    /// Joins the cluster's escrow: takes the lease (see `ScyllaStore::join`).
-    pub async fn join(store: Arc<ScyllaStore>, until: UnixMillis) -> Result<NodeEscrow> {
-        let lease = store.join(until).await?;
+    /// Joins the cluster's escrow: takes the lease (see `ScyllaStore::join`),
+    /// to `until`, `lease` from now.
+    pub async fn join(
+        store: Arc<ScyllaStore>,
+        until: UnixMillis,
+        lease: Duration,
+    ) -> Result<NodeEscrow> {
+        let base = Instant::now();
+        let taken = store.join(until).await?;
         Ok(NodeEscrow {
             store,
-            epoch: AtomicI64::new(lease.epoch),
+            epoch: AtomicI64::new(taken.epoch),
             until: AtomicU64::new(until.0),
             fenced: AtomicBool::new(false),
+            lease,
+            base,
+            renewed: AtomicU64::new(0),
         })
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
     }
 
     pub fn store(&self) -> &Arc<ScyllaStore> {
@@ -669,9 +691,11 @@ impl NodeEscrow {
             until: Some(UnixMillis(self.until.load(Ordering::SeqCst))),
             epoch: self.epoch(),
         };
+        let sent = self.elapsed_ms();
         match self.store.renew_lease(held, until).await {
             Ok(_) => {
                 self.until.store(until.0, Ordering::SeqCst);
+                self.renewed.store(sent, Ordering::SeqCst);
                 Ok(())
             }
             Err(StorageError::Conflict(reason)) => {
@@ -720,8 +744,12 @@ impl NodeEscrow {
 
 #[async_trait]
 impl StockEscrow for NodeEscrow {
-    fn selling_until(&self) -> Option<UnixMillis> {
-        (!self.fenced.load(Ordering::SeqCst)).then(|| UnixMillis(self.until.load(Ordering::SeqCst)))
+    fn selling_for(&self) -> Option<Duration> {
+        if self.fenced.load(Ordering::SeqCst) {
+            return None;
+        }
+        let since = self.elapsed_ms() - self.renewed.load(Ordering::SeqCst);
+        Some(self.lease.saturating_sub(Duration::from_millis(since)))
     }
 
     async fn take(&self, sku: &Sku, need: i64, want: i64) -> Result<Taken> {

@@ -87,7 +87,7 @@ async fn place<P: Ports>(
     // could land after another node reclaimed the units it holds.
     let lease = ports
         .escrow()
-        .map(|escrow| super::escrow::may_sell(escrow, ports.now(), limits::ESCROW_INSERT_MARGIN));
+        .map(|escrow| super::escrow::may_sell(escrow, limits::ESCROW_INSERT_MARGIN));
     if let Some(Err(error)) = lease {
         settle(ports, &record, Settlement::Release).await;
         release_key(ports, &call, id).await;

@@ -17,15 +17,14 @@ use super::*;
 /// Whether this node may still sell `margin` from now under its lease.
 pub(super) fn may_sell(
     escrow: &dyn StockEscrow,
-    now: UnixMillis,
     margin: std::time::Duration,
 ) -> Result<(), ApiError> {
-    match escrow.selling_until() {
+    match escrow.selling_for() {
         None => Err(ApiError::new(
             ErrorStatus::Unavailable,
             "this node was fenced by the nodes sharing its cluster; restart it to sell again",
         )),
-        Some(until) if now.0 + margin.as_millis() as u64 >= until.0 => Err(ApiError::new(
+        Some(left) if left <= margin => Err(ApiError::new(
             ErrorStatus::Unavailable,
             "this node cannot renew its lease with the cluster; it sells again once it can",
         )),
@@ -42,7 +41,7 @@ pub(super) async fn reserve_shared<P: Ports>(
     lines: Vec<(Sku, i64)>,
 ) -> Result<(), ApiError> {
     let escrow = ports.escrow().expect("only where nodes share stock");
-    may_sell(escrow, ports.now(), limits::ESCROW_SELL_MARGIN)?;
+    may_sell(escrow, limits::ESCROW_SELL_MARGIN)?;
     let first = domain::reserve(&mut ports.state().borrow_mut(), order, user, &lines);
     match first {
         Err(error) if error.status == ErrorStatus::InsufficientStock => {}
