@@ -240,6 +240,8 @@ pub const ESCROW_SKEW: Duration = Duration::from_secs(10);
 /// shard for idle units to give back and pools to read again.
 pub const ESCROW_RECLAIM_EVERY: Duration = Duration::from_secs(5);
 pub const ESCROW_BALANCE_EVERY: Duration = Duration::from_secs(1);
+/// How long a reservation waits for another's take from the same pool.
+pub const ESCROW_TAKE_WAIT: Duration = Duration::from_secs(10);
 /// Units taken from a pool at once, at least and at most.
 pub const ESCROW_CHUNK_MIN: i64 = 4;
 pub const ESCROW_CHUNK_MAX: i64 = 1024;

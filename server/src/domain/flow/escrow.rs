@@ -63,21 +63,45 @@ pub(super) async fn reserve_shared<P: Ports>(
         }
         wanted
             .into_iter()
-            .map(|(sku, units)| {
-                let need = units - state.inventory.available(&sku);
-                (sku, need)
-            })
-            .filter(|(_, need)| *need > 0)
+            .filter(|(sku, units)| *units > state.inventory.available(sku))
             .collect()
     };
-    for (sku, need) in &short {
-        take(ports, sku, *need).await?;
+    for (sku, units) in &short {
+        ensure(ports, sku, *units).await?;
     }
     let second = domain::reserve(&mut ports.state().borrow_mut(), order, user, &lines);
     if second.is_ok() {
         sold(ports, &lines);
     }
     second
+}
+
+/// Makes `units` of `sku` available here if the pool has them: one take
+/// per SKU at a time on this shard, which the reservations short at the
+/// same moment wait for (sized to cover them, as a chunk is) rather than
+/// each racing the others' conditional writes on the SKU's partition.
+async fn ensure<P: Ports>(ports: &Rc<P>, sku: &Sku, units: i64) -> Result<(), ApiError> {
+    let started = ports.now();
+    loop {
+        let need = units - ports.state().borrow().inventory.available(sku);
+        if need <= 0 {
+            return Ok(());
+        }
+        if ports.state().borrow_mut().escrow.start_taking(sku) {
+            let taken = take(ports, sku, need).await;
+            ports.state().borrow_mut().escrow.done_taking(sku);
+            return taken.map(drop);
+        }
+        // Another reservation's take is under way: its units may cover
+        // this one. A take that never ends is the store's to time out.
+        if ports.now().0.saturating_sub(started.0) > limits::ESCROW_TAKE_WAIT.as_millis() as u64 {
+            return Err(ApiError::busy(
+                limits::BUSY_RETRY_AFTER_MS,
+                "stock is being moved to this node; retry",
+            ));
+        }
+        ports.sleep(std::time::Duration::from_millis(2)).await;
+    }
 }
 
 /// Takes units of `sku` from the pool into this node's grant: none unless
