@@ -95,12 +95,14 @@ async fn buy(client: Client, n: usize, sku: Sku, sale: Arc<Sale>) {
             return;
         }
         let units = 1 + (n + round) % 3;
-        if client
-            .update_cart_line(None, &sku, units as u32)
-            .await
-            .is_err()
-        {
-            return;
+        match client.update_cart_line(None, &sku, units as u32).await {
+            Ok(_) => {}
+            // Shown sold out here for now: later.
+            Err(error) if error.status().is_some() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(_) => return,
         }
         match client
             .checkout(checkout("pm_tok_visa"), new_idempotency_key())
