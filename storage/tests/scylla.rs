@@ -589,6 +589,20 @@ async fn index_rows_of_an_order_that_never_landed_are_skipped() {
         assert_eq!(all.iter().map(|o| o.id).collect::<Vec<_>>(), [OrderId(1_000), OrderId(1_003)]);
         let folded = store.advance_stock_snapshot(OrderId(1_003), 10, 1).await.unwrap();
         assert_eq!((folded.folded, folded.watermark), (1, OrderId(1_001)));
+
+        // Paid later, 1,003 can be folded: the fold passes the index rows
+        // without orders before it, even one page of nothing but them.
+        let mut paid_later = later.clone();
+        paid_later.status = OrderStatus::Paid;
+        store.update_order(&paid_later, OrderStatus::PendingPayment).await.unwrap();
+        let folded = store.advance_stock_snapshot(OrderId(2_000), 1, 1).await.unwrap();
+        assert_eq!((folded.folded, folded.watermark), (1, OrderId(1_004)), "{folded:?}");
+        let snapshot = store.stock_snapshot().await.unwrap();
+        let mut sold = std::collections::BTreeMap::new();
+        for line in paid.lines.iter().chain(&paid_later.lines) {
+            *sold.entry(line.sku.clone()).or_insert(0) += i64::from(line.quantity);
+        }
+        assert_eq!(snapshot.sold, sold.into_iter().collect::<Vec<_>>());
     })
     .await;
 }

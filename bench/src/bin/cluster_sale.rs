@@ -142,7 +142,11 @@ fn sale(args: &Args, nodes: usize) -> anyhow::Result<Sale> {
         for n in 0..args.buyers {
             let client = Client::connect(client_configs[n % nodes].clone()).await?;
             client
-                .register(&format!("buyer{n}@example.org"), "cluster-sale-password", None)
+                .register(
+                    &format!("buyer{n}@example.org"),
+                    "cluster-sale-password",
+                    None,
+                )
                 .await?;
             buyers.push(client);
         }
@@ -211,7 +215,12 @@ fn sale(args: &Args, nodes: usize) -> anyhow::Result<Sale> {
             args.units
         );
         let histogram = histogram.borrow();
-        anyhow::Ok((sold.get(), elapsed, histogram.value_at_quantile(0.5), histogram.value_at_quantile(0.99)))
+        anyhow::Ok((
+            sold.get(),
+            elapsed,
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.99),
+        ))
     });
     let (sold, elapsed, p50_us, p99_us) = outcome?;
     let takes: u64 = servers
@@ -227,7 +236,10 @@ fn sale(args: &Args, nodes: usize) -> anyhow::Result<Sale> {
     }
     let config = scylla(args, &keyspace, "bench-cleanup");
     let _ = souk_storage::testing::drop_keyspace(&config.nodes, &config.keyspace);
-    eprintln!("{nodes} node(s): {sold} of {} units in {elapsed:.2} s", args.units);
+    eprintln!(
+        "{nodes} node(s): {sold} of {} units in {elapsed:.2} s",
+        args.units
+    );
     Ok(Sale {
         per_second: sold as f64 / elapsed,
         p50_us,
@@ -264,15 +276,17 @@ fn durable_writes(store: Arc<dyn Store>, writers: usize, seconds: u64) -> (f64, 
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!(
-        "| nodes | units/s | checkout p50 / p99 µs | escrow refills/s | units per refill |"
-    );
+    println!("| nodes | units/s | checkout p50 / p99 µs | escrow refills/s | units per refill |");
     println!("|---|---|---|---|---|");
     for &nodes in &args.nodes {
         let sale = sale(&args, nodes)?;
         println!(
             "| {nodes} | {:.0} | {} / {} | {:.1} | {:.1} |",
-            sale.per_second, sale.p50_us, sale.p99_us, sale.refills_per_second, sale.units_per_refill
+            sale.per_second,
+            sale.p50_us,
+            sale.p99_us,
+            sale.refills_per_second,
+            sale.units_per_refill
         );
     }
 
@@ -286,7 +300,10 @@ fn main() -> anyhow::Result<()> {
         EngineKind::Fjall,
     )?);
     println!();
-    println!("| durable order insert, {} writer(s) | per second | p50 µs | p99 µs |", args.writers);
+    println!(
+        "| durable order insert, {} writer(s) | per second | p50 µs | p99 µs |",
+        args.writers
+    );
     println!("|---|---|---|---|");
     for (name, store) in [("CQL", cql), ("embedded (fjall)", embedded)] {
         let (per_second, p50, p99) = durable_writes(store, args.writers, args.seconds);

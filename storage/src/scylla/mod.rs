@@ -588,18 +588,20 @@ impl StockStore for ScyllaStore {
         shards: u16,
     ) -> Result<SnapshotProgress> {
         let mut progress = SnapshotProgress {
-            watermark: OrderId(0),
+            watermark: OrderId(self.watermark.load(std::sync::atomic::Ordering::SeqCst)),
             folded: 0,
         };
         loop {
             let step = (limit - progress.folded).clamp(1, PAGE_MAX);
             let stepped = self.advance_snapshot_step(below, step, shards).await?;
+            // A step can fold less than it asked for with more to come
+            // (shards' pages cut at different ids), so only a step that
+            // neither folded nor moved the watermark says the end is
+            // reached.
+            let moved = stepped.watermark != progress.watermark;
             progress.watermark = stepped.watermark;
             progress.folded += stepped.folded;
-            // A step can fold less than it asked for with more to come
-            // (shards' pages cut at different ids), so only an empty step
-            // says the end is reached.
-            if stepped.folded == 0 || progress.folded >= limit {
+            if (stepped.folded == 0 && !moved) || progress.folded >= limit {
                 return Ok(progress);
             }
         }
@@ -631,11 +633,14 @@ impl ScyllaStore {
         let mut sold: std::collections::BTreeMap<_, i64> =
             std::mem::take(&mut snapshot.sold).into_iter().collect();
         let mut folded = 0;
+        // Whether an order at or below `complete_to` was left unfolded.
+        let mut stopped = orders.len() > limit;
         for order in orders.iter().take(limit) {
-            if order.id >= below
-                || order.id > complete_to
-                || order.status == OrderStatus::PendingPayment
-            {
+            if order.id > complete_to {
+                break;
+            }
+            if order.id >= below || order.status == OrderStatus::PendingPayment {
+                stopped = true;
                 break;
             }
             if matches!(
@@ -649,7 +654,14 @@ impl ScyllaStore {
             snapshot.watermark = OrderId(order.id.0.saturating_add(1));
             folded += 1;
         }
-        if folded > 0 {
+        // Every order up to the cut was folded: the index rows up to it
+        // without an order (inserts that never landed) are passed over
+        // too, or a page of nothing but those would hold the fold forever.
+        let start = snapshot.watermark;
+        if !stopped && complete_to.0 < below.0 && complete_to.0 >= snapshot.watermark.0 {
+            snapshot.watermark = OrderId(complete_to.0 + 1);
+        }
+        if folded > 0 || snapshot.watermark != start {
             snapshot.sold = sold.into_iter().collect();
             let record = encode("stock snapshot", &snapshot, RECORD_BYTES_MAX)?;
             self.run(&self.statements.put_meta, (self.snapshot_key(), record))
