@@ -321,7 +321,7 @@ fn a_flash_sale_across_three_nodes_never_oversells() {
         for (n, id, _) in &acknowledged {
             by_buyer.entry(*n).or_default().push(*id);
         }
-        for node in 0..NAMES.len() {
+        for (node, name) in NAMES.iter().enumerate() {
             for (n, ids) in &by_buyer {
                 let client = connect(&running, node).await;
                 client.authenticate(&tokens[*n]).await.unwrap();
@@ -331,7 +331,7 @@ fn a_flash_sale_across_three_nodes_never_oversells() {
                         order.is_ok(),
                         "order {} unreadable on {}: {order:?}",
                         id.0,
-                        NAMES[node]
+                        name
                     );
                 }
             }
@@ -340,9 +340,9 @@ fn a_flash_sale_across_three_nodes_never_oversells() {
         let mut durable = 0;
         for _ in 0..100 {
             let mut orders = Vec::new();
-            for n in 0..BUYERS {
+            for (n, token) in tokens.iter().enumerate() {
                 let client = connect(&running, n % 3).await;
-                client.authenticate(&tokens[n]).await.unwrap();
+                client.authenticate(token).await.unwrap();
                 orders.extend(all_orders(&client).await);
             }
             durable = held(&orders, &sku);

@@ -130,6 +130,7 @@ fn shard() -> (Rc<OneShard>, Sku) {
         },
         rates: Vec::new(),
         server_version: "bench",
+        node: 0,
     };
     let snapshot = souk_storage::model::StockSnapshot::default();
     let stored = rebuild::Stored {
@@ -137,6 +138,7 @@ fn shard() -> (Rc<OneShard>, Sku) {
         snapshot: &snapshot,
         orders: &[],
         carts: Vec::new(),
+        pools: Vec::new(),
     };
     let state = rebuild::shard_states(stored, &settings).remove(0);
     let sku = state.catalog.skus().next().expect("a SKU").clone();

@@ -104,7 +104,7 @@ impl Lease {
     fn stored(until: Option<i64>, epoch: Option<i64>) -> Lease {
         let until = until.unwrap_or(FENCED);
         Lease {
-            until: (until >= 0).then(|| UnixMillis(until as u64)),
+            until: (until >= 0).then_some(UnixMillis(until as u64)),
             epoch: epoch.unwrap_or(0),
         }
     }
