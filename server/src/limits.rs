@@ -232,10 +232,14 @@ pub const ESCROW_RENEW_EVERY: Duration = Duration::from_secs(3);
 /// node could have fenced it.
 pub const ESCROW_SELL_MARGIN: Duration = Duration::from_secs(5);
 pub const ESCROW_INSERT_MARGIN: Duration = Duration::from_secs(3);
-/// How far past its lease a node is fenced and its grants reclaimed: the
-/// clock skew between nodes souk tolerates, with the driver's request
-/// timeout (5 s) for an insert still in flight.
-pub const ESCROW_SKEW: Duration = Duration::from_secs(10);
+/// How far past its lease a node is fenced and its grants reclaimed: an
+/// order that passed the insert margin may still be landing for two of the
+/// driver's 5 s requests (its index batch, then its conditional insert),
+/// and the rest is the clock skew between nodes souk tolerates (10 s).
+pub const ESCROW_SKEW: Duration = Duration::from_secs(20);
+/// A clean stop gives unsold units back for at most this long; the rest
+/// return when the node's lease is reclaimed.
+pub const ESCROW_LEAVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often each node looks for dead nodes to reclaim, and each owner
 /// shard for idle units to give back and pools to read again.
 pub const ESCROW_RECLAIM_EVERY: Duration = Duration::from_secs(5);

@@ -75,12 +75,18 @@ impl Server {
         let identity = load_identity(config, &data_dir)?;
         let storage_runtime = storage_runtime()?;
         let stores = block_on(&storage_runtime, open_stores(config, &data_dir))?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let clock = Clock::default();
+        // Renewed from the moment it is taken: a long replay below must
+        // not let the lease run out and the other nodes fence this one.
+        if let Some(escrow) = &stores.escrow {
+            let lease = keep_lease(escrow.clone(), clock.clone(), shutdown_rx.clone());
+            storage_runtime.spawn(lease);
+        }
         let settings = shard_settings(config, &data_dir, stores.node)?;
         let states = block_on(&storage_runtime, rebuild_shards(&stores, config, &settings))?;
         let stats = Arc::new(Stats::new(config.shards));
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let metrics_addr = serve_metrics(config, &stores, &stats, &storage_runtime, &shutdown_rx)?;
-        let clock = Clock::default();
         let catalog = states[0].catalog.clone();
         let Started {
             threads,
@@ -103,11 +109,8 @@ impl Server {
         storage_runtime.spawn(keep_stock_snapshot(
             stores.store.clone(),
             clock.clone(),
-            shutdown_rx.clone(),
+            shutdown_rx,
         ));
-        if let Some(escrow) = &stores.escrow {
-            storage_runtime.spawn(keep_lease(escrow.clone(), clock.clone(), shutdown_rx));
-        }
         let server = Server {
             local_addr,
             http_addr,
@@ -206,11 +209,16 @@ impl Server {
         let runtime = self.storage_runtime.as_ref().expect("present until drop");
         if let Some(escrow) = &self.escrow {
             // Nothing sells any more: what the orders do not hold goes back.
-            match block_on(runtime, escrow.leave()) {
-                Ok(units) => info!(units, "gave unsold units back to the shared pools"),
-                Err(error) => {
+            let leave =
+                async { tokio::time::timeout(limits::ESCROW_LEAVE_TIMEOUT, escrow.leave()).await };
+            match block_on(runtime, leave) {
+                Ok(Ok(units)) => info!(units, "gave unsold units back to the shared pools"),
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "could not give unsold units back; they return when this node's lease is reclaimed")
                 }
+                Err(_) => tracing::warn!(
+                    "giving unsold units back took too long; the rest return when this node's lease is reclaimed"
+                ),
             }
         }
         let closed = block_on(runtime, self.store.close());

@@ -28,7 +28,8 @@ use souk_wire::api::{OrderStatus, Sku, UnixMillis};
 
 use super::{ScyllaStore, applied, unavailable};
 use crate::error::{Result, StorageError};
-use crate::model::StockRecord;
+use crate::limits::PAGE_MAX;
+use crate::model::{OrderRecord, StockRecord};
 use crate::store::{StockEscrow, Taken};
 
 /// Conditional writes tried before contention is reported as `Busy`.
@@ -433,7 +434,11 @@ impl ScyllaStore {
     }
 
     /// Units of each SKU that `node`'s durable orders hold: sold (its stock
-    /// snapshot, then its paid orders after it) or awaiting payment.
+    /// snapshot, then its paid orders after it) or awaiting payment. An
+    /// index row whose order a plain read does not find is read again at
+    /// the serial consistency, which completes or discards an insert a
+    /// timeout left half done: an order that lands later would hold units
+    /// the pool had been given.
     pub async fn held_by(&self, node: &str) -> Result<HashMap<Sku, i64>> {
         let snapshot = self.snapshot_of(node).await?;
         let mut held: HashMap<Sku, i64> = snapshot.sold.into_iter().collect();
@@ -442,10 +447,29 @@ impl ScyllaStore {
                 .watermark
                 .0
                 .checked_sub(1)
-                .map(souk_wire::api::OrderId);
+                .map_or(-1, |id| id as i64);
             loop {
-                let page = self.shard_orders_of(node, shard, after, usize::MAX).await?;
-                for order in &page.items {
+                let values = (node, i32::from(shard), after, PAGE_MAX as i32);
+                let rows = self
+                    .run(&self.statements.orders_of_shard, values)
+                    .await?
+                    .into_rows_result()
+                    .map_err(unavailable)?;
+                let index: Vec<(i64, i64)> = rows
+                    .rows::<(i64, i64)>()
+                    .map_err(unavailable)?
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(unavailable)?;
+                for &(id, user) in &index {
+                    let mut order: Option<OrderRecord> = self
+                        .record("order", &self.statements.get_order, (user, id))
+                        .await?;
+                    if order.is_none() {
+                        order = self
+                            .record("order", &self.statements.get_order_settled, (user, id))
+                            .await?;
+                    }
+                    let Some(order) = order else { continue };
                     if matches!(order.status, OrderStatus::Cancelled | OrderStatus::Expired) {
                         continue;
                     }
@@ -453,9 +477,9 @@ impl ScyllaStore {
                         *held.entry(line.sku.clone()).or_default() += i64::from(line.quantity);
                     }
                 }
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
+                match index.last() {
+                    Some(&(last, _)) if index.len() == PAGE_MAX => after = last,
+                    _ => break,
                 }
             }
         }
@@ -547,18 +571,19 @@ impl ScyllaStore {
         self.set_lease(Some(held), until, held.epoch).await
     }
 
-    /// Takes this node's lease at start: its own again if it still holds
-    /// it; after a fence, a new epoch, with every grant of the node stamped
-    /// with it (so a reclaim still running elsewhere cannot move them) before
-    /// this returns, and so before the node reads its grants and sells.
+    /// Takes this node's lease at start, under a new epoch, with every
+    /// grant of the node stamped with it before this returns, and so before
+    /// the node reads its grants and sells: a reclaim still running
+    /// elsewhere on an older view cannot move them.
     pub async fn join(&self, until: UnixMillis) -> Result<Lease> {
         for _ in 0..CAS_ATTEMPTS {
             let stored = self.lease(&self.node).await?;
             let taken = match stored {
                 None => self.set_lease(None, until, 1).await,
-                Some(lease) if lease.until.is_some() => {
-                    self.set_lease(Some(lease), until, lease.epoch).await
-                }
+                // A new epoch at every start, so that every grant is
+                // stamped below: a conditional write on each partition,
+                // which completes any move of this node's left half done by
+                // a timeout before the grants are read.
                 Some(lease) => self.set_lease(Some(lease), until, lease.epoch + 1).await,
             };
             let lease = match taken {
@@ -578,10 +603,12 @@ impl ScyllaStore {
         let node = self.node.as_str();
         for (sku, escrow) in self.all_escrow().await? {
             let mut grant = escrow.grant(node).cloned();
-            for _ in 0..CAS_ATTEMPTS {
-                let Some(current) = grant.filter(|g| g.epoch != epoch) else {
-                    break;
-                };
+            let mut attempts = 0;
+            while let Some(current) = grant.filter(|g| g.epoch != epoch) {
+                attempts += 1;
+                if attempts > CAS_ATTEMPTS {
+                    return Err(contended("a grant's epoch"));
+                }
                 let values = (epoch, sku.as_str(), node, current.epoch);
                 if applied(self.run(&self.statements.stamp_grant, values).await?)? {
                     break;
@@ -692,7 +719,20 @@ impl NodeEscrow {
             epoch: self.epoch(),
         };
         let sent = self.elapsed_ms();
-        match self.store.renew_lease(held, until).await {
+        let renewed = match self.store.renew_lease(held, until).await {
+            // Not as last written: a renewal whose reply was lost may have
+            // landed. Still this epoch and not fenced: it is ours.
+            Err(StorageError::Conflict(reason)) => {
+                match self.store.lease(&self.store.node).await? {
+                    Some(stored) if stored.epoch == held.epoch && stored.until.is_some() => {
+                        self.store.renew_lease(stored, until).await
+                    }
+                    _ => Err(StorageError::Conflict(reason)),
+                }
+            }
+            other => other,
+        };
+        match renewed {
             Ok(_) => {
                 self.until.store(until.0, Ordering::SeqCst);
                 self.renewed.store(sent, Ordering::SeqCst);
@@ -748,7 +788,9 @@ impl StockEscrow for NodeEscrow {
         if self.fenced.load(Ordering::SeqCst) {
             return None;
         }
-        let since = self.elapsed_ms() - self.renewed.load(Ordering::SeqCst);
+        let since = self
+            .elapsed_ms()
+            .saturating_sub(self.renewed.load(Ordering::SeqCst));
         Some(self.lease.saturating_sub(Duration::from_millis(since)))
     }
 
