@@ -244,8 +244,12 @@ pub const ESCROW_LEAVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// shard for idle units to give back and pools to read again.
 pub const ESCROW_RECLAIM_EVERY: Duration = Duration::from_secs(5);
 pub const ESCROW_BALANCE_EVERY: Duration = Duration::from_secs(1);
-/// How long a reservation waits for another's take from the same pool.
-pub const ESCROW_TAKE_WAIT: Duration = Duration::from_secs(10);
+/// How long a reservation waits for another's take from the same pool
+/// before it answers `Busy` (well inside a client's request timeout).
+pub const ESCROW_TAKE_WAIT: Duration = Duration::from_secs(3);
+/// How often each owner shard reads the pools again: units other nodes
+/// gave back are seen (and sold) here within this.
+pub const ESCROW_POOLS_EVERY: Duration = Duration::from_secs(2);
 /// Units taken from a pool at once, at least and at most.
 pub const ESCROW_CHUNK_MIN: i64 = 4;
 pub const ESCROW_CHUNK_MAX: i64 = 1024;

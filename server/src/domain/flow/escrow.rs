@@ -83,8 +83,18 @@ pub(super) async fn reserve_shared<P: Ports>(
 async fn ensure<P: Ports>(ports: &Rc<P>, sku: &Sku, units: i64) -> Result<(), ApiError> {
     let started = ports.now();
     loop {
-        let need = units - ports.state().borrow().inventory.available(sku);
+        let (need, pool) = {
+            let state = ports.state().borrow();
+            let available = state.inventory.available(sku);
+            (units - available, state.inventory.pool().get(sku).copied())
+        };
         if need <= 0 {
+            return Ok(());
+        }
+        // The pool as last read (at every take and restock here, and every
+        // `ESCROW_POOLS_EVERY`) cannot cover it: sold out on this node for
+        // now, without a read of the cluster per refused checkout.
+        if pool.is_some_and(|pool| pool < need) {
             return Ok(());
         }
         if ports.state().borrow_mut().escrow.start_taking(sku) {
@@ -169,7 +179,8 @@ pub async fn keep_escrow_balanced<P: Ports>(ports: Rc<P>) {
     loop {
         ports.sleep(limits::ESCROW_BALANCE_EVERY).await;
         ticks += 1;
-        if ticks.is_multiple_of(5) {
+        let every = limits::ESCROW_POOLS_EVERY.as_secs() / limits::ESCROW_BALANCE_EVERY.as_secs();
+        if ticks.is_multiple_of(every.max(1)) {
             read_pools(&ports).await;
         }
         give_back_idle(&ports).await;
