@@ -124,6 +124,32 @@ async fn buy(client: Client, n: usize, sku: Sku, sale: Arc<Sale>) {
     }
 }
 
+/// Registers `count` buyers, buyer `n` on node `node_of(n)`, then sets
+/// them all buying at once; their access tokens, by buyer.
+async fn start_buyers(
+    running: &[Option<Souk>],
+    count: usize,
+    node_of: impl Fn(usize) -> usize,
+    prefix: &str,
+    sku: &Sku,
+    sale: &Arc<Sale>,
+) -> Vec<String> {
+    let (mut tokens, mut buyers) = (Vec::new(), Vec::new());
+    for n in 0..count {
+        let client = connect(running, node_of(n)).await;
+        let grant = client
+            .register(&format!("{prefix}{n}@example.org"), PASSWORD, None)
+            .await
+            .unwrap();
+        tokens.push(grant.access_token);
+        buyers.push(client);
+    }
+    for (n, client) in buyers.into_iter().enumerate() {
+        tokio::spawn(buy(client, n, sku.clone(), sale.clone()));
+    }
+    tokens
+}
+
 /// Units of `sku` in `orders` that hold stock (sold or awaiting payment).
 fn held(orders: &[souk_client::api::Order], sku: &Sku) -> i64 {
     orders
@@ -203,20 +229,7 @@ fn a_flash_sale_across_three_nodes_never_oversells() {
             .await
             .unwrap();
         assert_eq!(level.available, UNITS);
-        let mut tokens = Vec::new();
-        let mut buyers = Vec::new();
-        for n in 0..BUYERS {
-            let client = connect(&running, n % 3).await;
-            let grant = client
-                .register(&format!("sale{n}@example.org"), PASSWORD, None)
-                .await
-                .unwrap();
-            tokens.push(grant.access_token);
-            buyers.push(client);
-        }
-        for (n, client) in buyers.into_iter().enumerate() {
-            tokio::spawn(buy(client, n, sku.clone(), sale.clone()));
-        }
+        let tokens = start_buyers(&running, BUYERS, |n| n % 3, "sale", &sku, &sale).await;
         (sku, tokens)
     });
     let started = Instant::now();
@@ -480,19 +493,7 @@ fn a_node_cut_off_from_the_cluster_stops_selling_and_never_oversells() {
             .await
             .unwrap();
         // Buyers on node B only, until it is cut off.
-        let (mut tokens, mut buyers) = (Vec::new(), Vec::new());
-        for n in 0..20 {
-            let client = connect(&running, 1).await;
-            let grant = client
-                .register(&format!("cut{n}@example.org"), PASSWORD, None)
-                .await
-                .unwrap();
-            tokens.push(grant.access_token);
-            buyers.push(client);
-        }
-        for (n, client) in buyers.into_iter().enumerate() {
-            tokio::spawn(buy(client, n, sku.clone(), sale.clone()));
-        }
+        let tokens = start_buyers(&running, 20, |_| 1, "cut", &sku, &sale).await;
         (sku, tokens)
     });
     while sale.units.load(Ordering::SeqCst) < STOCK / 3 {

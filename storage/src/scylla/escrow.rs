@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use souk_wire::api::{OrderStatus, Sku, UnixMillis};
+use souk_wire::api::{OrderId, OrderStatus, Sku, UnixMillis};
 
 use super::{ScyllaStore, applied, unavailable};
 use crate::error::{Result, StorageError};
@@ -443,23 +443,9 @@ impl ScyllaStore {
         let snapshot = self.snapshot_of(node).await?;
         let mut held: HashMap<Sku, i64> = snapshot.sold.into_iter().collect();
         for shard in 0..SHARD_NUMBERS {
-            let mut after = snapshot
-                .watermark
-                .0
-                .checked_sub(1)
-                .map_or(-1, |id| id as i64);
+            let mut after = snapshot.watermark.0.checked_sub(1).map(OrderId);
             loop {
-                let values = (node, i32::from(shard), after, PAGE_MAX as i32);
-                let rows = self
-                    .run(&self.statements.orders_of_shard, values)
-                    .await?
-                    .into_rows_result()
-                    .map_err(unavailable)?;
-                let index: Vec<(i64, i64)> = rows
-                    .rows::<(i64, i64)>()
-                    .map_err(unavailable)?
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(unavailable)?;
+                let index = self.shard_index_of(node, shard, after, PAGE_MAX).await?;
                 for &(id, user) in &index {
                     let mut order: Option<OrderRecord> = self
                         .record("order", &self.statements.get_order, (user, id))
@@ -478,7 +464,9 @@ impl ScyllaStore {
                     }
                 }
                 match index.last() {
-                    Some(&(last, _)) if index.len() == PAGE_MAX => after = last,
+                    Some(&(last, _)) if index.len() == PAGE_MAX => {
+                        after = Some(OrderId(last.max(0).unsigned_abs()));
+                    }
                     _ => break,
                 }
             }

@@ -1060,6 +1060,28 @@ impl OrderStore for ScyllaStore {
 }
 
 impl ScyllaStore {
+    /// A page of `node`'s shard `shard`'s replay index after `after`:
+    /// (order id, user id), at most `limit` (1..=`PAGE_MAX`).
+    async fn shard_index_of(
+        &self,
+        node: &str,
+        shard: u16,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64)>> {
+        let after = after.map_or(-1, |id| to_i64(id.0));
+        let values = (node, i32::from(shard), after, limit as i32);
+        let rows = self
+            .run(&self.statements.orders_of_shard, values)
+            .await?
+            .into_rows_result()
+            .map_err(unavailable)?;
+        rows.rows::<(i64, i64)>()
+            .map_err(unavailable)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(unavailable)
+    }
+
     /// A page of the orders `node`'s shard `shard` placed, after `after`.
     async fn shard_orders_of(
         &self,
@@ -1069,18 +1091,7 @@ impl ScyllaStore {
         limit: usize,
     ) -> Result<Page<OrderRecord, OrderId>> {
         let limit = limit.clamp(1, PAGE_MAX);
-        let after = after.map_or(-1, |id| to_i64(id.0));
-        let values = (node, i32::from(shard), after, limit as i32);
-        let rows = self
-            .run(&self.statements.orders_of_shard, values)
-            .await?
-            .into_rows_result()
-            .map_err(unavailable)?;
-        let index: Vec<(i64, i64)> = rows
-            .rows::<(i64, i64)>()
-            .map_err(unavailable)?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(unavailable)?;
+        let index = self.shard_index_of(node, shard, after, limit).await?;
         let full = index.len() == limit;
         let last = index
             .last()
