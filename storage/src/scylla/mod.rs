@@ -38,6 +38,7 @@ use scylla::response::PagingState;
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::unprepared::Statement;
 use scylla::value::{CqlValue, Row};
 use souk_wire::api::{
     Address, AddressId, Category, IdempotencyKey, OrderId, OrderStatus, Product, ProductId,
@@ -65,6 +66,12 @@ pub use scylla::frame::types::{Consistency, SerialConsistency};
 
 /// How long one request may take before the driver gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one schema change may take. A node applies schema changes one
+/// at a time and waits for the others to agree, so a freshly started node,
+/// or one that several souk nodes (or test runs) ask at once, can take far
+/// longer than a data request; giving up at 5 s failed a cold start.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Milliseconds in the day buckets of `catalog_changes`.
 const DAY_MS: i64 = 86_400_000;
@@ -223,6 +230,13 @@ fn status_code(status: OrderStatus) -> i8 {
     }
 }
 
+/// `cql`, a schema change, under the schema deadline.
+fn schema_change(cql: String) -> Statement {
+    let mut statement = Statement::new(cql);
+    statement.set_request_timeout(Some(SCHEMA_TIMEOUT));
+    statement
+}
+
 /// Whether a conditional statement applied (its first column, `[applied]`).
 fn applied(result: QueryResult) -> Result<bool> {
     let rows = result.into_rows_result().map_err(unavailable)?;
@@ -256,7 +270,7 @@ impl ScyllaStore {
         let server = Server::detect(&session).await?;
         for statement in schema_statements(config, server) {
             session
-                .query_unpaged(statement, &[])
+                .query_unpaged(schema_change(statement), &[])
                 .await
                 .map_err(unavailable)?;
         }
@@ -291,7 +305,7 @@ impl ScyllaStore {
     pub async fn drop_keyspace(&self) -> Result<()> {
         let cql = format!("DROP KEYSPACE IF EXISTS {}", self.keyspace);
         self.session
-            .query_unpaged(cql, &[])
+            .query_unpaged(schema_change(cql), &[])
             .await
             .map_err(unavailable)?;
         Ok(())
