@@ -753,13 +753,16 @@ async fn keep_lease(escrow: Arc<NodeEscrow>, clock: Clock, mut shutdown: watch::
         if now.0.saturating_sub(last_reclaim.0) >= limits::ESCROW_RECLAIM_EVERY.as_millis() as u64 {
             last_reclaim = now;
             match escrow
-                .reclaim_dead(UnixMillis(now.0.saturating_sub(skew)))
+                .reclaim_dead(UnixMillis(now.0.saturating_sub(skew)), now)
                 .await
             {
-                Ok(0) => {}
-                Ok(units) => info!(
-                    units,
-                    "reclaimed the unsold units of nodes whose lease ran out"
+                Ok(reclaimed) if reclaimed.units == 0 && reclaimed.expired == 0 => {}
+                // No refund is asked for an order expired here: the
+                // built-in gateway, the only one, moves no money.
+                Ok(reclaimed) => info!(
+                    units = reclaimed.units,
+                    expired_orders = reclaimed.expired,
+                    "reclaimed the unsold units of nodes whose lease ran out, and the units of their orders that lapsed unpaid"
                 ),
                 Err(error) => tracing::warn!(%error, "could not reclaim the stock of dead nodes"),
             }

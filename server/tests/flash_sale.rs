@@ -515,10 +515,10 @@ fn a_node_cut_off_from_the_cluster_stops_selling_and_never_oversells() {
         let escrow = runtime.block_on(observer.escrow(&sku)).unwrap();
         let lease = runtime.block_on(observer.lease(NAMES[1])).unwrap().unwrap();
         if lease.until.is_none() && escrow.grant(NAMES[1]).unwrap().epoch >= lease.epoch {
-            let held = runtime.block_on(observer.held_by(NAMES[1])).unwrap();
+            let held = runtime.block_on(observer.held_by(NAMES[1], None)).unwrap();
             eprintln!(
-                "{} units acknowledged before the cut; {held:?} held",
-                before_cut
+                "{} units acknowledged before the cut; {:?} held",
+                before_cut, held.units
             );
             eprintln!(
                 "{} fenced and reclaimed {} ms after the cut: {escrow:?}",

@@ -369,7 +369,7 @@ async fn each_node_claims_its_own_number() {
 /// alone. Started again, the node rejoins under a new epoch, after which a
 /// reclaim still running on the fence's view cannot move its grant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_node_is_fenced_and_its_grant_reclaimed_once() {
+async fn a_dead_node_is_fenced_and_its_grant_reclaimed() {
     with_store(|store, _session, config| async move {
         let sku = sku("ESCROW-3");
         let (dead, live) = (
@@ -421,11 +421,11 @@ async fn a_dead_node_is_fenced_and_its_grant_reclaimed_once() {
         );
         assert_eq!(
             store
-                .reclaim(&sku, "node-dead", |_| 0, fenced)
+                .reclaim(&sku, "node-dead", |_| 12, fenced)
                 .await
                 .unwrap(),
             0,
-            "a grant is reclaimed once per fence"
+            "the same count again moves nothing"
         );
         let escrow = store.escrow(&sku).await.unwrap();
         assert_eq!(
@@ -475,12 +475,112 @@ async fn a_dead_node_is_fenced_and_its_grant_reclaimed_once() {
         assert_eq!(leases["node-live"], live_lease);
         // A clean stop gives back all but what its orders hold (none).
         assert_eq!(
-            dead.reclaim_node("node-dead", Reclaim::Own { epoch: 3 })
+            dead.reclaim_node("node-dead", Reclaim::Own { epoch: 3 }, None)
                 .await
-                .unwrap(),
+                .unwrap()
+                .units,
             20
         );
         assert_eq!(store.escrow(&sku).await.unwrap().total(), 100);
+    })
+    .await;
+}
+
+/// A fenced node no longer expires its own orders: the node reclaiming its
+/// grants expires those that lapsed unpaid and takes their units back, and
+/// reads its grants again only when its next order lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_s_orders_that_lapse_unpaid_give_their_units_back() {
+    use souk_storage::scylla::{NodeEscrow, Reclaimed};
+    use souk_storage::store::OrderStore;
+    use souk_wire::api::{OrderStatus, PaymentStatus};
+    with_store(|store, _session, config| async move {
+        let sku = sku("ESCROW-LAPSE");
+        store.add_to_pool(&sku, 100).await.unwrap();
+        let now = UnixMillis(1_000_000);
+        let gone = node(&config, "node-gone").await;
+        gone.join(UnixMillis(now.0 - 1)).await.unwrap();
+        assert_eq!(
+            gone.take_from_pool(&sku, 1, 30, 30).await.unwrap().units,
+            30
+        );
+        let order = |id: u64, units: u32, status: OrderStatus, expires_at: u64| {
+            let mut order = souk_storage::testing::order(id);
+            order.lines.truncate(1);
+            order.lines[0].sku = sku.clone();
+            order.lines[0].quantity = units;
+            order.status = status;
+            order.expires_at = UnixMillis(expires_at);
+            order
+        };
+        let paid = order(2_000, 5, OrderStatus::Paid, 0);
+        let lapsed = order(2_001, 3, OrderStatus::PendingPayment, now.0 - 100_000);
+        let later = order(2_002, 4, OrderStatus::PendingPayment, 2_000_000);
+        for order in [&paid, &lapsed, &later] {
+            gone.insert_order(order).await.unwrap();
+        }
+        let keeper = NodeEscrow::join(
+            node(&config, "node-keeper").await,
+            UnixMillis(now.0 + 60_000),
+            std::time::Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+
+        let first = keeper.reclaim_dead(now, now).await.unwrap();
+        let reclaimed = |units, expired, next_lapse: Option<u64>| Reclaimed {
+            units,
+            expired,
+            next_lapse: next_lapse.map(UnixMillis),
+        };
+        assert_eq!(
+            first,
+            reclaimed(21, 1, Some(2_000_000)),
+            "30 granted, 9 held"
+        );
+        let expired = store.order(lapsed.id).await.unwrap().unwrap();
+        assert_eq!(
+            (expired.status, expired.payment_status, expired.updated_at),
+            (OrderStatus::Expired, PaymentStatus::Failed, now)
+        );
+        assert_eq!(
+            store.order(later.id).await.unwrap().unwrap().status,
+            OrderStatus::PendingPayment,
+            "not lapsed yet"
+        );
+        assert_eq!(
+            keeper.reclaim_dead(now, now).await.unwrap(),
+            reclaimed(0, 0, None),
+            "not read again before its next order lapses"
+        );
+
+        // Cancelled through another node, then past its deadline: its
+        // units go back at the next look.
+        let cancelled = souk_storage::model::OrderRecord {
+            status: OrderStatus::Cancelled,
+            ..later.clone()
+        };
+        store
+            .update_order(&cancelled, OrderStatus::PendingPayment)
+            .await
+            .unwrap();
+        let after = UnixMillis(2_000_001);
+        assert_eq!(
+            keeper.reclaim_dead(after, after).await.unwrap(),
+            reclaimed(4, 0, None)
+        );
+        assert_eq!(
+            keeper.reclaim_dead(after, after).await.unwrap(),
+            reclaimed(0, 0, None)
+        );
+        let escrow = store.escrow(&sku).await.unwrap();
+        assert_eq!(
+            (escrow.pool, escrow.granted_to("node-gone")),
+            (95, 5),
+            "what its paid order holds stays with it"
+        );
+        assert_eq!(escrow.grant("node-gone").unwrap().epoch, 2);
+        assert_eq!(escrow.total(), 100);
     })
     .await;
 }

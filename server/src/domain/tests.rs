@@ -203,16 +203,22 @@ fn a_declined_payment_cancels_the_order_and_releases_its_stock() {
     assert_eq!(available(&shop, &sku), 5);
 }
 
-#[test]
-fn an_order_whose_payment_never_answers_expires_and_releases_its_stock() {
+/// A shop of 5 units with an order of 2 whose payment never answers.
+fn an_unanswered_order(email: &str) -> (Shop, Sku) {
     let shop = Shop::new(2, 5);
     shop.gateway().set_mode(GatewayMode::TimeOutAfterCharging);
     let sku = first_sku(&shop);
     let on = shop.connect(0);
-    register(&shop, &on, "slow@example.com");
+    register(&shop, &on, email);
     add(&shop, &on, &sku, 2, None);
     order_of(shop.send(&on, checkout()));
     assert_eq!(available(&shop, &sku), 3);
+    (shop, sku)
+}
+
+#[test]
+fn an_order_whose_payment_never_answers_expires_and_releases_its_stock() {
+    let (shop, sku) = an_unanswered_order("slow@example.com");
     shop.wait(Duration::from_secs(10));
     assert_eq!(
         shop.store().all_orders()[0].status,
@@ -221,6 +227,23 @@ fn an_order_whose_payment_never_answers_expires_and_releases_its_stock() {
     // Past the reservation (30 s in the shop) and the next expiry sweep.
     shop.wait(Duration::from_secs(60));
     assert_eq!(shop.store().all_orders()[0].status, OrderStatus::Expired);
+    assert_eq!(available(&shop, &sku), 5);
+}
+
+#[test]
+fn an_order_cancelled_through_another_node_frees_its_units_here_by_its_deadline() {
+    let (shop, sku) = an_unanswered_order("elsewhere@example.com");
+    // Another node sharing the store cancels it; this one is not told.
+    let cancelled = souk_storage::model::OrderRecord {
+        status: OrderStatus::Cancelled,
+        ..shop.store().all_orders()[0].clone()
+    };
+    shop.store()
+        .update_order_elsewhere(&cancelled, OrderStatus::PendingPayment)
+        .unwrap();
+    // Past the reservation (30 s in the shop) and the next expiry sweep.
+    shop.wait(Duration::from_secs(60));
+    assert_eq!(shop.store().all_orders()[0].status, OrderStatus::Cancelled);
     assert_eq!(available(&shop, &sku), 5);
 }
 

@@ -107,6 +107,12 @@ impl SimStore {
         self.data().orders.values().cloned().collect()
     }
 
+    /// Writes an order's change at once, as another node sharing the
+    /// store would: none of this node's shards hears of it.
+    pub fn update_order_elsewhere(&self, order: &OrderRecord, expected: OrderStatus) -> Result<()> {
+        update(&mut self.data(), order, expected)
+    }
+
     pub fn all_payments(&self) -> Vec<PaymentRecord> {
         self.data().payments.values().cloned().collect()
     }

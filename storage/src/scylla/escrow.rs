@@ -13,24 +13,26 @@
 //! another node fences it (marks the lease fenced under the next epoch, so
 //! it cannot renew) and reclaims each grant down to the units the dead
 //! node's durable orders hold (sold or awaiting payment), stamping the
-//! grant with the fence's epoch: each grant is reclaimed once per fence. A
-//! fenced node that starts again takes a lease under a newer epoch and
-//! stamps its grants with it before it sells, so that a reclaim still
-//! running on an older view can no longer move them.
+//! grant with the fence's epoch. A fenced node no longer expires its own
+//! orders, so the reclaiming node expires those whose reservation lapsed
+//! unpaid and moves their units back too. A fenced node that starts again
+//! takes a lease under a newer epoch and stamps its grants with it before
+//! it sells, so that a reclaim still running on an older view can no
+//! longer move them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use souk_wire::api::{OrderId, OrderStatus, Sku, UnixMillis};
+use souk_wire::api::{OrderId, OrderStatus, PaymentStatus, Sku, UnixMillis};
 
-use super::{ScyllaStore, applied, unavailable};
+use super::{ScyllaStore, applied, to_i64, unavailable};
 use crate::error::{Result, StorageError};
 use crate::limits::PAGE_MAX;
 use crate::model::{OrderRecord, StockRecord};
-use crate::store::{StockEscrow, Taken};
+use crate::store::{OrderStore, StockEscrow, Taken};
 
 /// Conditional writes tried before contention is reported as `Busy`.
 const CAS_ATTEMPTS: usize = 32;
@@ -120,8 +122,43 @@ impl Lease {
 pub enum Reclaim {
     /// This node's own grants, under its epoch (a clean stop).
     Own { epoch: i64 },
-    /// A fenced node's grants not yet stamped with the fence's epoch.
+    /// A fenced node's grants, under the fence's epoch, which they are
+    /// stamped with. A grant already stamped by this fence moves again:
+    /// a fenced node's orders only ever leave (expire, are cancelled), so
+    /// a newer count of what they hold is never above an older one. A
+    /// grant stamped by a newer epoch (the node started again) is left.
     Fenced { epoch: i64 },
+}
+
+/// Orders of a fenced node whose reservation ran out unpaid before
+/// `before`: a reclaim expires them, at `now`, and does not count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lapse {
+    pub before: UnixMillis,
+    pub now: UnixMillis,
+}
+
+/// What a node's durable orders hold, as one reading of them found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Units of each SKU, sold or awaiting payment.
+    pub units: HashMap<Sku, i64>,
+    /// Orders this reading expired (see `Lapse`).
+    pub expired: usize,
+    /// When the next order still awaiting payment lapses.
+    pub next_lapse: Option<UnixMillis>,
+}
+
+/// What a reclaim of a node's grants did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// Units moved back to the pools.
+    pub units: i64,
+    /// Orders expired because they lapsed unpaid.
+    pub expired: usize,
+    /// When the next order still awaiting payment lapses: nothing needs
+    /// reclaiming from a fenced node before then.
+    pub next_lapse: Option<UnixMillis>,
 }
 
 fn millis(at: UnixMillis) -> i64 {
@@ -378,8 +415,7 @@ impl ScyllaStore {
 
     /// Sets `node`'s grant of `sku` to `keep(units granted)` (at most what
     /// it has), the rest back to the pool; the units returned. Under
-    /// `Reclaim::Fenced` only a grant stamped with an older epoch moves,
-    /// and it is stamped with the fence's; a grant already stamped is left.
+    /// `Reclaim::Fenced` a grant stamped with a newer epoch is left.
     pub async fn reclaim(
         &self,
         sku: &Sku,
@@ -396,7 +432,7 @@ impl ScyllaStore {
             let stamp = match how {
                 Reclaim::Own { epoch } if grant.epoch == epoch => epoch,
                 Reclaim::Own { .. } => return Err(fenced(node, sku)),
-                Reclaim::Fenced { epoch } if grant.epoch < epoch => epoch,
+                Reclaim::Fenced { epoch } if grant.epoch <= epoch => epoch,
                 Reclaim::Fenced { .. } => return Ok(0),
             };
             let kept = keep(grant.units).clamp(0, grant.units);
@@ -412,25 +448,36 @@ impl ScyllaStore {
         Err(contended("a grant"))
     }
 
-    /// Reclaims every grant of `node` down to what its durable orders hold.
-    pub async fn reclaim_node(&self, node: &str, how: Reclaim) -> Result<i64> {
+    /// Reclaims every grant of `node` down to what its durable orders hold,
+    /// expiring first those that lapsed (under `lapse`).
+    pub async fn reclaim_node(
+        &self,
+        node: &str,
+        how: Reclaim,
+        lapse: Option<Lapse>,
+    ) -> Result<Reclaimed> {
         let all = self.all_escrow().await?;
         let pending = |escrow: &Escrow| {
             escrow.grant(node).is_some_and(|g| match how {
                 Reclaim::Own { .. } => g.units > 0,
-                Reclaim::Fenced { epoch } => g.epoch < epoch,
+                // Unstamped, or holding units its orders may have let go.
+                Reclaim::Fenced { epoch } => g.epoch < epoch || (g.epoch == epoch && g.units > 0),
             })
         };
         if !all.iter().any(|(_, escrow)| pending(escrow)) {
-            return Ok(0);
+            return Ok(Reclaimed::default());
         }
-        let held = self.held_by(node).await?;
-        let mut returned = 0;
+        let held = self.held_by(node, lapse).await?;
+        let mut reclaimed = Reclaimed {
+            units: 0,
+            expired: held.expired,
+            next_lapse: held.next_lapse,
+        };
         for (sku, _) in all.iter().filter(|(_, e)| pending(e)) {
-            let keep = held.get(sku).copied().unwrap_or(0);
-            returned += self.reclaim(sku, node, |_| keep, how).await?;
+            let keep = held.units.get(sku).copied().unwrap_or(0);
+            reclaimed.units += self.reclaim(sku, node, |_| keep, how).await?;
         }
-        Ok(returned)
+        Ok(reclaimed)
     }
 
     /// Units of each SKU that `node`'s durable orders hold: sold (its stock
@@ -438,10 +485,15 @@ impl ScyllaStore {
     /// index row whose order a plain read does not find is read again at
     /// the serial consistency, which completes or discards an insert a
     /// timeout left half done: an order that lands later would hold units
-    /// the pool had been given.
-    pub async fn held_by(&self, node: &str) -> Result<HashMap<Sku, i64>> {
+    /// the pool had been given. Under `lapse`, orders awaiting payment past
+    /// `lapse.before` are expired (if still awaiting it: a payment recorded
+    /// first wins) and hold nothing.
+    pub async fn held_by(&self, node: &str, lapse: Option<Lapse>) -> Result<Held> {
         let snapshot = self.snapshot_of(node).await?;
-        let mut held: HashMap<Sku, i64> = snapshot.sold.into_iter().collect();
+        let mut held = Held {
+            units: snapshot.sold.into_iter().collect(),
+            ..Held::default()
+        };
         for shard in 0..SHARD_NUMBERS {
             let mut after = snapshot.watermark.0.checked_sub(1).map(OrderId);
             loop {
@@ -455,12 +507,32 @@ impl ScyllaStore {
                             .record("order", &self.statements.get_order_settled, (user, id))
                             .await?;
                     }
-                    let Some(order) = order else { continue };
-                    if matches!(order.status, OrderStatus::Cancelled | OrderStatus::Expired) {
-                        continue;
+                    let Some(mut order) = order else { continue };
+                    if let Some(lapse) = lapse
+                        && order.status == OrderStatus::PendingPayment
+                        && order.expires_at < lapse.before
+                    {
+                        match self.expire(&order, lapse.now).await? {
+                            None => {
+                                held.expired += 1;
+                                continue;
+                            }
+                            Some(moved_on) => order = moved_on,
+                        }
+                    }
+                    match order.status {
+                        OrderStatus::Cancelled | OrderStatus::Expired => continue,
+                        OrderStatus::PendingPayment => {
+                            held.next_lapse = Some(match held.next_lapse {
+                                Some(next) => next.min(order.expires_at),
+                                None => order.expires_at,
+                            });
+                        }
+                        _ => {}
                     }
                     for line in &order.lines {
-                        *held.entry(line.sku.clone()).or_default() += i64::from(line.quantity);
+                        *held.units.entry(line.sku.clone()).or_default() +=
+                            i64::from(line.quantity);
                     }
                 }
                 match index.last() {
@@ -472,6 +544,34 @@ impl ScyllaStore {
             }
         }
         Ok(held)
+    }
+
+    /// Expires `order`, which lapsed awaiting payment, as its own node's
+    /// expiry sweep would have; `None` once expired, or the order as it
+    /// moved on first (paid, cancelled or expired elsewhere).
+    async fn expire(&self, order: &OrderRecord, now: UnixMillis) -> Result<Option<OrderRecord>> {
+        let expired = OrderRecord {
+            status: OrderStatus::Expired,
+            payment_status: PaymentStatus::Failed,
+            updated_at: now,
+            ..order.clone()
+        };
+        match self
+            .update_order(&expired, OrderStatus::PendingPayment)
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(StorageError::Conflict(_)) => {
+                let values = (to_i64(order.user_id.0), to_i64(order.id.0));
+                let current: Option<OrderRecord> = self
+                    .record("order", &self.statements.get_order_settled, values)
+                    .await?;
+                Ok(Some(current.ok_or_else(|| {
+                    StorageError::NotFound(format!("order {}", order.id.0))
+                })?))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// `pool += units`, `grant -= units` and the grant stamped `stamp`, if
@@ -658,6 +758,10 @@ pub struct NodeEscrow {
     base: Instant,
     /// When the last renewal that landed was sent, in ms after `base`.
     renewed: AtomicU64,
+    /// Per fenced node: the fence's epoch its grants were last reclaimed
+    /// under, and when its next order awaiting payment lapses (`None`:
+    /// none awaits payment). Until then, its grants are not read again.
+    reclaimed: Mutex<HashMap<String, (i64, Option<UnixMillis>)>>,
 }
 
 impl NodeEscrow {
@@ -678,6 +782,7 @@ impl NodeEscrow {
             lease,
             base,
             renewed: AtomicU64::new(0),
+            reclaimed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -741,32 +846,54 @@ impl NodeEscrow {
             return Ok(0);
         }
         let node = self.store.node.clone();
-        self.store
-            .reclaim_node(
-                &node,
-                Reclaim::Own {
-                    epoch: self.epoch(),
-                },
-            )
-            .await
+        let own = Reclaim::Own {
+            epoch: self.epoch(),
+        };
+        Ok(self.store.reclaim_node(&node, own, None).await?.units)
     }
 
     /// Fences every node whose lease ran out before `before` and reclaims
-    /// its grants; the units returned to the pools.
-    pub async fn reclaim_dead(&self, before: UnixMillis) -> Result<i64> {
-        let mut returned = 0;
+    /// its grants; when an order of a fenced node lapses unpaid (before
+    /// `before`), expires it at `now` and reclaims its units too. What the
+    /// nodes read this time gave back, and when their next order lapses.
+    pub async fn reclaim_dead(&self, before: UnixMillis, now: UnixMillis) -> Result<Reclaimed> {
+        let mut total = Reclaimed::default();
         for (node, lease) in self.store.leases().await? {
             if node == self.store.node || lease.until.is_some_and(|until| until >= before) {
                 continue;
             }
-            if let Some(epoch) = self.store.fence(&node, before).await? {
-                returned += self
-                    .store
-                    .reclaim_node(&node, Reclaim::Fenced { epoch })
-                    .await?;
+            let Some(epoch) = self.store.fence(&node, before).await? else {
+                continue;
+            };
+            let last = self
+                .reclaimed
+                .lock()
+                .expect("not poisoned")
+                .get(&node)
+                .copied();
+            if let Some((at, next_lapse)) = last
+                && at == epoch
+                && next_lapse.is_none_or(|lapse| lapse >= before)
+            {
+                continue;
             }
+            let lapse = Lapse { before, now };
+            let reclaimed = self
+                .store
+                .reclaim_node(&node, Reclaim::Fenced { epoch }, Some(lapse))
+                .await?;
+            self.reclaimed
+                .lock()
+                .expect("not poisoned")
+                .insert(node, (epoch, reclaimed.next_lapse));
+            total.units += reclaimed.units;
+            total.expired += reclaimed.expired;
+            total.next_lapse = match (total.next_lapse, reclaimed.next_lapse) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
-        Ok(returned)
+        Ok(total)
     }
 }
 

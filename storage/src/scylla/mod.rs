@@ -24,7 +24,7 @@
 mod escrow;
 mod statements;
 
-pub use escrow::{Escrow, Grant, Lease, NODE_NUMBERS, NodeEscrow, Reclaim};
+pub use escrow::{Escrow, Grant, Held, Lapse, Lease, NODE_NUMBERS, NodeEscrow, Reclaim, Reclaimed};
 
 use std::ops::ControlFlow;
 use std::time::Duration;

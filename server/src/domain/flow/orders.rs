@@ -213,7 +213,19 @@ pub async fn expire_lapsed<P: Ports>(ports: Rc<P>) {
         for order_id in due {
             let order = match ports.store().order(order_id).await {
                 Ok(Some(order)) if order.status == OrderStatus::PendingPayment => order,
-                Ok(_) => continue,
+                // Moved on elsewhere: cancelled through another node
+                // sharing the store, or expired by one that fenced this
+                // node. The reservation still held here for it is settled
+                // as the order was (once only: settling is per order id).
+                Ok(Some(order)) => {
+                    let settlement = match order.status {
+                        OrderStatus::Cancelled | OrderStatus::Expired => Settlement::Release,
+                        _ => Settlement::Commit,
+                    };
+                    settle(&ports, &order, settlement).await;
+                    continue;
+                }
+                Ok(None) => continue,
                 Err(error) => {
                     warn!(order = order_id.0, %error, "expiry postponed");
                     let retry = UnixMillis(now.0 + 1000);
