@@ -82,6 +82,8 @@ impl Server {
         if let Some(escrow) = &stores.escrow {
             let lease = keep_lease(escrow.clone(), clock.clone(), shutdown_rx.clone());
             storage_runtime.spawn(lease);
+            let reclaim = reclaim_dead_nodes(escrow.clone(), clock.clone(), shutdown_rx.clone());
+            storage_runtime.spawn(reclaim);
         }
         let settings = shard_settings(config, &data_dir, stores.node)?;
         let states = block_on(&storage_runtime, rebuild_shards(&stores, config, &settings))?;
@@ -728,19 +730,20 @@ async fn connect_scylla(
     Ok(store)
 }
 
+/// Waits `period`: `false` if shutdown began first.
+async fn tick(period: std::time::Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(period) => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
 /// Renews this node's lease on the shared stock every
-/// `ESCROW_RENEW_EVERY`, and reclaims the grants of nodes whose leases
-/// ran out `ESCROW_SKEW` ago, until shutdown. A node that finds itself
-/// fenced stops selling for good: a restart rejoins under a new epoch.
+/// `ESCROW_RENEW_EVERY` until shutdown. A node that finds itself fenced
+/// stops selling for good: a restart rejoins under a new epoch.
 async fn keep_lease(escrow: Arc<NodeEscrow>, clock: Clock, mut shutdown: watch::Receiver<bool>) {
     let lease = limits::ESCROW_LEASE.as_millis() as u64;
-    let skew = limits::ESCROW_SKEW.as_millis() as u64;
-    let mut last_reclaim = clock.now();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(limits::ESCROW_RENEW_EVERY) => {}
-            _ = shutdown.changed() => return,
-        }
+    while tick(limits::ESCROW_RENEW_EVERY, &mut shutdown).await {
         let now = clock.now();
         match escrow.renew(UnixMillis(now.0 + lease)).await {
             Ok(()) => {}
@@ -750,22 +753,34 @@ async fn keep_lease(escrow: Arc<NodeEscrow>, clock: Clock, mut shutdown: watch::
             }
             Err(error) => tracing::warn!(%error, "could not renew the lease on the shared stock"),
         }
-        if now.0.saturating_sub(last_reclaim.0) >= limits::ESCROW_RECLAIM_EVERY.as_millis() as u64 {
-            last_reclaim = now;
-            match escrow
-                .reclaim_dead(UnixMillis(now.0.saturating_sub(skew)), now)
-                .await
-            {
-                Ok(reclaimed) if reclaimed.units == 0 && reclaimed.expired == 0 => {}
-                // No refund is asked for an order expired here: the
-                // built-in gateway, the only one, moves no money.
-                Ok(reclaimed) => info!(
-                    units = reclaimed.units,
-                    expired_orders = reclaimed.expired,
-                    "reclaimed the unsold units of nodes whose lease ran out, and the units of their orders that lapsed unpaid"
-                ),
-                Err(error) => tracing::warn!(%error, "could not reclaim the stock of dead nodes"),
-            }
+    }
+}
+
+/// Every `ESCROW_RECLAIM_EVERY`, fences the nodes whose leases ran out
+/// `ESCROW_SKEW` ago and reclaims their grants, until shutdown. A task of
+/// its own: reading a dead node's orders may take long, and must never
+/// hold back this node's own renewals.
+async fn reclaim_dead_nodes(
+    escrow: Arc<NodeEscrow>,
+    clock: Clock,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let skew = limits::ESCROW_SKEW.as_millis() as u64;
+    while tick(limits::ESCROW_RECLAIM_EVERY, &mut shutdown).await {
+        let now = clock.now();
+        match escrow
+            .reclaim_dead(UnixMillis(now.0.saturating_sub(skew)), now)
+            .await
+        {
+            Ok(reclaimed) if reclaimed.units == 0 && reclaimed.expired == 0 => {}
+            // No refund is asked for an order expired here: the
+            // built-in gateway, the only one, moves no money.
+            Ok(reclaimed) => info!(
+                units = reclaimed.units,
+                expired_orders = reclaimed.expired,
+                "reclaimed the unsold units of nodes whose lease ran out, and the units of their orders that lapsed unpaid"
+            ),
+            Err(error) => tracing::warn!(%error, "could not reclaim the stock of dead nodes"),
         }
     }
 }
@@ -776,11 +791,7 @@ async fn keep_stock_snapshot(
     clock: Clock,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(limits::STOCK_SNAPSHOT_INTERVAL) => {}
-            _ = shutdown.changed() => return,
-        }
+    while tick(limits::STOCK_SNAPSHOT_INTERVAL, &mut shutdown).await {
         match fold_stock_snapshot(store.as_ref(), clock.now()).await {
             Ok(progress) if progress.folded > 0 => info!(
                 folded = progress.folded,

@@ -59,12 +59,26 @@ impl Node {
     }
 }
 
+/// A client of `node`. Connecting is tried a few times: hundreds of
+/// clients connect one after another to nodes busy selling, and what the
+/// tests check is what the nodes sell, not how fast they admit.
 async fn connect(running: &[Option<Souk>], node: usize) -> Client {
     let souk = running[node].as_ref().expect("the node runs");
     let mut config = souk.client_config();
     config.request_timeout = support::REQUEST_TIMEOUT;
     config.retry = RetryPolicy::none();
-    Client::connect(config).await.unwrap()
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match Client::connect(config.clone()).await {
+            Ok(client) => return client,
+            Err(error) if attempt < 5 => {
+                eprintln!("connecting to node {node} failed (attempt {attempt}): {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("cannot connect to node {node}: {error}"),
+        }
+    }
 }
 
 /// Stops a node as an operator does (SIGTERM), so it gives back what it

@@ -168,9 +168,8 @@ pub fn drop_keyspace(nodes: &[String], keyspace: &str) -> Result<(), String> {
                 .build()
                 .await
                 .map_err(|e| e.to_string())?;
-            // Schema changes queue behind each other on a busy cluster.
             let mut drop = scylla::statement::unprepared::Statement::new(cql);
-            drop.set_request_timeout(Some(std::time::Duration::from_secs(60)));
+            drop.set_request_timeout(Some(crate::scylla::SCHEMA_TIMEOUT));
             session
                 .query_unpaged(drop, &[])
                 .await

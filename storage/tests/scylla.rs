@@ -478,7 +478,7 @@ async fn a_dead_node_is_fenced_and_its_grant_reclaimed() {
             dead.reclaim_node("node-dead", Reclaim::Own { epoch: 3 }, None)
                 .await
                 .unwrap()
-                .units,
+                .0,
             20
         );
         assert_eq!(store.escrow(&sku).await.unwrap().total(), 100);
@@ -486,12 +486,26 @@ async fn a_dead_node_is_fenced_and_its_grant_reclaimed() {
     .await;
 }
 
+/// A node that joins the escrow now, with a minute of lease.
+async fn live(
+    config: &ScyllaConfig,
+    name: &str,
+    now: UnixMillis,
+) -> souk_storage::scylla::NodeEscrow {
+    let lease = std::time::Duration::from_secs(15);
+    let until = UnixMillis(now.0 + 60_000);
+    let store = node(config, name).await;
+    souk_storage::scylla::NodeEscrow::join(store, until, lease)
+        .await
+        .unwrap()
+}
+
 /// A fenced node no longer expires its own orders: the node reclaiming its
 /// grants expires those that lapsed unpaid and takes their units back, and
 /// reads its grants again only when its next order lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_s_orders_that_lapse_unpaid_give_their_units_back() {
-    use souk_storage::scylla::{NodeEscrow, Reclaimed};
+    use souk_storage::scylla::Reclaimed;
     use souk_storage::store::OrderStore;
     use souk_wire::api::{OrderStatus, PaymentStatus};
     with_store(|store, _session, config| async move {
@@ -519,13 +533,7 @@ async fn a_dead_node_s_orders_that_lapse_unpaid_give_their_units_back() {
         for order in [&paid, &lapsed, &later] {
             gone.insert_order(order).await.unwrap();
         }
-        let keeper = NodeEscrow::join(
-            node(&config, "node-keeper").await,
-            UnixMillis(now.0 + 60_000),
-            std::time::Duration::from_secs(15),
-        )
-        .await
-        .unwrap();
+        let keeper = live(&config, "node-keeper", now).await;
 
         let first = keeper.reclaim_dead(now, now).await.unwrap();
         let reclaimed = |units, expired, next_lapse: Option<u64>| Reclaimed {
@@ -550,8 +558,14 @@ async fn a_dead_node_s_orders_that_lapse_unpaid_give_their_units_back() {
         );
         assert_eq!(
             keeper.reclaim_dead(now, now).await.unwrap(),
-            reclaimed(0, 0, None),
-            "not read again before its next order lapses"
+            reclaimed(0, 0, Some(2_000_000)),
+            "nothing lapsed since"
+        );
+        let other = live(&config, "node-other", now).await;
+        assert_eq!(
+            other.reclaim_dead(now, now).await.unwrap(),
+            reclaimed(0, 0, Some(2_000_000)),
+            "a second reclaimer reads the same count and moves nothing"
         );
 
         // Cancelled through another node, then past its deadline: its

@@ -71,7 +71,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// at a time and waits for the others to agree, so a freshly started node,
 /// or one that several souk nodes (or test runs) ask at once, can take far
 /// longer than a data request; giving up at 5 s failed a cold start.
-const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Milliseconds in the day buckets of `catalog_changes`.
 const DAY_MS: i64 = 86_400_000;

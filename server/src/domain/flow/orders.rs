@@ -239,11 +239,13 @@ pub async fn expire_lapsed<P: Ports>(ports: Rc<P>) {
                 settlement: Settlement::Release,
                 payment: None,
             };
-            let expired = transition(&ports, order, outcome, now).await;
-            if let Err(error) = expired
-                && error.status != ErrorStatus::Conflict
-            {
-                warn!(order = order_id.0, %error, "expiry postponed");
+            if let Err(error) = transition(&ports, order, outcome, now).await {
+                // Not written, or moved on elsewhere between the read and
+                // the write (`Conflict`): looked at again in a second, when
+                // the read above finds how it went.
+                if error.status != ErrorStatus::Conflict {
+                    warn!(order = order_id.0, %error, "expiry postponed");
+                }
                 let retry = UnixMillis(now.0 + 1000);
                 ports.state().borrow_mut().pending.insert(order_id, retry);
             }
