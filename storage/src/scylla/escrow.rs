@@ -17,10 +17,9 @@
 //! orders, so the reclaiming node expires those whose reservation lapsed
 //! unpaid and moves their units back too (conditionally: if the fenced
 //! node still runs, whichever of its payment and this expiry is written
-//! first wins). A fenced node that starts again
-//! takes a lease under a newer epoch and stamps its grants with it before
-//! it sells, so that a reclaim still running on an older view can no
-//! longer move them.
+//! first wins). A fenced node that starts again takes a lease under a
+//! newer epoch and stamps its grants with it before it sells, so that a
+//! reclaim still running on an older view can no longer move them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -52,7 +51,7 @@ const SHARD_NUMBERS: u16 = 256;
 
 /// How many shards' index rows, and orders of one page of them, a reading
 /// of a node's orders asks for at once: a dead node's day of orders is
-/// read in seconds, not one round trip after another.
+/// read many round trips at a time, not one after another.
 const SHARDS_AT_ONCE: usize = 8;
 const ORDERS_AT_ONCE: usize = 32;
 
