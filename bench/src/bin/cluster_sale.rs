@@ -15,6 +15,8 @@
 //! - The durable write: `--writers` writers insert orders for `--seconds`
 //!   into the CQL backend and into the embedded store (fjall), each waiting
 //!   for its write before the next: p50 and p99.
+//! - The reading of a node's orders that a reclaim of a dead node makes
+//!   (`held_by`), over the orders the CQL writers stored: its time.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -293,7 +295,8 @@ fn main() -> anyhow::Result<()> {
     let keyspace = format!("souk_durable_write_{}", now_ms());
     let config = scylla(&args, &keyspace, "bench-writer");
     let runtime = tokio::runtime::Runtime::new()?;
-    let cql: Arc<dyn Store> = Arc::new(runtime.block_on(ScyllaStore::connect(&config))?);
+    let cql_store = Arc::new(runtime.block_on(ScyllaStore::connect(&config))?);
+    let cql: Arc<dyn Store> = cql_store.clone();
     let dir = tempfile::tempdir()?;
     let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(
         &dir.path().join("store"),
@@ -309,6 +312,14 @@ fn main() -> anyhow::Result<()> {
         let (per_second, p50, p99) = durable_writes(store, args.writers, args.seconds);
         println!("| {name} | {per_second:.0} | {p50} | {p99} |");
     }
+    let started = Instant::now();
+    let held = runtime.block_on(cql_store.held_by("bench-writer", None))?;
+    println!();
+    println!(
+        "reading a node's {} orders, as a reclaim of a dead node does: {} ms",
+        held.pending.len(),
+        started.elapsed().as_millis()
+    );
     let _ = souk_storage::testing::drop_keyspace(&config.nodes, &config.keyspace);
     drop(runtime);
     Ok(())
