@@ -89,6 +89,9 @@ struct Reaper {
     /// has sealed and not yet let go of (for the tests).
     #[allow(dead_code, reason = "read by the tests")]
     held: Arc<AtomicU64>,
+    /// Looks it has finished (for the tests).
+    #[allow(dead_code, reason = "read by the tests")]
+    looks: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -99,10 +102,16 @@ impl Reaper {
         let stop = Arc::new(AtomicBool::new(false));
         let freed = Arc::new(AtomicU64::new(0));
         let held_count = Arc::new(AtomicU64::new(0));
+        let looks = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new()
             .name("souk-reaper".into())
             .spawn({
-                let (stop, freed, held_count) = (stop.clone(), freed.clone(), held_count.clone());
+                let (stop, freed, held_count, looks) = (
+                    stop.clone(),
+                    freed.clone(),
+                    held_count.clone(),
+                    looks.clone(),
+                );
                 move || {
                     // Freeing a memtable takes a core for as long as the
                     // stall it saves; at the lowest priority it takes what
@@ -123,6 +132,7 @@ impl Reaper {
                         held.retain(|memtable| Arc::strong_count(memtable) > 1);
                         freed.fetch_add((before - held.len()) as u64, Ordering::Relaxed);
                         held_count.store(held.len() as u64, Ordering::Relaxed);
+                        looks.fetch_add(1, Ordering::Relaxed);
                         std::thread::park_timeout(REAP_EVERY);
                     }
                 }
@@ -131,6 +141,7 @@ impl Reaper {
             stop,
             freed,
             held: held_count,
+            looks,
             thread: Some(thread),
         })
     }
@@ -535,6 +546,14 @@ mod tests {
             // Seals the memtable of the orders and writes it to a table;
             // fjall lets go of the one flushed the round before.
             engine.flush().unwrap();
+            // The reaper takes up the new memtables at its next whole look.
+            // It runs at the lowest priority: on a busy machine, a round
+            // that went on first would seal them before it held them, and
+            // fjall would free them as it did before the reaper.
+            let looked = reaper.looks.load(Ordering::Relaxed);
+            assert!(eventually(
+                || reaper.looks.load(Ordering::Relaxed) >= looked + 2
+            ));
             let freed = u64::from(round);
             assert!(
                 eventually(|| reaper.freed.load(Ordering::Relaxed) >= freed),
